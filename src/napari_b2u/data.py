@@ -1,0 +1,320 @@
+"""Stacks in, normalized float32 frames out — and back.
+
+Everything here is numpy only (no torch, no Qt): it validates what the user gave us, turns any
+supported layout into frames of shape (N, C, Y, X) in a normalized float32 scale, and inverts that
+exactly for the output. The normalization is an affine map per channel, stored with the model, so
+the denoised values come back in the units of the input.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Letters an ``axes`` string may use. Y and X are the image plane, C the channel axis; every
+#: other letter (time, z, sample/position, ...) is a batch axis whose entries are 2D samples.
+SAMPLE_AXES = "TZSIQ"
+ALLOWED_AXES = SAMPLE_AXES + "CYX"
+
+#: The smallest image side the library trains on or denoises (the 3x3 masker needs neighbours).
+MIN_SIDE = 4
+
+
+class InputError(ValueError):
+    """Input the library cannot use; the message names the problem and what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# axes
+
+
+def default_axes(ndim: int) -> str:
+    """The axes string assumed for an array of ``ndim`` dimensions when none is given."""
+    if ndim == 2:
+        return "YX"
+    if ndim == 3:
+        return "TYX"
+    raise InputError(
+        f"a {ndim}D array needs an explicit axes string (e.g. axes='TZYX' or 'TCYX'); "
+        "only 2D (YX) and 3D (TYX) arrays have a default"
+    )
+
+
+def parse_axes(axes: str | None, ndim: int) -> str:
+    """Validate an axes string against an array's dimensions; return it upper-cased."""
+    if axes is None:
+        return default_axes(ndim)
+    if not isinstance(axes, str):
+        raise InputError(f"axes must be a string such as 'TYX', got {type(axes).__name__}")
+    ax = axes.strip().upper()
+    bad = sorted({a for a in ax if a not in ALLOWED_AXES})
+    if bad:
+        raise InputError(
+            f"axes {axes!r} has unknown letter(s) {''.join(bad)!r}; use letters from "
+            f"{ALLOWED_AXES!r} (T time, Z depth, S/I/Q samples, C channel, Y and X the image)"
+        )
+    dup = sorted({a for a in ax if ax.count(a) > 1})
+    if dup:
+        raise InputError(f"axes {axes!r} repeats {''.join(dup)!r}; each letter may appear once")
+    if "Y" not in ax or "X" not in ax:
+        raise InputError(f"axes {axes!r} must contain both Y and X")
+    if len(ax) != ndim:
+        raise InputError(
+            f"axes {axes!r} has {len(ax)} letters but the array has {ndim} dimensions; "
+            "give one letter per dimension"
+        )
+    return ax
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def as_array(stack) -> np.ndarray:
+    """Turn an array-like (numpy, memmap, dask, zarr, xarray, list) into a numpy array.
+
+    Memory-mapped arrays are read, never written: every later step makes its own copy.
+    """
+    if isinstance(stack, np.ndarray):
+        return stack
+    if hasattr(stack, "compute") and hasattr(stack, "dtype"):  # dask / xarray+dask
+        stack = stack.compute()
+    try:
+        arr = np.asarray(stack)
+    except Exception as exc:  # noqa: BLE001 - any conversion failure is a user input problem
+        raise InputError(f"could not read the input as an array: {exc}") from exc
+    return arr
+
+
+def check_dtype(arr: np.ndarray) -> None:
+    kind = arr.dtype.kind
+    if kind == "b":
+        raise InputError(
+            "the image is boolean (a mask?); denoising needs intensities (integer or float)"
+        )
+    if kind == "c":
+        raise InputError("the image is complex-valued; pass its magnitude or real part")
+    if kind not in "uif":
+        raise InputError(
+            f"the image has dtype {arr.dtype}, which is not numeric; "
+            "pass integer or floating-point intensities"
+        )
+
+
+def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
+    """Check a user's stack and return ``(array, axes)``; raise :class:`InputError` if unusable."""
+    arr = as_array(stack)
+    if arr.size == 0:
+        raise InputError(f"the stack is empty (shape {arr.shape})")
+    check_dtype(arr)
+    if arr.ndim < 2:
+        raise InputError(f"need at least a 2D image, got an array of shape {arr.shape}")
+    ax = parse_axes(axes, arr.ndim)
+    ny, nx = arr.shape[ax.index("Y")], arr.shape[ax.index("X")]
+    if min(ny, nx) < min_side:
+        raise InputError(
+            f"the image plane is {ny}x{nx} pixels (axes {ax!r}); need at least "
+            f"{min_side}x{min_side}. Check the axes string: maybe Y/X are on other dimensions"
+        )
+    if arr.dtype.kind == "f":
+        finite = _all_finite(arr)
+        if not finite:
+            n_nan = int(np.isnan(arr).sum())
+            n_inf = int(np.isinf(arr).sum())
+            raise InputError(
+                f"the stack contains {n_nan} NaN and {n_inf} infinite value(s); replace them "
+                "(e.g. np.nan_to_num) or crop them away before denoising"
+            )
+    return arr, ax
+
+
+def _all_finite(arr: np.ndarray, chunk: int = 1 << 24) -> bool:
+    flat = arr.reshape(-1)
+    for i in range(0, flat.size, chunk):
+        if not np.isfinite(flat[i : i + chunk]).all():
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# layout: any axes <-> (N, C, Y, X)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a user's array maps to frames (N, C, Y, X), and back."""
+
+    axes: str
+    shape: tuple[int, ...]
+
+    @property
+    def perm(self) -> tuple[int, ...]:
+        ax = self.axes
+        batch = [i for i, a in enumerate(ax) if a in SAMPLE_AXES]
+        chan = [ax.index("C")] if "C" in ax else []
+        return tuple(batch + chan + [ax.index("Y"), ax.index("X")])
+
+    @property
+    def n_channels(self) -> int:
+        return self.shape[self.axes.index("C")] if "C" in self.axes else 1
+
+    @property
+    def n_frames(self) -> int:
+        n = 1
+        for a, s in zip(self.axes, self.shape):
+            if a in SAMPLE_AXES:
+                n *= s
+        return n
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        return self.shape[self.axes.index("Y")], self.shape[self.axes.index("X")]
+
+    def to_frames(self, arr: np.ndarray) -> np.ndarray:
+        """(any layout) -> (N, C, Y, X) view/copy of ``arr`` (dtype unchanged)."""
+        t = np.transpose(arr, self.perm)
+        return t.reshape((self.n_frames, self.n_channels) + self.frame_shape)
+
+    def from_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(N, C, Y, X) -> the user's layout."""
+        permuted_shape = tuple(self.shape[i] for i in self.perm)
+        t = frames.reshape(permuted_shape)
+        return np.transpose(t, np.argsort(self.perm))
+
+    def frame_slices(self):
+        """For frame index n, the index tuple into the user's array (with C kept as a slice)."""
+        ax = self.axes
+        batch = [(i, self.shape[i]) for i, a in enumerate(ax) if a in SAMPLE_AXES]
+        sizes = [s for _, s in batch]
+        for n in range(self.n_frames):
+            idx: list = [slice(None)] * len(ax)
+            for (i, _), k in zip(batch, np.unravel_index(n, sizes) if sizes else ()):
+                idx[i] = int(k)
+            yield tuple(idx)
+
+
+# --------------------------------------------------------------------------------------------
+# normalization
+
+
+@dataclass
+class Normalization:
+    """Per-channel affine map ``norm = (raw - offset) / scale``.
+
+    Stored in the model so that later stacks from the same microscope are scaled identically —
+    the network learned noise at a given photon level, and the output returns in raw units.
+    """
+
+    offset: list[float]
+    scale: list[float]
+    mode: str = "percentile"
+    source_dtype: str = "float32"
+
+    def as_arrays(self, n_channels: int):
+        off = np.asarray(self.offset, np.float32)
+        sc = np.asarray(self.scale, np.float32)
+        if off.size != n_channels:
+            raise InputError(
+                f"the model was trained on {off.size} channel(s) but this stack has {n_channels}"
+            )
+        return off.reshape(1, -1, 1, 1), sc.reshape(1, -1, 1, 1)
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """(N, C, Y, X) raw -> normalized float32 (a new array; the input is never modified)."""
+        off, sc = self.as_arrays(frames.shape[1])
+        return (frames.astype(np.float32, copy=True) - off) / sc
+
+    def invert(self, frames: np.ndarray) -> np.ndarray:
+        off, sc = self.as_arrays(frames.shape[1])
+        return frames.astype(np.float32, copy=False) * sc + off
+
+    def to_dict(self) -> dict:
+        return {
+            "offset": [float(v) for v in self.offset],
+            "scale": [float(v) for v in self.scale],
+            "mode": self.mode,
+            "source_dtype": self.source_dtype,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalization:
+        return cls(
+            offset=list(d["offset"]),
+            scale=list(d["scale"]),
+            mode=str(d.get("mode", "percentile")),
+            source_dtype=str(d.get("source_dtype", "float32")),
+        )
+
+
+def _sample_values(channel: np.ndarray, max_values: int = 2_000_000) -> np.ndarray:
+    flat = channel.reshape(-1)
+    if flat.size > max_values:  # a deterministic stride keeps this cheap on large stacks
+        flat = flat[:: int(np.ceil(flat.size / max_values))]
+    return flat.astype(np.float64)
+
+
+def fit_normalization(
+    frames: np.ndarray, mode: str = "auto", percentiles: tuple[float, float] = (0.1, 99.9)
+) -> Normalization:
+    """Fit a per-channel affine normalization on (N, C, Y, X) frames.
+
+    ``auto``: 8-bit data is divided by 255 (the reference recipe, and it keeps the 8-bit photon
+    scale); anything else maps the 0.1 and 99.9 percentiles to 0 and 1. ``range`` uses the
+    dtype's full range for integers. ``percentile`` forces percentiles.
+    """
+    dtype = frames.dtype
+    if mode == "auto":
+        mode = "range" if dtype == np.uint8 else "percentile"
+    offsets, scales = [], []
+    for c in range(frames.shape[1]):
+        if mode == "range":
+            if dtype.kind in "ui":
+                info = np.iinfo(dtype)
+                lo, hi = (0.0, float(info.max)) if dtype.kind == "u" else (
+                    float(info.min), float(info.max))
+            else:
+                v = _sample_values(frames[:, c])
+                lo, hi = float(v.min()), float(v.max())
+        elif mode == "percentile":
+            v = _sample_values(frames[:, c])
+            lo, hi = (float(x) for x in np.percentile(v, percentiles))
+            if hi - lo <= 0:  # very sparse images: fall back to the full range
+                lo, hi = float(v.min()), float(v.max())
+        else:
+            raise InputError(f"unknown normalization {mode!r}; use 'auto', 'percentile' or 'range'")
+        if not hi > lo:
+            raise InputError(
+                f"channel {c} is constant (every pixel is {lo:g}): there is no signal or noise "
+                "to learn from. Check that the right layer/channel was chosen"
+            )
+        offsets.append(lo)
+        scales.append(hi - lo)
+    return Normalization(offsets, scales, mode=mode, source_dtype=str(dtype))
+
+
+def cast_output(frames: np.ndarray, dtype) -> np.ndarray:
+    """Cast denormalized float output to ``dtype``; integers are rounded and clipped to range."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        out = np.rint(frames)
+        np.clip(out, info.min, info.max, out=out)
+        return out.astype(dtype)
+    if dtype.kind == "f":
+        return frames.astype(dtype, copy=False)
+    raise InputError(f"cannot write the output as {dtype}; use an integer or float dtype")
+
+
+def warn_dynamic_range(frames: np.ndarray, norm: Normalization) -> None:
+    """Tell the user when a few very bright pixels sit far above the scaling range."""
+    off, sc = norm.as_arrays(frames.shape[1])
+    top = (frames.reshape(frames.shape[0], frames.shape[1], -1).max(axis=(0, 2)).astype(np.float64)
+           - off.reshape(-1)) / sc.reshape(-1)
+    if np.any(top > 50):
+        warnings.warn(
+            f"a few pixels are up to {top.max():.0f}x brighter than the 99.9th percentile "
+            "(saturation or hot pixels?); they are kept but the network sees them as extreme",
+            stacklevel=3,
+        )

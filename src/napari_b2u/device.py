@@ -1,0 +1,110 @@
+"""Device choice and description (CUDA, Apple MPS, CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def available_devices() -> list[str]:
+    """Device strings a user can pick, best first."""
+    out = []
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    out.append("cpu")
+    return out
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> the first CUDA GPU, else Apple MPS, else CPU. Validates explicit choices."""
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device(available_devices()[0])
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} asked for, but this PyTorch has no CUDA GPU available "
+                f"(torch {torch.__version__}); use device='cpu' or install a CUDA build of torch"
+            )
+        idx = dev.index if dev.index is not None else 0
+        if idx >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) found"
+            )
+        return torch.device("cuda", idx)
+    if dev.type == "mps" and "mps" not in available_devices():
+        raise ValueError("device 'mps' asked for, but Apple MPS is not available here")
+    return dev
+
+
+@dataclass
+class DeviceInfo:
+    device: str
+    name: str
+    free_bytes: int | None = None
+    total_bytes: int | None = None
+
+    def describe(self) -> str:
+        if self.free_bytes is None:
+            return f"{self.device}: {self.name}"
+        return (
+            f"{self.device}: {self.name} "
+            f"({self.free_bytes / 2**30:.1f} of {self.total_bytes / 2**30:.1f} GiB free)"
+        )
+
+
+def device_info(device: str | torch.device) -> DeviceInfo:
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        free, total = torch.cuda.mem_get_info(dev)
+        return DeviceInfo(str(dev), torch.cuda.get_device_name(dev), int(free), int(total))
+    if dev.type == "mps":
+        return DeviceInfo("mps", "Apple GPU (MPS)")
+    import os
+
+    return DeviceInfo("cpu", f"CPU ({os.cpu_count()} threads, torch {torch.get_num_threads()})")
+
+
+def free_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    return None
+
+
+def amp_dtype(device: torch.device):
+    """The autocast dtype for training on ``device``, or None for plain fp32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached GPU memory back after a run, a stop or a failure."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        try:
+            torch.mps.empty_cache()
+        except Exception:  # noqa: BLE001 - older torch builds lack it
+            pass
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for out-of-memory errors of any backend."""
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    msg = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in msg or "mps backend out of memory" in msg
+    )

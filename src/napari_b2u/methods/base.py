@@ -1,0 +1,95 @@
+"""What a method is: a small object the one training engine runs.
+
+A method says how to build its network, its training loss for a batch of clean-less patches, an
+honest validation error (one that needs no clean image), what it previews while training and how
+it denoises. The engine owns everything else (sampling, optimizer, schedules, precision,
+validation bookkeeping, stopping), so a new method never copies the training loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from ..models import build_model, pad_to_multiple
+
+
+class Method(ABC):
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    #: inference outputs, the first is the default
+    outputs: ClassVar[tuple[str, ...]] = ("visible",)
+    #: preview images produced while training, in display order
+    preview_names: ClassVar[tuple[str, ...]] = ()
+    #: tunable parameters and their defaults
+    defaults: ClassVar[dict] = {}
+    #: loss terms reported in progress events
+    loss_terms: ClassVar[tuple[str, ...]] = ("loss",)
+    #: name of the scheduled weight reported as "lam" in events (None if the method has none)
+    schedule_name: ClassVar[str | None] = None
+
+    def __init__(self, **params):
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for method {self.name!r}; "
+                f"known: {sorted(self.defaults)}"
+            )
+        self.params = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        self.channels_last = False
+
+    # ---- network ------------------------------------------------------------------------------
+    def model_config(self, channels: int, width: int = 48, depth: int = 5) -> dict:
+        return {"arch": "unet", "in_channels": channels, "out_channels": channels,
+                "width": width, "depth": depth}
+
+    def build(self, config: dict) -> torch.nn.Module:
+        return build_model(config)
+
+    def run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Apply ``net`` to any (B, C, H, W): pad to the net's multiple, crop back."""
+        xp, (h, w) = pad_to_multiple(x, getattr(net, "multiple", 1))
+        if self.channels_last:
+            xp = xp.contiguous(memory_format=torch.channels_last)
+        return net(xp)[..., :h, :w]
+
+    def modules_to_compile(self, model: torch.nn.Module) -> list[torch.nn.Module]:
+        return [model]
+
+    # ---- training -----------------------------------------------------------------------------
+    def schedule(self, p: float) -> float | None:
+        """The method's scheduled weight at progress p (e.g. B2U's λ), or None."""
+        return None
+
+    @abstractmethod
+    def training_loss(self, model, y: torch.Tensor, sched: torch.Tensor | None):
+        """Return ``(loss, {term: tensor})`` for a batch ``y`` of normalized patches."""
+
+    @abstractmethod
+    def validation_error(self, model, y: torch.Tensor) -> torch.Tensor:
+        """Mean self-supervised error on held-out patches; lower is better."""
+
+    @abstractmethod
+    def predict(self, model, y: torch.Tensor, output: str | None = None) -> torch.Tensor:
+        """Denoise normalized (B, C, H, W) with the chosen output."""
+
+    def previews(self, model, y: torch.Tensor, sched: float | None) -> dict[str, torch.Tensor]:
+        return {"visible": self.predict(model, y, "visible")}
+
+    def copies_per_image(self, output: str) -> int:
+        """How many network inputs one image costs at inference for ``output`` (memory sizing)."""
+        return 1
+
+    def readout(self, model) -> dict:
+        """Fitted quantities worth showing the user (e.g. noise parameters)."""
+        return {}
+
+    def check_output(self, output: str | None) -> str:
+        output = output or self.outputs[0]
+        if output not in self.outputs:
+            raise ValueError(
+                f"method {self.name!r} has outputs {list(self.outputs)}, not {output!r}"
+            )
+        return output
