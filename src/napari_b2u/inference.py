@@ -1,0 +1,278 @@
+"""Denoising with a trained model: batched over frames, tiled with overlap, cancellable.
+
+A :class:`Denoiser` is what training returns and what a model file holds: the method, the
+network config and weights, and the normalization fitted on the training stack.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import InputError, Layout, Normalization, cast_output, validate_stack
+from .device import is_oom, release_memory, resolve_device
+from .methods import get_method
+
+MODEL_FORMAT = "napari-b2u-model"
+MODEL_VERSION = 1
+
+#: pixels per network input batch (frames x copies x H x W), by device type
+PIXEL_BUDGET = {"cuda": 16 * 2**20, "mps": 4 * 2**20, "cpu": 2 * 2**20}
+#: frames larger than this (per side) are tiled
+TILE_SIZE = {"cuda": 2048, "mps": 1024, "cpu": 1024}
+TILE_OVERLAP = 64
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    step = tile - 2 * overlap
+    if step <= 0:
+        raise ValueError(f"tile size {tile} must exceed twice the overlap {overlap}")
+    starts = list(range(0, size - tile, step))
+    starts.append(size - tile)
+    return starts
+
+
+def _keep(start: int, tile: int, size: int, overlap: int) -> tuple[int, int]:
+    """The part of a tile at ``start`` whose pixels are written to the output."""
+    lo = start + (overlap if start > 0 else 0)
+    hi = start + tile - (overlap if start + tile < size else 0)
+    return lo, hi
+
+
+class Denoiser:
+    """A trained model. ``denoise(stack)`` returns an array shaped like the input."""
+
+    def __init__(self, method: str, method_params: dict, model_config: dict, state_dict: dict,
+                 normalization: Normalization, info: dict | None = None):
+        self.method_name = method
+        self.method_params = dict(method_params)
+        self.model_config = dict(model_config)
+        self.state_dict = state_dict
+        self.normalization = normalization
+        self.info = dict(info or {})
+        self._method = get_method(method, **self.method_params)
+        self._model = None
+        self._device = None
+
+    # ---- properties ------------------------------------------------------------------------
+    @property
+    def method(self):
+        return self._method
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return self._method.outputs
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.normalization.offset)
+
+    def readout(self) -> dict:
+        return dict(self.info.get("readout", {}))
+
+    def __repr__(self) -> str:
+        steps = self.info.get("steps")
+        return (f"Denoiser(method={self.method_name!r}, channels={self.n_channels}, "
+                f"steps={steps}, chosen={self.info.get('chosen')!r})")
+
+    def model(self, device="auto") -> torch.nn.Module:
+        dev = resolve_device(device)
+        if self._model is None or self._device != dev:
+            m = self._method.build(self.model_config)
+            m.load_state_dict(self.state_dict)
+            m.eval().to(dev)
+            self._model, self._device = m, dev
+        return self._model
+
+    # ---- denoising --------------------------------------------------------------------------
+    def denoise(self, stack, axes: str | None = None, output: str | None = None, dtype=None,
+                device="auto", batch_size: int | None = None, tile_size: int | None = None,
+                tile_overlap: int = TILE_OVERLAP, progress: bool = False) -> np.ndarray:
+        """Denoise a stack laid out as ``axes`` (default 'YX'/'TYX' by ndim).
+
+        output: 'visible' (fast, f(y)) or, for B2U, 'weighted' (best quality, s²+1 passes) or
+        'blind'. dtype: None keeps the input dtype (integers rounded and clipped), or e.g.
+        'float32'. The input is never modified.
+        """
+        it = self.denoise_iter(stack, axes, output, dtype, device, batch_size, tile_size,
+                               tile_overlap)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="denoise", unit="frame")
+        try:
+            while True:
+                done, total = next(it)
+                if bar is not None:
+                    bar.total = total
+                    bar.n = done
+                    bar.refresh()
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
+                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP):
+        """Generator form of :meth:`denoise`: yields ``(frames_done, n_frames)`` after each batch
+        and returns the result (``StopIteration.value``). Closing it early cancels cleanly."""
+        arr, ax = validate_stack(stack, axes)
+        layout = Layout(ax, arr.shape)
+        if layout.n_channels != self.n_channels:
+            raise InputError(
+                f"this model was trained on {self.n_channels} channel(s) but the stack has "
+                f"{layout.n_channels} (axes {ax!r}); check the axes string"
+            )
+        output = self._method.check_output(output)
+        out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
+        dev = resolve_device(device)
+        model = self.model(dev)
+        raw = layout.to_frames(arr)
+        n, c, h, w = raw.shape
+        copies = self._method.copies_per_image(output)
+        tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
+        th, tw = min(h, tile), min(w, tile)
+        if batch_size is None:
+            budget = PIXEL_BUDGET.get(dev.type, PIXEL_BUDGET["cpu"])
+            batch_size = max(1, budget // (th * tw * copies))
+        result = np.empty((n, c, h, w), np.float32)
+        yield 0, n
+        i = 0
+        try:
+            while i < n:
+                b = min(batch_size, n - i)
+                x = self.normalization.apply(raw[i:i + b])
+                try:
+                    y = self._predict_tiled(model, x, output, dev, tile, tile_overlap)
+                except Exception as exc:
+                    if not is_oom(exc):
+                        raise
+                    del exc
+                    release_memory(dev)
+                    if batch_size > 1:
+                        batch_size = max(1, batch_size // 2)
+                    elif tile > 128:
+                        tile = max(128, tile // 2)
+                    else:
+                        raise MemoryError(
+                            "out of memory even with one frame and 128-pixel tiles; use "
+                            "device='cpu'") from None
+                    warnings.warn(f"out of memory: retrying with batch {batch_size}, tile {tile}",
+                                  stacklevel=2)
+                    continue
+                result[i:i + b] = self.normalization.invert(y)
+                i += b
+                yield i, n
+        finally:
+            if dev.type != "cpu":
+                release_memory(dev)
+        return layout.from_frames(cast_output(result, out_dtype))
+
+    @torch.no_grad()
+    def _predict_tiled(self, model, x: np.ndarray, output: str, dev, tile: int, overlap: int):
+        b, c, h, w = x.shape
+        out = np.empty_like(x)
+        ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
+        for y0 in ys:
+            for x0 in xs:
+                th, tw = min(tile, h), min(tile, w)
+                t = torch.from_numpy(np.ascontiguousarray(x[:, :, y0:y0 + th, x0:x0 + tw]))
+                pred = self._method.predict(model, t.to(dev), output).float().cpu().numpy()
+                ylo, yhi = _keep(y0, th, h, overlap)
+                xlo, xhi = _keep(x0, tw, w, overlap)
+                out[:, :, ylo:yhi, xlo:xhi] = pred[:, :, ylo - y0:yhi - y0, xlo - x0:xhi - x0]
+        return out
+
+    # ---- files ------------------------------------------------------------------------------
+    def to_checkpoint(self) -> dict:
+        from . import __version__
+
+        return {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "package_version": __version__,
+            "method": self.method_name,
+            "method_params": self.method_params,
+            "model_config": self.model_config,
+            "normalization": self.normalization.to_dict(),
+            "info": _jsonable(self.info),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+        }
+
+    def save(self, path) -> Path:
+        """Write the model file (weights, config, normalization). Writes atomically: an
+        existing file is replaced only once the new one is complete."""
+        path = Path(path)
+        if path.suffix == "":
+            path = path.with_suffix(".b2u")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        torch.save(self.to_checkpoint(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, source: str = "the model") -> Denoiser:
+        if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
+            raise InputError(f"{source} is not a napari-b2u model file")
+        version = ckpt.get("version")
+        if not isinstance(version, int) or version > MODEL_VERSION:
+            raise InputError(
+                f"{source} was written by a newer napari-b2u (model format {version}, this "
+                f"version reads up to {MODEL_VERSION}); upgrade napari-b2u to load it"
+            )
+        try:
+            return cls(
+                method=ckpt["method"],
+                method_params=ckpt["method_params"],
+                model_config=ckpt["model_config"],
+                state_dict=ckpt["state_dict"],
+                normalization=Normalization.from_dict(ckpt["normalization"]),
+                info=ckpt.get("info", {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{source} is damaged or incomplete: {exc}") from exc
+
+    @classmethod
+    def load(cls, path) -> Denoiser:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"no model file at {path}")
+        try:
+            # weights_only: a model file can never run code when loaded
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a readable model"
+            raise InputError(
+                f"{path} is not a readable napari-b2u model file ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from exc
+        den = cls.from_checkpoint(ckpt, source=str(path))
+        try:
+            den.model("cpu")  # fail now, with a clear message, if weights do not fit the config
+        except RuntimeError as exc:
+            raise InputError(f"{path} holds weights that do not match its network: {exc}") from exc
+        den._model = None
+        return den
+
+
+def _jsonable(obj):
+    """Plain types only, so that ``torch.load(weights_only=True)`` accepts the file."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
+        return obj.item() if isinstance(obj, np.generic) else obj
+    return str(obj)
+
