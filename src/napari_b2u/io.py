@@ -1,0 +1,205 @@
+"""Reading and writing images: TIFF/OME-TIFF with tifffile, PNG, .npy, FMDD folders, and —
+when the optional ``bioio`` extra is installed — proprietary microscope formats.
+
+Readers return an :class:`Image` with the array, its axes string and the physical pixel sizes;
+writers produce OME-TIFF that keeps them and records which model made the output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .data import SAMPLE_AXES, InputError
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
+PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
+
+
+@dataclass
+class Image:
+    data: np.ndarray
+    axes: str
+    pixel_size: dict = field(default_factory=dict)  # e.g. {"X": 0.1, "Y": 0.1, "Z": 0.5} (µm)
+    metadata: dict = field(default_factory=dict)
+    path: str | None = None
+
+
+def _normalize_axes(axes: str) -> str:
+    """tifffile/bioio axes -> ours: 'S' (RGB samples) is a channel axis; any other
+    letter we do not know becomes a sample (batch) axis."""
+    out, spare = [], [a for a in "QIS" if a not in axes.upper()]
+    for a in axes.upper():
+        if a == "S" and "C" not in axes.upper():
+            out.append("C")
+        elif a in "TZCYX" or (a in SAMPLE_AXES and a != "S"):
+            out.append(a)
+        else:
+            out.append(spare.pop(0) if spare else "Q")
+    return "".join(out)
+
+
+def _ome_pixel_size(xml: str) -> dict:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return {}
+    for el in root.iter():
+        if el.tag.endswith("Pixels"):
+            out = {}
+            for ax in "XYZ":
+                v = el.get(f"PhysicalSize{ax}")
+                if v is not None:
+                    try:
+                        out[ax] = float(v)
+                    except ValueError:
+                        pass
+            return out
+    return {}
+
+
+def read_tiff(path) -> Image:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            pixel_size, meta = {}, {}
+            if tif.ome_metadata:
+                pixel_size = _ome_pixel_size(tif.ome_metadata)
+            elif tif.imagej_metadata:
+                ij = tif.imagej_metadata
+                if "spacing" in ij:
+                    pixel_size["Z"] = float(ij["spacing"])
+                page = tif.pages[0]
+                res = page.tags.get("XResolution")
+                if res is not None and res.value[0]:
+                    pixel_size["X"] = pixel_size["Y"] = res.value[1] / res.value[0]
+            desc = tif.pages[0].description if tif.pages else ""
+            if desc.startswith("{"):
+                try:
+                    meta = json.loads(desc)
+                except ValueError:
+                    meta = {}
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise InputError(
+            f"{path} could not be read as a TIFF ({type(exc).__name__}: {exc}); the file may be "
+            "truncated or not a TIFF"
+        ) from exc
+    return Image(data, _normalize_axes(axes), pixel_size, meta, str(path))
+
+
+def read_image(path, axes: str | None = None) -> Image:
+    """Read an image file. ``axes`` overrides what the file says."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file: {path}")
+    if path.is_dir():
+        from .fmdd import is_fmdd_folder, read_fmdd_folder
+
+        if is_fmdd_folder(path):
+            img = read_fmdd_folder(path)
+        else:
+            raise InputError(
+                f"{path} is a folder; point to an image file or an FMDD-style folder "
+                "(<set>/raw/<view>/*.png)")
+    else:
+        name = path.name.lower()
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            img = read_tiff(path)
+        elif name.endswith(TIFF_SUFFIXES):
+            raise InputError(f"{path} has a TIFF name but is not a TIFF file (bad header)")
+        elif name.endswith(".npy"):
+            try:
+                data = np.load(path, allow_pickle=False, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise InputError(f"{path} is not a readable .npy array: {exc}") from exc
+            img = Image(np.asarray(data), "", path=str(path))
+        elif head[:8] == b"\x89PNG\r\n\x1a\n" or name.endswith((".png", ".jpg", ".jpeg")):
+            from PIL import Image as PILImage
+
+            try:
+                with PILImage.open(path) as im:
+                    data = np.asarray(im)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{path} could not be read as an image: {exc}") from exc
+            img = Image(data, "YXC" if data.ndim == 3 else "YX", path=str(path))
+        else:
+            img = _read_bioio(path)
+    if axes is not None:
+        img.axes = axes.upper()
+    elif not img.axes or len(img.axes) != img.data.ndim:
+        from .data import default_axes
+
+        img.axes = default_axes(img.data.ndim)
+    return img
+
+
+def _read_bioio(path: Path) -> Image:
+    try:
+        from bioio import BioImage
+    except ImportError:
+        raise InputError(
+            f"{path.name}: this format needs the optional bioio reader; install it with "
+            "`pip install 'napari-b2u[bioio]'` plus the bioio plugin for your format "
+            "(e.g. bioio-czi, bioio-nd2, bioio-lif), or convert the file to TIFF"
+        ) from None
+    try:
+        im = BioImage(path)
+        data = np.asarray(im.data)  # TCZYX
+        ps = im.physical_pixel_sizes
+    except Exception as exc:  # noqa: BLE001 - bioio raises many types for unreadable files
+        raise InputError(f"{path} could not be read by bioio: {exc}") from exc
+    axes = "TCZYX"
+    # drop singleton T/C/Z for a compact layout
+    keep = [i for i, a in enumerate(axes) if a in "YX" or data.shape[i] > 1]
+    data = data.reshape([data.shape[i] for i in keep])
+    axes = "".join(axes[i] for i in keep)
+    pixel_size = {a: float(v) for a, v in zip("ZYX", (ps.Z, ps.Y, ps.X)) if v}
+    return Image(data, axes, pixel_size, {}, str(path))
+
+
+def write_tiff(path, data: np.ndarray, axes: str, pixel_size: dict | None = None,
+               note: dict | None = None, overwrite: bool = False) -> Path:
+    """Write OME-TIFF with axes and physical pixel sizes; ``note`` (e.g. which model made the
+    image) goes into the OME description. Refuses to overwrite unless asked; writes atomically."""
+    import tifffile
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists; choose another output name (or pass overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ome_axes = axes.upper().replace("S", "Q").replace("I", "Q")
+    meta: dict = {"axes": ome_axes}
+    for ax, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ")):
+        if pixel_size and pixel_size.get(ax):
+            meta[key] = float(pixel_size[ax])
+    if note:
+        meta["Description"] = json.dumps(note, default=str)
+    tmp = path.with_name(path.name + ".part")
+    tifffile.imwrite(tmp, data, ome=True, metadata=meta, photometric="minisblack")
+    os.replace(tmp, path)
+    return path
+
+
+def safe_output_path(inp, out) -> Path:
+    """Refuse to write over the input file: the raw data is never lost."""
+    out = Path(out)
+    if inp is not None and out.exists() and Path(inp).exists() and out.resolve() == Path(
+            inp).resolve():
+        raise InputError(f"the output {out} is the input file; choose another name")
+    return out
+
+
+def sanitize_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "image"
