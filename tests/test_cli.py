@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_b2u.cli import main
+
+
+@pytest.fixture
+def noisy_tif(tmp_path, small_stack):
+    noisy, _ = small_stack
+    p = tmp_path / "noisy.tif"
+    tifffile.imwrite(p, noisy, metadata={"axes": "TYX"})
+    return p
+
+
+TINY_ARGS = ["--device", "cpu", "--patch-size", "32", "-q"]
+
+
+def test_train_then_denoise(tmp_path, noisy_tif, monkeypatch, capsys):
+    from napari_b2u.engine import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    model = tmp_path / "m.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(model), "--steps", "4", *TINY_ARGS]) == 0
+    assert model.exists()
+    out = tmp_path / "den.tif"
+    assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(out),
+                 "--device", "cpu", "-q"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        data = tif.asarray()
+        assert tif.is_ome
+        assert "napari-b2u" in tif.ome_metadata
+    assert data.shape == (8, 64, 64) and data.dtype == np.uint8
+    # refuses to overwrite the output, and to write over the input
+    assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(out), "-q"]) == 2
+    assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(noisy_tif),
+                 "--overwrite", "-q"]) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert tifffile.imread(noisy_tif).shape == (8, 64, 64)
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00garbage")
+    assert main(["train", str(bad), "--out", str(tmp_path / "m.b2u"), *TINY_ARGS]) == 2
+    assert "could not be read as a TIFF" in capsys.readouterr().err
+
+
+def test_demo(tmp_path, monkeypatch, capsys):
+    from napari_b2u.engine import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "6", "--size", "64", "--steps", "5",
+                 *TINY_ARGS]) == 0
+    text = capsys.readouterr().out
+    assert "PSNR" in text and "B2U visible" in text
+    for name in ("demo_denoised.tif", "demo_comparison.png", "demo_model.b2u"):
+        assert (out / name).exists()
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    assert "cpu" in capsys.readouterr().out

@@ -1,0 +1,188 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_b2u import api
+from napari_b2u.data import InputError
+from napari_b2u.inference import Denoiser, tile_starts
+
+from .conftest import TINY
+
+
+def test_save_load_denoise_identical(tiny_model, small_stack, tmp_path):
+    noisy, _ = small_stack
+    a = tiny_model.denoise(noisy, dtype="float32")
+    path = tiny_model.save(tmp_path / "m.b2u")
+    loaded = api.load(path)
+    b = loaded.denoise(noisy, dtype="float32")
+    np.testing.assert_array_equal(a, b)
+    assert loaded.method_name == "b2u" and loaded.normalization == tiny_model.normalization
+    c = api.denoise_stack(noisy, str(path), dtype="float32")
+    np.testing.assert_array_equal(a, c)
+
+
+def test_save_without_suffix_and_atomic(tiny_model, tmp_path):
+    p = tiny_model.save(tmp_path / "model")
+    assert p.suffix == ".b2u" and p.exists()
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (5, 7), (1, 33, 17)])
+def test_odd_sizes(tiny_model, shape):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, shape).astype(np.uint8)
+    out = tiny_model.denoise(x)
+    assert out.shape == x.shape and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("axes,shape", [
+    ("YX", (40, 36)),
+    ("TYX", (3, 40, 36)),
+    ("ZYX", (3, 40, 36)),
+    ("YXT", (40, 36, 3)),
+    ("TZYX", (2, 3, 40, 36)),
+])
+def test_axes_single_channel(tiny_model, axes, shape):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 255, shape).astype(np.uint8)
+    out = tiny_model.denoise(x, axes=axes, dtype="float32")
+    assert out.shape == shape
+    # frame-wise: each 2D frame denoised on its own, same as a 2D call
+    if axes == "YXT":
+        np.testing.assert_allclose(out[..., 1], tiny_model.denoise(x[..., 1], dtype="float32"),
+                                   atol=1e-3)  # batched vs single-frame conv rounding
+
+
+@pytest.mark.parametrize("axes,shape", [("CYX", (2, 40, 36)), ("TCZYX", (2, 2, 3, 40, 36)),
+                                        ("ZCYX", (3, 2, 40, 36))])
+def test_axes_with_channels_train_and_denoise(axes, shape):
+    rng = np.random.default_rng(2)
+    x = (rng.poisson(30, shape) + np.arange(shape[axes.index("C")]).reshape(
+        [-1 if a == "C" else 1 for a in axes]) * 50).astype(np.uint16)
+    model = api.train_stack(x, axes=axes, steps=3, **TINY)
+    assert model.n_channels == 2
+    assert len(model.normalization.offset) == 2
+    # channels keep their own scale: channel 1 is ~50 counts brighter
+    assert model.normalization.offset[1] > model.normalization.offset[0] + 20
+    out = model.denoise(x, axes=axes)
+    assert out.shape == shape and out.dtype == np.uint16
+    with pytest.raises(InputError, match="channel"):
+        model.denoise(x.take(0, axis=axes.index("C")), axes=axes.replace("C", ""))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.float64])
+def test_output_dtype_and_units_follow_input(dtype):
+    from napari_b2u.sample_data import fmdd_like_stack
+
+    noisy, clean = fmdd_like_stack(6, (48, 48), seed=5, dtype=np.float64)
+    offset = -100 if dtype == np.int16 else 0
+    scale = 40 if dtype in (np.uint16, np.int16) else (1 / 255 if dtype in (
+        np.float32, np.float64) else 1)
+    x = (noisy * scale + offset)
+    x = np.clip(np.rint(x), 0, 255).astype(dtype) if dtype == np.uint8 else x.astype(dtype)
+    model = api.train_stack(x, steps=20, **TINY)
+    out = model.denoise(x)
+    assert out.dtype == dtype
+    # same units: the denoised stack sits on the input's scale (mean within 10 %)
+    rng = float(np.ptp(x.astype(np.float64)))
+    assert abs(out.astype(np.float64).mean() - x.astype(np.float64).mean()) < 0.1 * rng
+    f32 = model.denoise(x, dtype="float32")
+    assert f32.dtype == np.float32
+
+
+def test_integer_output_is_rounded_and_clipped(tiny_model):
+    x = np.full((32, 32), 255, np.uint8)
+    x[::2, ::2] = 0
+    out = tiny_model.denoise(x)
+    assert out.dtype == np.uint8  # no wrap-around: values stay in 0..255 by construction
+
+
+def test_input_never_modified(tiny_model, small_stack):
+    noisy, _ = small_stack
+    before = noisy.copy()
+    tiny_model.denoise(noisy)
+    tiny_model.denoise(noisy, output="weighted")
+    np.testing.assert_array_equal(noisy, before)
+
+
+def test_tiled_matches_whole_frame(tiny_model, small_stack):
+    """Tiles with an overlap wider than the tiny net's receptive field reproduce the untiled
+    result in the kept interior."""
+    noisy, _ = small_stack
+    x = np.concatenate([np.concatenate([noisy[0], noisy[1]], 1)] * 2, 0)  # 128 x 128
+    whole = tiny_model.denoise(x, dtype="float32", tile_size=1024)
+    tiled = tiny_model.denoise(x, dtype="float32", tile_size=64, tile_overlap=16)
+    np.testing.assert_allclose(tiled, whole, atol=0.05)  # 8-bit units
+
+
+def test_tile_starts_cover_everything():
+    for size, tile, ov in [(100, 64, 16), (1000, 256, 32), (64, 64, 8), (65, 64, 8)]:
+        starts = tile_starts(size, tile, ov)
+        covered = np.zeros(size, bool)
+        from napari_b2u.inference import _keep
+
+        for s in starts:
+            lo, hi = _keep(s, min(tile, size), size, ov)
+            covered[lo:hi] = True
+        assert covered.all()
+
+
+def test_weighted_and_blind_outputs(tiny_model, small_stack):
+    noisy, _ = small_stack
+    vis = tiny_model.denoise(noisy[:2], dtype="float32")
+    wei = tiny_model.denoise(noisy[:2], output="weighted", dtype="float32")
+    bli = tiny_model.denoise(noisy[:2], output="blind", dtype="float32")
+    lam = tiny_model.method_params["lambda_end"]
+    np.testing.assert_allclose(wei, (bli + lam * vis) / (lam + 1), atol=1e-3)
+    with pytest.raises(ValueError, match="outputs"):
+        tiny_model.denoise(noisy[:1], output="sharpest")
+
+
+def test_load_refuses_foreign_and_unsafe_files(tmp_path, tiny_model):
+    # a pickle that would run code on unpickling
+    class Evil:
+        def __reduce__(self):
+            return (exec, ("open('%s', 'w').write('pwned')" % (tmp_path / "flag"),))
+
+    evil = tmp_path / "evil.b2u"
+    with open(evil, "wb") as fh:
+        pickle.dump({"format": "napari-b2u-model", "x": Evil()}, fh)
+    with pytest.raises(InputError, match="not a readable"):
+        api.load(evil)
+    assert not (tmp_path / "flag").exists()
+    # a torch file that is not ours
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(InputError, match="not a napari-b2u model"):
+        api.load(other)
+    # a newer format version
+    ck = tiny_model.to_checkpoint()
+    ck["version"] = 99
+    newer = tmp_path / "newer.b2u"
+    torch.save(ck, newer)
+    with pytest.raises(InputError, match="newer napari-b2u"):
+        api.load(newer)
+    # truncated file
+    good = tiny_model.save(tmp_path / "good.b2u")
+    trunc = tmp_path / "trunc.b2u"
+    trunc.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(InputError):
+        api.load(trunc)
+    with pytest.raises(InputError, match="no model file"):
+        api.load(tmp_path / "missing.b2u")
+
+
+def test_denoise_iter_reports_progress_and_cancels(tiny_model, small_stack):
+    noisy, _ = small_stack
+    it = tiny_model.denoise_iter(noisy, batch_size=2)
+    first = [next(it) for _ in range(3)]
+    assert first == [(0, 8), (2, 8), (4, 8)]
+    it.close()  # cancelling leaves nothing half-done in the caller's data
+
+
+def test_repr_and_readout(tiny_model):
+    assert "b2u" in repr(tiny_model)
+    assert isinstance(tiny_model.readout(), dict)
+    assert isinstance(Denoiser.load, object)
