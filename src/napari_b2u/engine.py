@@ -287,8 +287,7 @@ class Trainer:
         self.config = cfg = resolve_config(config or TrainConfig(), self.device)
         self.method: Method = get_method(cfg.method, **cfg.method_params)
         # The network's size multiple decides the usable patch; probe the config first.
-        probe = self.method.model_config(1, cfg.width, cfg.depth)
-        multiple = 2 ** probe.get("depth", 0) if probe.get("arch") == "unet" else 1
+        multiple = self.method.patch_multiple(self.method.model_config(1, cfg.width, cfg.depth))
         self.data, self.patch_size = prepare_data(
             stack, axes, cfg.patch_size, multiple, cfg.val_fraction, val_stack,
             cfg.normalization)
@@ -298,6 +297,7 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = self.method.build(self.model_config)
         self.model.to(self.device)
+        self.method.seed(cfg.seed + 1, self.device)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
             self.method.channels_last = True
@@ -361,7 +361,7 @@ class Trainer:
         kw = dict(lr=self.base_lr, weight_decay=self.config.weight_decay)
         if self.device.type == "cuda":
             kw["fused"] = True
-        return torch.optim.Adam(self.model.parameters(), **kw)
+        return torch.optim.Adam(self.method.param_groups(self.model), **kw)
 
     def _autocast(self):
         if self.amp is None:
@@ -424,12 +424,15 @@ class Trainer:
         with self._autocast():
             out = self.method.previews(self.model, x, sched)
         self.model.train()
-        res = {"input": crop[0]}
+        norm = self.data.normalization
+        res = {"input": norm.invert(crop)[0]}
+        _, scale = norm.as_arrays(c)
         for k, v in out.items():
-            res[k] = v.float().cpu().numpy()[0]
-        # back to the input's units so that previews share the input layer's contrast
-        return {k: self.data.normalization.invert(v[None])[0] for k, v in res.items()} | {
-            "_region": (frame, y0, x0, ph, pw)}
+            v = v.float().cpu().numpy()
+            # back to the input's units so that previews share the input layer's contrast
+            res[k] = (v * scale)[0] if k in self.method.spread_previews else norm.invert(v)[0]
+        res["_region"] = (frame, y0, x0, ph, pw)
+        return res
 
     def _finish(self):
         from .inference import Denoiser
@@ -444,6 +447,8 @@ class Trainer:
                 state, chosen = self._best_state, f"best (step {best['step']})"
         if state is None:
             state = self._snapshot()
+        else:
+            self.model.load_state_dict(state)  # the readout below describes the kept model
         info = {
             "steps": step,
             "seconds": round(elapsed, 2),
@@ -456,7 +461,7 @@ class Trainer:
             "train_config": self.config.to_dict(),
             "axes": self.data.layout.axes,
             "messages": self.messages,
-            "readout": self.method.readout(self.model),
+            "readout": self._readout(),
         }
         self._result = Denoiser(
             method=self.method.name,
@@ -466,6 +471,17 @@ class Trainer:
             normalization=self.data.normalization,
             info=info,
         )
+
+    @torch.no_grad()
+    def _readout(self) -> dict:
+        norm = self.data.normalization
+        y = torch.from_numpy(validation_crops(self.data.train, self.patch_size, 8)).to(
+            self.device)
+        self.model.eval()
+        try:
+            return self.method.readout(self.model, y, norm.offset[0], norm.scale[0])
+        finally:
+            self.model.train()
 
     def __iter__(self):
         if self._gen is None:
@@ -482,10 +498,15 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
+            if self.method.clip_grad_norm:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.method.clip_grad_norm)
             self.scaler.step(opt)
             self.scaler.update()
         else:
             loss.backward()
+            if self.method.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.method.clip_grad_norm)
             opt.step()
         return {k: v.detach().float() for k, v in terms.items()}
 
@@ -527,7 +548,7 @@ class Trainer:
                     sched_t.fill_(sched)  # a 0-d tensor: no recompiles as λ ramps
                 self._lr = self.base_lr * lr_factor(p)
                 for g in self.optimizer.param_groups:
-                    g["lr"] = self._lr
+                    g["lr"] = self._lr * g.get("lr_scale", 1.0)
                 self._sched = sched
                 message, oom = None, False
                 try:

@@ -29,6 +29,10 @@ class Method(ABC):
     loss_terms: ClassVar[tuple[str, ...]] = ("loss",)
     #: name of the scheduled weight reported as "lam" in events (None if the method has none)
     schedule_name: ClassVar[str | None] = None
+    #: previews that are spreads (std maps), converted to raw units by scale only (no offset)
+    spread_previews: ClassVar[tuple[str, ...]] = ()
+    #: gradient-norm clipping applied by the engine (None: off)
+    clip_grad_norm: ClassVar[float | None] = None
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -39,6 +43,18 @@ class Method(ABC):
             )
         self.params = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
         self.channels_last = False
+        #: random numbers of the method's own (masks, sub-samplers); seeded by the engine
+        self.generator: torch.Generator | None = None
+
+    def seed(self, seed: int, device) -> None:
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(int(seed))
+
+    def fixed_generator(self, device, seed: int = 1234) -> torch.Generator:
+        """A freshly seeded generator, so validation draws the same masks every time."""
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+        return g
 
     # ---- network ------------------------------------------------------------------------------
     def model_config(self, channels: int, width: int = 48, depth: int = 5) -> dict:
@@ -57,6 +73,14 @@ class Method(ABC):
 
     def modules_to_compile(self, model: torch.nn.Module) -> list[torch.nn.Module]:
         return [model]
+
+    def patch_multiple(self, config: dict) -> int:
+        """Training patches must be multiples of this (the U-Net's 2**depth by default)."""
+        return 2 ** int(config.get("depth", 0)) if config.get("arch") == "unet" else 1
+
+    def param_groups(self, model: torch.nn.Module) -> list[dict]:
+        """Optimizer parameter groups; an optional ``lr_scale`` multiplies the scheduled lr."""
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
 
     # ---- training -----------------------------------------------------------------------------
     def schedule(self, p: float) -> float | None:
@@ -82,8 +106,12 @@ class Method(ABC):
         """How many network inputs one image costs at inference for ``output`` (memory sizing)."""
         return 1
 
-    def readout(self, model) -> dict:
-        """Fitted quantities worth showing the user (e.g. noise parameters)."""
+    def readout(self, model, y: torch.Tensor, offset: float, scale: float) -> dict:
+        """Fitted quantities worth showing the user (e.g. noise parameters), in raw units.
+
+        ``y`` is a batch of normalized training patches; ``offset``/``scale`` the first
+        channel's normalization (raw = norm * scale + offset).
+        """
         return {}
 
     def check_output(self, output: str | None) -> str:
