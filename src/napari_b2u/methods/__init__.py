@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from .b2s import Blind2Sound
 from .b2u import Blind2Unblind
 from .base import Method
+from .dbsn import DBSNMethod
+from .n2v import Noise2Void
+from .nbr2nbr import Neighbor2Neighbor
 
 _REGISTRY: dict[str, type[Method]] = {}
 
@@ -13,7 +17,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Blind2Unblind,):
+for _cls in (Blind2Unblind, Blind2Sound, DBSNMethod, Noise2Void, Neighbor2Neighbor):
     register(_cls)
 
 
@@ -35,4 +39,5 @@ def get_method(name: str, **params) -> Method:
     return cls(**params)
 
 
-__all__ = ["Method", "Blind2Unblind", "get_method", "method_names", "method_titles", "register"]
+__all__ = ["Method", "Blind2Unblind", "Blind2Sound", "DBSNMethod", "Noise2Void",
+           "Neighbor2Neighbor", "get_method", "method_names", "method_titles", "register"]

@@ -1,0 +1,67 @@
+"""Noise2Void-style random blind-spot training (Krull et al. 2019) on the same U-Net.
+
+In every g x g cell of a patch one random pixel is replaced by a random pixel of its 5x5
+neighbourhood (never itself); the loss is the squared error at those pixels only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Method
+
+# 5x5 neighbourhood offsets without the centre
+_OFFSETS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)]
+
+
+def n2v_mask(y: torch.Tensor, grid: int, generator: torch.Generator | None):
+    """Return (masked input, boolean mask of the replaced pixels), vectorized over the batch."""
+    b, c, h, w = y.shape
+    gh, gw = max(1, h // grid), max(1, w // grid)
+    dev = y.device
+    oy = torch.randint(min(grid, h), (b, gh, gw), device=dev, generator=generator)
+    ox = torch.randint(min(grid, w), (b, gh, gw), device=dev, generator=generator)
+    py = (torch.arange(gh, device=dev).view(1, -1, 1) * grid + oy).clamp_(max=h - 1)
+    px = (torch.arange(gw, device=dev).view(1, 1, -1) * grid + ox).clamp_(max=w - 1)
+    offs = torch.tensor(_OFFSETS, device=dev)
+    pick = torch.randint(len(_OFFSETS), (b, gh, gw), device=dev, generator=generator)
+    # a neighbour outside the image is taken on the opposite side instead (reflecting the
+    # position could land on the pixel itself: row 1 - 2 -> row 1)
+    def neighbour(p, d, size):
+        q = p + d
+        q = torch.where((q < 0) | (q >= size), p - d, q)
+        return q.clamp(0, size - 1)
+
+    ny = neighbour(py, offs[pick, 0], h)
+    nx = neighbour(px, offs[pick, 1], w)
+    bi = torch.arange(b, device=dev).view(-1, 1, 1).expand_as(py)
+    mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=dev)
+    mask[bi, 0, py, px] = True
+    masked = y.clone()
+    masked[bi, :, py, px] = y[bi, :, ny, nx]
+    return masked, mask
+
+
+class Noise2Void(Method):
+    name = "n2v"
+    title = "Noise2Void (random blind spots)"
+    outputs = ("visible",)
+    preview_names = ("visible",)
+    defaults = {"grid": 8}  # one masked pixel per 8x8 cell: about 1.6 % of pixels, as N2V
+
+    def _masked_error(self, model, y, generator):
+        masked, mask = n2v_mask(y, int(self.params["grid"]), generator)
+        out = self.run(model, masked).float()
+        m = mask.expand_as(out)
+        return ((out - y.float())[m] ** 2).mean()
+
+    def training_loss(self, model, y, sched):
+        loss = self._masked_error(model, y, self.generator)
+        return loss, {"loss": loss}
+
+    def validation_error(self, model, y):
+        return self._masked_error(model, y, self.fixed_generator(y.device))
+
+    def predict(self, model, y, output=None):
+        self.check_output(output)
+        return self.run(model, y)
