@@ -70,7 +70,8 @@ def device_info(device: str | torch.device) -> DeviceInfo:
         return DeviceInfo("mps", "Apple GPU (MPS)")
     import os
 
-    return DeviceInfo("cpu", f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
+    return DeviceInfo(
+        "cpu", f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
 
 
 def free_memory(device: torch.device) -> int | None:

@@ -151,21 +151,22 @@ class Denoiser:
             while i < n:
                 b = min(batch_size, n - i)
                 x = self.normalization.apply(raw[i:i + b])
+                oom = False
                 try:
                     y = self._predict_tiled(model, x, output, dev, tile, tile_overlap)
                 except Exception as exc:
                     if not is_oom(exc):
                         raise
-                    del exc
+                    oom = True
+                if oom:  # outside the except block, so the traceback frees its tensors
                     release_memory(dev)
                     if batch_size > 1:
                         batch_size = max(1, batch_size // 2)
                     elif tile > 128:
                         tile = max(128, tile // 2)
                     else:
-                        raise MemoryError(
-                            "out of memory even with one frame and 128-pixel tiles; use "
-                            "device='cpu'") from None
+                        raise MemoryError("out of memory even with one frame and 128-pixel "
+                                          "tiles; use device='cpu'")
                     warnings.warn(f"out of memory: retrying with batch {batch_size}, tile {tile}",
                                   stacklevel=2)
                     continue
