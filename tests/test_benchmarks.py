@@ -1,0 +1,141 @@
+"""The benchmark code on tiny data: FMDD loader and split, metric conventions, baselines,
+the reference loop and FLOP counting. No timing assertions: speed is measured by the scripts."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import baselines  # noqa: E402
+import quality  # noqa: E402
+import speed  # noqa: E402
+
+from napari_b2u.fmdd import list_sets, list_views, load_view, read_fmdd_folder, split_views  # noqa: E402,E501
+from napari_b2u.masking import global_mask  # noqa: E402
+from napari_b2u.metrics import evaluate, psnr  # noqa: E402
+from napari_b2u.sample_data import fmdd_like_stack  # noqa: E402
+
+from .conftest import TINY  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fmdd_root(tmp_path_factory):
+    """A tiny FMDD-format folder: one set, views 1, 2, 19; 3 frames of 64x64; avg50 gt."""
+    root = tmp_path_factory.mktemp("fmdd")
+    for v, view in enumerate(["1", "2", "19"]):
+        noisy, clean = fmdd_like_stack(3, (64, 64), seed=10 + v)
+        (root / "Confocal_TEST" / "raw" / view).mkdir(parents=True)
+        (root / "Confocal_TEST" / "gt" / view).mkdir(parents=True)
+        for i, f in enumerate(noisy):
+            Image.fromarray(f).save(root / "Confocal_TEST" / "raw" / view / f"HV_{i:02d}.png")
+        Image.fromarray(np.rint(clean).astype(np.uint8)).save(
+            root / "Confocal_TEST" / "gt" / view / "avg50.png")
+    return root
+
+
+def test_fmdd_loader_and_split(fmdd_root):
+    sets = list_sets(fmdd_root)
+    assert [s.name for s in sets] == ["Confocal_TEST"]
+    assert list_views(sets[0]) == ["1", "2", "19"]  # numeric order, not string order
+    train, test = split_views(sets[0])
+    assert train == ["1", "2"] and test == "19"
+    v = load_view(sets[0], "19")
+    assert v.noisy.shape == (3, 64, 64) and v.noisy.dtype == np.uint8 and v.gt.shape == (64, 64)
+    img = read_fmdd_folder(sets[0])
+    assert img.axes == "STYX" and img.data.shape == (3, 3, 64, 64)
+    ds = quality.fmdd_sets(fmdd_root)[0]
+    assert ds.train.shape == (6, 64, 64) and ds.test.shape == (3, 64, 64)
+
+
+def test_metric_conventions():
+    ref = np.full((32, 32), 100.0)
+    img = ref.copy()
+    img[0, 0] = 100.49  # rounds to 100: no error after 8-bit rounding
+    img[1, 1] = 300.0  # clamps to 255: error 155
+    p, s = evaluate(img, ref)
+    assert p == pytest.approx(10 * np.log10(255**2 / (155**2 / 32**2)))
+    assert 0 < s <= 1
+
+
+def test_quality_benchmark_runs_on_fmdd_folder(fmdd_root):
+    sets = quality.fmdd_sets(fmdd_root)
+    kw = {k: v for k, v in TINY.items() if k not in ("device", "progress")}
+    rows = quality.run_quality(sets, ("stack", "single"), ["noisy", "gaussian", "b2u"],
+                               test_frames=2, train_kw={**kw, "steps": 6}, device="cpu",
+                               log=lambda *_: None)
+    by = {(r.regime, r.method): r for r in rows}
+    # the noisy row is exactly the FMDD convention applied to the raw test frames
+    ds = sets[0]
+    expected = np.mean([evaluate(f, ds.gt)[0] for f in ds.test[:2]])
+    assert by[("stack", "noisy input")].psnr == pytest.approx(expected)
+    assert by[("single", "noisy input")].psnr == pytest.approx(evaluate(ds.test[0], ds.gt)[0])
+    # the oracle Gaussian can only help (its grid is searched against the ground truth)
+    assert by[("stack", "Gaussian (oracle σ)")].psnr > by[("stack", "noisy input")].psnr
+    for regime in ("stack", "single"):
+        for out in ("visible", "weighted"):
+            r = by[(regime, f"b2u {out}")]
+            assert np.isfinite(r.psnr) and r.train_s > 0 and "steps" in r.notes
+    table = quality.format_table(rows, paper=True)
+    assert "Confocal_MICE | stack | B2U, paper Table 4 | 38.44" in table
+
+
+def test_synthetic_sets_shapes():
+    sets = quality.synthetic_sets(views=2, frames=2, size=32)
+    assert len(sets) == 3
+    assert sets[0].train.shape == (2, 32, 32) and sets[0].gt.shape == (32, 32)
+
+
+def test_noise_estimate_and_vst():
+    noisy, clean = fmdd_like_stack(1, (256, 256), seed=0)  # true a = 6.4, b = 26
+    a, b = baselines.estimate_poisson_gaussian(noisy[0])
+    assert 3 < a < 13
+    # the transform stabilizes: unit variance on pure Poisson-Gaussian data of known params
+    rng = np.random.default_rng(0)
+    y = 6.0 * rng.poisson(20.0, 200_000) + rng.normal(0, 4.0, 200_000)
+    assert np.var(baselines.gat(y, 6.0, 16.0)) == pytest.approx(1.0, abs=0.05)
+    # and the inverse is unbiased at the mean
+    d = baselines.gat(y, 6.0, 16.0).mean()
+    assert baselines.inverse_gat(np.array([d]), 6.0, 16.0)[0] == pytest.approx(120.0, rel=0.02)
+
+
+def test_vst_bm3d_denoises():
+    pytest.importorskip("bm3d")
+    noisy, clean = fmdd_like_stack(1, (64, 64), seed=1)
+    out, _ = baselines.vst_bm3d(noisy[0])
+    assert evaluate(out, clean)[0] > evaluate(noisy[0], clean)[0] + 3
+
+
+def test_reference_masker_matches_global_masker_inside():
+    x = torch.rand(2, 1, 16, 16)
+    for s in (2, 4):
+        ref, masks = speed.ref_masker_train(x, s)
+        inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+        torch.testing.assert_close(ref[inner], global_mask(x, s)[inner])
+        assert masks.view(2, s * s, 16, 16).sum(1).eq(1).all()
+
+
+def test_reference_trainer_and_fast_path_run():
+    frames, clean = fmdd_like_stack(4, (64, 64), seed=2)
+    ref = speed.ReferenceTrainer(frames, torch.device("cpu"), width=8, depth=2, patch=32,
+                                 batch=2, cells=2, steps=3)
+    losses = [float(ref.train_step()) for _ in range(3)]
+    assert all(np.isfinite(losses))
+    assert ref.denoise(frames[0]).shape == (64, 64)
+    sec, _, mem, flops = speed.time_fast(frames, torch.device("cpu"), 2, 8, 2, 32, 2, 1, 2,
+                                         False)
+    assert sec > 0 and flops > 0 and "GiB" in mem
+
+
+def test_flop_count_matches_hand_formula():
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1))
+    assert speed.conv_flops(conv, (1, 1, 8, 8)) == 2 * 9 * 1 * 4 * 64
+    unet = speed.UNet(1, 1, 48, 5)
+    # the reference U-Net: 9.24 GFLOP per 128x128 forward
+    assert speed.conv_flops(unet, (1, 1, 128, 128)) == pytest.approx(9.24e9, rel=0.01)
+    assert speed.b2u_step_flops(unet, 4, 128, 2) == speed.conv_flops(
+        unet, (1, 1, 128, 128)) * (3 * 16 + 4)
