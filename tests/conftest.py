@@ -6,6 +6,8 @@ from napari_b2u.sample_data import fmdd_like_stack
 #: a network small enough for CPU tests: 16 wide, 2 levels (inputs multiple of 4)
 TINY = dict(width=16, depth=2, patch_size=32, batch_size=4, device="cpu", progress=False,
             compile=False)
+#: the same for api.make_trainer (which shows no progress bar)
+TINY_T = {k: v for k, v in TINY.items() if k != "progress"}
 
 
 @pytest.fixture(scope="session")

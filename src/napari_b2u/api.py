@@ -45,10 +45,14 @@ def make_trainer(
     preview_every: int | None = None,
     preview_frame: int = 0,
     method_params: dict | None = None,
+    resume=None,
     **config,
 ) -> Trainer:
     """A :class:`Trainer` ready to iterate (the GUI uses this; scripts usually want
     :func:`train_stack`). Arguments as in :func:`train_stack`."""
+    if resume is not None:  # continue an autosaved run; its settings come from the file
+        return Trainer.resume(resume, stack, axes=axes, device=device, val_stack=val_stack,
+                              steps=steps, max_time=max_time)
     params = dict(method_params or {})
     if cells is not None:
         params["cells"] = cells
@@ -94,6 +98,9 @@ def train_stack(
     val_stack / val_fraction: a separate validation stack, or the fraction of frames (or, for
         fewer than 5 frames, of each frame's area) held out; the model with the lowest
         self-supervised validation error is returned.
+    autosave / autosave_every: a checkpoint path rewritten every ``autosave_every`` seconds
+        (default 300) and at the end; ``api.load`` reads it as a model, and
+        ``resume=path`` continues training from it on the same stack.
     """
     trainer = make_trainer(stack, axes=axes, method=method, steps=steps, max_time=max_time,
                            patch_size=patch_size, batch_size=batch_size, cells=cells, lr=lr,

@@ -49,8 +49,12 @@ def cmd_train(a) -> int:
         raise InputError(f"{out} exists; choose another --out or pass --overwrite")
     val = read_image(a.val, a.axes).data if a.val else None
     print(f"training on {a.input}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
-    model = api.train_stack(img.data, axes=img.axes, val_stack=val, progress=not a.quiet,
-                            **_train_kwargs(a))
+    kw = _train_kwargs(a)
+    if a.autosave:
+        kw.update(autosave=a.autosave, autosave_every=a.autosave_every)
+    if a.resume:
+        kw["resume"] = a.resume
+    model = api.train_stack(img.data, axes=img.axes, val_stack=val, progress=not a.quiet, **kw)
     path = model.save(out)
     info = model.info
     print(f"saved {path} ({info['steps']} steps in {info['seconds']:.0f} s, kept the "
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--axes", help="axes of the input, e.g. TYX, ZYX, TCZYX (default: from file)")
     t.add_argument("--val", help="separate validation stack (default: hold out part of input)")
     t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--autosave", help="checkpoint rewritten during training (resumable)")
+    t.add_argument("--autosave-every", type=float, default=300.0, help="seconds (default 300)")
+    t.add_argument("--resume", help="continue training from an autosaved checkpoint")
     t.add_argument("-q", "--quiet", action="store_true")
     _add_train_args(t)
     t.set_defaults(func=cmd_train)

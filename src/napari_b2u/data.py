@@ -111,6 +111,12 @@ def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
     check_dtype(arr)
     if arr.ndim < 2:
         raise InputError(f"need at least a 2D image, got an array of shape {arr.shape}")
+    if axes is None and arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 8:
+        raise InputError(
+            f"the array of shape {arr.shape} looks like an RGB(A) image (last axis of size "
+            f"{arr.shape[-1]}); fluorescence channels are denoised with axes='YXC' (jointly), "
+            "or pass one channel; if it really is a stack of 3-pixel-wide frames, give axes"
+        )
     ax = parse_axes(axes, arr.ndim)
     ny, nx = arr.shape[ax.index("Y")], arr.shape[ax.index("X")]
     if min(ny, nx) < min_side:
@@ -307,14 +313,19 @@ def cast_output(frames: np.ndarray, dtype) -> np.ndarray:
     raise InputError(f"cannot write the output as {dtype}; use an integer or float dtype")
 
 
-def warn_dynamic_range(frames: np.ndarray, norm: Normalization) -> None:
+def warn_dynamic_range(normalized: np.ndarray, stacklevel: int = 3) -> None:
     """Tell the user when a few very bright pixels sit far above the scaling range."""
-    off, sc = norm.as_arrays(frames.shape[1])
-    top = (frames.reshape(frames.shape[0], frames.shape[1], -1).max(axis=(0, 2)).astype(np.float64)
-           - off.reshape(-1)) / sc.reshape(-1)
-    if np.any(top > 50):
+    top = float(normalized.max())
+    if top > 20:
         warnings.warn(
-            f"a few pixels are up to {top.max():.0f}x brighter than the 99.9th percentile "
-            "(saturation or hot pixels?); they are kept but the network sees them as extreme",
-            stacklevel=3,
+            f"a few pixels are up to {top:.0f}x brighter than the bulk of the image (99.9th "
+            "percentile): saturation or hot pixels? They are kept and come back in the output, "
+            "but the network has little data at such levels",
+            stacklevel=stacklevel,
         )
+
+
+def informative_frames(frames: np.ndarray) -> np.ndarray:
+    """Boolean mask of frames that are not constant (e.g. dropped, all-zero frames)."""
+    flat = frames.reshape(frames.shape[0], -1)
+    return flat.max(axis=1) > flat.min(axis=1)

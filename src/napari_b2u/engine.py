@@ -18,7 +18,15 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import torch
 
-from .data import InputError, Layout, Normalization, fit_normalization, validate_stack
+from .data import (
+    InputError,
+    Layout,
+    Normalization,
+    fit_normalization,
+    informative_frames,
+    validate_stack,
+    warn_dynamic_range,
+)
 from .device import amp_dtype, free_memory, is_oom, release_memory, resolve_device
 from .losses import lr_factor
 from .methods import Method, get_method
@@ -54,6 +62,8 @@ class TrainConfig:
     normalization: str = "auto"
     log_every: int | None = None
     max_nan_retries: int = 3
+    autosave: str | None = None  # path of a checkpoint rewritten during training (resumable)
+    autosave_every: float = 300.0  # seconds between autosaves
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,10 +137,22 @@ def prepare_data(
     norm = normalization if isinstance(normalization, Normalization) else fit_normalization(
         raw, normalization)
     frames = norm.apply(raw)
+    warn_dynamic_range(frames, stacklevel=4)
+    keep = informative_frames(frames)
+    if not keep.any():
+        raise InputError("every frame of the stack is constant: there is nothing to learn from")
+    if not keep.all():
+        bad = np.flatnonzero(~keep)
+        warnings.warn(
+            f"{bad.size} of {keep.size} frames are constant (all zero? dropped frames?) and are "
+            f"left out of training: frames {bad[:10].tolist()}" + (" ..." if bad.size > 10
+                                                                   else ""), stacklevel=3)
+    good = np.flatnonzero(keep)  # indices into all frames
     n, _, h, w = frames.shape
     val = None
     split = "no validation"
-    train = frames
+    train_idx = good
+    region = None
     if val_stack is not None:
         varr, vax = validate_stack(val_stack, ax if np.ndim(val_stack) == arr.ndim else None)
         vlayout = Layout(vax, varr.shape)
@@ -141,23 +163,21 @@ def prepare_data(
             )
         val = norm.apply(vlayout.to_frames(varr))
         split = f"validation on a separate stack of {val.shape[0]} frame(s)"
-    elif val_fraction > 0 and n >= min_val_frames:
-        k = max(1, int(round(val_fraction * n)))
-        idx = np.unique(np.linspace(0, n - 1, k + 2)[1:-1].round().astype(int))
-        mask = np.zeros(n, bool)
-        mask[idx] = True
-        val, train = frames[mask], frames[~mask]
-        split = f"{len(idx)} of {n} frames held out for validation (frames {idx.tolist()})"
+    elif val_fraction > 0 and good.size >= min_val_frames:
+        k = max(1, int(round(val_fraction * good.size)))
+        pick = np.unique(np.linspace(0, good.size - 1, k + 2)[1:-1].round().astype(int))
+        val_idx = good[pick]
+        train_idx = np.setdiff1d(good, val_idx)
+        val = frames[val_idx]
+        split = (f"{val_idx.size} of {n} frames held out for validation "
+                 f"(frames {val_idx.tolist()})")
     elif val_fraction > 0:
         # Few frames: hold out a band of every frame along its longer side.
         along_y = h >= w
         side = h if along_y else w
         band = max(int(round(val_fraction * side)), 16)
         if side - band >= min(multiple, side // 2) and band < side:
-            if along_y:
-                train, val = frames[:, :, : h - band], frames[:, :, h - band:]
-            else:
-                train, val = frames[:, :, :, : w - band], frames[:, :, :, w - band:]
+            region = (along_y, side - band)
             where = "bottom" if along_y else "right"
             split = f"the {where} {band} pixels of each frame held out for validation"
         else:
@@ -166,6 +186,14 @@ def prepare_data(
                 "without validation (the last model is kept, watch for overfitting)",
                 stacklevel=3,
             )
+    train = frames[train_idx]
+    if region is not None:
+        along_y, cut = region
+        sub = frames[good]
+        if along_y:
+            train, val = sub[:, :, :cut], sub[:, :, cut:]
+        else:
+            train, val = sub[:, :, :, :cut], sub[:, :, :, cut:]
     train = np.ascontiguousarray(train)
     if val is not None:
         val = np.ascontiguousarray(val)
@@ -435,9 +463,7 @@ class Trainer:
         return res
 
     def _finish(self):
-        from .inference import Denoiser
-
-        step, elapsed = self.step, self.elapsed
+        step = self.step
         chosen, state = "last", None
         if self.val is not None and step > 0:
             if not self.history or self.history[-1]["step"] != step:
@@ -449,21 +475,26 @@ class Trainer:
             state = self._snapshot()
         else:
             self.model.load_state_dict(state)  # the readout below describes the kept model
+        self._result = self._denoiser(state, chosen)
+
+    def _denoiser(self, state: dict, chosen: str):
+        from .inference import Denoiser
+
         info = {
-            "steps": step,
-            "seconds": round(elapsed, 2),
+            "steps": self.step,
+            "seconds": round(self.elapsed, 2),
             "device": str(self.device),
             "chosen": chosen,
             "split": self.data.split,
             "patch_size": self.patch_size,
             "batch_size": self.batch_size,
-            "history": self.history,
+            "history": list(self.history),
             "train_config": self.config.to_dict(),
             "axes": self.data.layout.axes,
-            "messages": self.messages,
+            "messages": list(self.messages),
             "readout": self._readout(),
         }
-        self._result = Denoiser(
+        return Denoiser(
             method=self.method.name,
             method_params=dict(self.method.params),
             model_config=self.model_config,
@@ -471,6 +502,98 @@ class Trainer:
             normalization=self.data.normalization,
             info=info,
         )
+
+    # ---- checkpoints: autosave and resume ------------------------------------------------------
+    def checkpoint(self) -> dict:
+        """A model file (the best model so far) that also holds everything to resume training."""
+        best = min(self.history, key=lambda r: r["val_error"]) if self.history else None
+        if self._best_state is not None and best is not None:
+            ck = self._denoiser(self._best_state, f"best (step {best['step']})").to_checkpoint()
+        else:
+            ck = self._denoiser(self._snapshot(), "last").to_checkpoint()
+        lay = self.data.layout
+        ck["training"] = {
+            "step": self.step,
+            "elapsed": float(self.elapsed),
+            "config": self.config.to_dict(),
+            "base_lr": float(self.base_lr),
+            "batch_size": int(self.batch_size),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": ({k: v.detach().cpu() for k, v in self._best_state.items()}
+                           if self._best_state is not None else None),
+            "best_val": float(self._best_val) if math.isfinite(self._best_val) else None,
+            "history": list(self.history),
+            "nan_retries": self._nan_retries,
+            "sampler_rng": self.sampler.gen.get_state(),
+            "method_rng": (self.method.generator.get_state()
+                           if self.method.generator is not None else None),
+            "rng_device": self.device.type,
+            "data": {"axes": lay.axes, "shape": list(lay.shape),
+                     "dtype": self.data.normalization.source_dtype},
+        }
+        return ck
+
+    def save_checkpoint(self, path) -> None:
+        """Write :meth:`checkpoint` atomically (the previous file stays until it is complete)."""
+        import os
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        torch.save(self.checkpoint(), tmp)
+        os.replace(tmp, path)
+
+    @classmethod
+    def resume(cls, checkpoint, stack, axes: str | None = None, device="auto", val_stack=None,
+               steps: int | None = None, max_time: float | None = None, **changes) -> Trainer:
+        """Continue training from an autosaved checkpoint (a path or a loaded dict) on the same
+        stack. ``steps``/``max_time`` may extend the budget; other settings come from the file."""
+        from .inference import read_checkpoint
+
+        ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+        tr = ck.get("training")
+        if not tr:
+            raise InputError("this model file holds no training state to resume from (it was "
+                             "saved after training, not autosaved during it)")
+        cfg = TrainConfig(**tr["config"])
+        if steps is not None:
+            cfg.steps = steps
+        if max_time is not None:
+            cfg.max_time = max_time
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+        cfg.normalization = Normalization.from_dict(ck["normalization"])
+        axes = axes or tr["data"]["axes"]
+        arr = np.asarray(stack) if not hasattr(stack, "shape") else stack
+        if list(arr.shape) != list(tr["data"]["shape"]):
+            raise InputError(
+                f"this checkpoint was trained on a stack of shape {tuple(tr['data']['shape'])} "
+                f"(axes {tr['data']['axes']}); the stack given has shape {tuple(arr.shape)}. "
+                "Resume with the same data")
+        trainer = cls(stack, axes=axes, config=cfg, device=device, val_stack=val_stack)
+        trainer._restore(tr)
+        return trainer
+
+    def _restore(self, tr: dict) -> None:
+        self.model.load_state_dict(tr["model"])
+        self.base_lr = float(tr["base_lr"])
+        self.batch_size = int(tr["batch_size"])
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(tr["optimizer"])
+        self.step = int(tr["step"])
+        self.elapsed = float(tr["elapsed"])
+        self.history = list(tr["history"])
+        self._nan_retries = int(tr.get("nan_retries", 0))
+        if tr.get("best_state") is not None:
+            self._best_state = {k: v.to(self.device) for k, v in tr["best_state"].items()}
+            self._best_val = float(tr["best_val"])
+        if tr.get("rng_device") == self.device.type:
+            self.sampler.gen.set_state(tr["sampler_rng"])
+            if tr.get("method_rng") is not None and self.method.generator is not None:
+                self.method.generator.set_state(tr["method_rng"])
+        self.messages.append(f"resumed at step {self.step}")
 
     @torch.no_grad()
     def _readout(self) -> dict:
@@ -530,10 +653,11 @@ class Trainer:
         cfg, method = self.config, self.method
         self.model.train()
         self._maybe_compile()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() - self.elapsed  # a resumed run continues its clock
         acc: dict[str, torch.Tensor] = {}
         acc_n = 0
-        rate_t, rate_step = t0, 0
+        rate_t, rate_step = time.perf_counter(), self.step
+        last_save = time.perf_counter()
         self._good_state = self._snapshot()
         sched_t = torch.zeros((), device=self.device)
         log_every = max(1, int(cfg.log_every or 1))
@@ -593,6 +717,9 @@ class Trainer:
                     if err < self._best_val:
                         self._best_state = self._snapshot()
                         self._best_val = err
+                if cfg.autosave and now - last_save >= cfg.autosave_every:
+                    self.save_checkpoint(cfg.autosave)
+                    last_save = time.perf_counter()
                 previews = None
                 if cfg.preview_every and (step % cfg.preview_every == 0 or self._preview_now):
                     previews = self._previews(sched)
@@ -605,6 +732,8 @@ class Trainer:
             self._cleanup()
             raise
         self.elapsed = time.perf_counter() - t0
+        if cfg.autosave:
+            self.save_checkpoint(cfg.autosave)
         self._finish()
         stopped = self._stop.is_set() and (cfg.steps is None or self.step < cfg.steps)
         p = self._progress(self.step, self.elapsed)

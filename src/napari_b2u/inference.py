@@ -231,6 +231,13 @@ class Denoiser:
                 f"{source} was written by a newer napari-b2u (model format {version}, this "
                 f"version reads up to {MODEL_VERSION}); upgrade napari-b2u to load it"
             )
+        from .methods import method_names
+
+        if ckpt.get("method") not in method_names():
+            raise InputError(
+                f"{source} was trained with method {ckpt.get('method')!r}, which this version "
+                f"of napari-b2u does not have (it has {', '.join(method_names())}); upgrade "
+                "napari-b2u to use it")
         try:
             return cls(
                 method=ckpt["method"],
@@ -245,17 +252,7 @@ class Denoiser:
 
     @classmethod
     def load(cls, path) -> Denoiser:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"no model file at {path}")
-        try:
-            # weights_only: a model file can never run code when loaded
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not a readable model"
-            raise InputError(
-                f"{path} is not a readable napari-b2u model file ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''})"
-            ) from exc
+        ckpt = read_checkpoint(path)
         den = cls.from_checkpoint(ckpt, source=str(path))
         try:
             den.model("cpu")  # fail now, with a clear message, if weights do not fit the config
@@ -263,6 +260,23 @@ class Denoiser:
             raise InputError(f"{path} holds weights that do not match its network: {exc}") from exc
         den._model = None
         return den
+
+
+def read_checkpoint(path) -> dict:
+    """Load a model/checkpoint file safely (``weights_only``: it can never run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no model file at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a readable model"
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(
+            f"{path} is not a readable napari-b2u model file ({type(exc).__name__}: {first})"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path} is not a napari-b2u model file")
+    return ckpt
 
 
 def _jsonable(obj):

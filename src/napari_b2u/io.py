@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,6 @@ import numpy as np
 
 from .data import SAMPLE_AXES, InputError
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
-PLAIN_SUFFIXES = (".png", ".jpg", ".jpeg", ".npy")
 
 
 @dataclass
@@ -112,30 +111,7 @@ def read_image(path, axes: str | None = None) -> Image:
                 f"{path} is a folder; point to an image file or an FMDD-style folder "
                 "(<set>/raw/<view>/*.png)")
     else:
-        name = path.name.lower()
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            img = read_tiff(path)
-        elif name.endswith(TIFF_SUFFIXES):
-            raise InputError(f"{path} has a TIFF name but is not a TIFF file (bad header)")
-        elif name.endswith(".npy"):
-            try:
-                data = np.load(path, allow_pickle=False, mmap_mode="r")
-            except (ValueError, OSError) as exc:
-                raise InputError(f"{path} is not a readable .npy array: {exc}") from exc
-            img = Image(np.asarray(data), "", path=str(path))
-        elif head[:8] == b"\x89PNG\r\n\x1a\n" or name.endswith((".png", ".jpg", ".jpeg")):
-            from PIL import Image as PILImage
-
-            try:
-                with PILImage.open(path) as im:
-                    data = np.asarray(im)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"{path} could not be read as an image: {exc}") from exc
-            img = Image(data, "YXC" if data.ndim == 3 else "YX", path=str(path))
-        else:
-            img = _read_bioio(path)
+        img = _read_file(path)
     if axes is not None:
         img.axes = axes.upper()
     elif not img.axes or len(img.axes) != img.data.ndim:
@@ -143,6 +119,53 @@ def read_image(path, axes: str | None = None) -> Image:
 
         img.axes = default_axes(img.data.ndim)
     return img
+
+
+MAGIC = {
+    b"II*\x00": "tiff", b"MM\x00*": "tiff", b"II+\x00": "tiff", b"MM\x00+": "tiff",
+    b"\x89PNG": "png", b"\xff\xd8\xff": "jpeg", b"\x93NUMPY": "npy",
+}
+SUFFIX_KIND = {".tif": "tiff", ".tiff": "tiff", ".btf": "tiff", ".tf8": "tiff", ".png": "png",
+               ".jpg": "jpeg", ".jpeg": "jpeg", ".npy": "npy"}
+
+
+def sniff(path: Path) -> str | None:
+    """The file's real format from its first bytes (None if not one we read directly)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head:
+        raise InputError(f"{path} is empty (0 bytes)")
+    return next((kind for magic, kind in MAGIC.items() if head.startswith(magic)), None)
+
+
+def _read_file(path: Path) -> Image:
+    kind = sniff(path)
+    claimed = SUFFIX_KIND.get(path.suffix.lower())
+    if kind is None:
+        if claimed is not None:
+            raise InputError(
+                f"{path} is named like a {claimed.upper()} file but its content is not one "
+                "(corrupt, or another format renamed); check the file")
+        return _read_bioio(path)
+    if claimed is not None and claimed != kind:
+        warnings.warn(f"{path.name} is a {kind.upper()} file despite its extension; reading it "
+                      f"as {kind.upper()}", stacklevel=3)
+    if kind == "tiff":
+        return read_tiff(path)
+    if kind == "npy":
+        try:
+            data = np.load(path, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path} is not a readable .npy array: {exc}") from exc
+        return Image(np.asarray(data), "", path=str(path))
+    from PIL import Image as PILImage
+
+    try:
+        with PILImage.open(path) as im:
+            data = np.asarray(im)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path} could not be read as an image: {exc}") from exc
+    return Image(data, "YXC" if data.ndim == 3 else "YX", path=str(path))
 
 
 def _read_bioio(path: Path) -> Image:
