@@ -392,3 +392,16 @@ def test_resume_refuses_other_data_and_final_models(small_stack, tmp_path, tiny_
     final = tiny_model.save(tmp_path / "final.b2u")
     with pytest.raises(InputError, match="no training state"):
         api.train_stack(noisy, resume=str(final), device="cpu", progress=False)
+
+
+def test_bioio_reader_keeps_axes_and_pixel_size(tmp_path):
+    """The optional reader for proprietary formats (bioio, the successor of aicsimageio),
+    exercised on an OME-TIFF so that no proprietary sample file is needed."""
+    pytest.importorskip("bioio_ome_tiff")
+    from napari_b2u.io import _read_bioio
+
+    data = np.random.default_rng(0).integers(0, 255, (3, 2, 16, 16)).astype(np.uint8)
+    p = write_tiff(tmp_path / "b.ome.tif", data, "TCYX", {"X": 0.3, "Y": 0.3})
+    img = _read_bioio(p)
+    assert img.axes == "TCYX" and img.pixel_size == {"Y": 0.3, "X": 0.3}
+    np.testing.assert_array_equal(img.data, data)
