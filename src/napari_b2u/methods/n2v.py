@@ -60,7 +60,11 @@ class Noise2Void(Method):
         return loss, {"loss": loss}
 
     def validation_error(self, model, y):
-        return self._masked_error(model, y, self.fixed_generator(y.device))
+        # one draw masks only ~1.6 % of the held-out pixels: too noisy to pick a model (measured:
+        # it chose a step 1.8 dB worse than the last on a single frame); average 8 fixed draws
+        errs = [self._masked_error(model, y, self.fixed_generator(y.device, seed=1234 + k))
+                for k in range(8)]
+        return torch.stack(errs).mean()
 
     def predict(self, model, y, output=None):
         self.check_output(output)
