@@ -405,3 +405,27 @@ def test_bioio_reader_keeps_axes_and_pixel_size(tmp_path):
     img = _read_bioio(p)
     assert img.axes == "TCYX" and img.pixel_size == {"Y": 0.3, "X": 0.3}
     np.testing.assert_array_equal(img.data, data)
+
+
+def test_compile_failure_falls_back_to_eager(small_stack, monkeypatch):
+    """torch.compile fails lazily (e.g. no Triton on the user's platform): training continues
+    in eager mode and says so."""
+    noisy, _ = small_stack
+
+    class BackendCompilerFailed(RuntimeError):
+        pass
+
+    BackendCompilerFailed.__module__ = "torch._dynamo.exc"
+
+    def fake_compile(self, *a, **k):
+        def broken(*args, **kwargs):
+            raise BackendCompilerFailed("backend='inductor' raised: no working C compiler")
+
+        self._compiled_call_impl = broken
+
+    monkeypatch.setattr(torch.nn.Module, "compile", fake_compile)
+    trainer = api.make_trainer(noisy, steps=4, **{**TINY_T, "compile": True})
+    with pytest.warns(UserWarning, match="torch.compile failed.*continuing without it"):
+        events = list(trainer)
+    assert events[-1].done and events[-1].step == 4
+    assert np.isfinite(trainer.result().denoise(noisy[:1], dtype="float32")).all()

@@ -399,12 +399,32 @@ class Trainer:
     def _maybe_compile(self):
         if not self.config.compile or self._compiled:
             return
-        self._compiled = True
         try:
             for m in self.method.modules_to_compile(self.model):
                 m.compile(dynamic=False)
+            self._compiled = True
         except Exception as exc:  # noqa: BLE001 - compile is an optimization only
-            self._note(f"torch.compile unavailable ({exc}); training without it")
+            self._uncompile(exc)
+
+    def _uncompile(self, exc: BaseException) -> None:
+        for m in self.method.modules_to_compile(self.model):
+            m._compiled_call_impl = None  # what Module.compile() set: back to eager
+        self._compiled = False
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        self._note(f"torch.compile failed ({type(exc).__name__}: {first}); continuing "
+                   "without it (pass compile=False to skip it)")
+
+    def _guarded(self, fn, *args):
+        """Run ``fn``; if torch.compile fails (it does so lazily, at the first call of each
+        shape: no Triton, no C compiler, ...), fall back to eager mode and run it again."""
+        try:
+            return fn(*args)
+        except Exception as exc:
+            if not (self._compiled and _is_compile_error(exc)):
+                raise
+            self.optimizer.zero_grad(set_to_none=True)
+            self._uncompile(exc)
+        return fn(*args)
 
     def _note(self, msg: str) -> str:
         self.messages.append(msg)
@@ -467,7 +487,7 @@ class Trainer:
         chosen, state = "last", None
         if self.val is not None and step > 0:
             if not self.history or self.history[-1]["step"] != step:
-                self.history.append({"step": step, "val_error": self._validate()})
+                self.history.append({"step": step, "val_error": self._guarded(self._validate)})
             best = min(self.history, key=lambda r: r["val_error"])
             if self._best_state is not None and best["step"] != step:
                 state, chosen = self._best_state, f"best (step {best['step']})"
@@ -676,7 +696,7 @@ class Trainer:
                 self._sched = sched
                 message, oom = None, False
                 try:
-                    terms = self._train_step(sched_t, sched is not None)
+                    terms = self._guarded(self._train_step, sched_t, sched is not None)
                 except Exception as exc:
                     if not is_oom(exc) or self.batch_size == 1:
                         raise
@@ -711,7 +731,7 @@ class Trainer:
                     rate_t, rate_step = now, step
                 validated = False
                 if self.val is not None and step % cfg.val_every == 0:
-                    err = self._validate()
+                    err = self._guarded(self._validate)
                     self.history.append({"step": step, "val_error": err})
                     validated = True
                     if err < self._best_val:
@@ -722,7 +742,7 @@ class Trainer:
                     last_save = time.perf_counter()
                 previews = None
                 if cfg.preview_every and (step % cfg.preview_every == 0 or self._preview_now):
-                    previews = self._previews(sched)
+                    previews = self._guarded(self._previews, sched)
                 yield self._event(validated=validated, previews=previews, message=message)
         except BaseException as exc:
             # Ctrl-C or a closed generator keep what was learned; real errors propagate. The
@@ -738,7 +758,7 @@ class Trainer:
         stopped = self._stop.is_set() and (cfg.steps is None or self.step < cfg.steps)
         p = self._progress(self.step, self.elapsed)
         self._sched = method.schedule(p)
-        previews = self._previews(self._sched) if cfg.preview_every else None
+        previews = self._guarded(self._previews, self._sched) if cfg.preview_every else None
         self._cleanup()
         yield self._event(previews=previews, done=True, stopped=stopped,
                           message=f"kept the {self._result.info['chosen']} model "
@@ -780,6 +800,11 @@ class Trainer:
             best_val_error=best["val_error"] if best else None,
             best_step=best["step"] if best else None, validated=validated, previews=previews,
             message=message, done=done, stopped=stopped)
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("torch._dynamo", "torch._inductor")) or "triton" in mod
 
 
 class _Released:
