@@ -7,6 +7,7 @@ Two regimes: `stack` (train on the other views' frames) and `single` (train on o
 test view and denoise that frame — the common single-image case where overfitting bites).
 
     python benchmarks/quality.py --preset cpu-small                     # minutes on 2 CPU cores
+    python benchmarks/quality.py --preset cpu --ablations               # ~1 h on 2 CPU cores
     python benchmarks/quality.py --preset gpu-full --device cuda        # full size
     python benchmarks/quality.py --fmdd-root /data/FMDD --preset gpu-full --device cuda
 """
@@ -44,9 +45,13 @@ SYNTHETIC = {
 PRESETS = {
     # views, frames per view, frame size, test frames evaluated, training steps (None: device
     # preset), BM3D frames
-    "tiny": dict(views=2, frames=2, size=64, test_frames=1, steps=20),
-    "cpu-small": dict(views=3, frames=4, size=128, test_frames=2, steps=None),
-    "gpu-full": dict(views=20, frames=50, size=512, test_frames=50, steps=None),
+    "tiny": dict(views=2, frames=2, size=64, test_frames=1, steps=20, sets=None),
+    # minutes on 2 CPU cores: one set, the CPU preset's network, half its steps
+    "cpu-small": dict(views=2, frames=4, size=128, test_frames=2, steps=150,
+                      sets=["synth-confocal-fish"]),
+    # about an hour on 2 CPU cores: all three sets at the CPU preset (300 steps)
+    "cpu": dict(views=3, frames=4, size=128, test_frames=2, steps=None, sets=None),
+    "gpu-full": dict(views=20, frames=50, size=512, test_frames=50, steps=None, sets=None),
 }
 
 LEARNED = ["b2u", "n2v", "nbr2nbr", "b2s", "dbsn"]
@@ -229,7 +234,7 @@ def main(argv=None):
     if a.fmdd_root:
         sets = fmdd_sets(a.fmdd_root, a.sets, max_frames=pr["frames"])
     else:
-        sets = synthetic_sets(pr["views"], pr["frames"], pr["size"], a.sets)
+        sets = synthetic_sets(pr["views"], pr["frames"], pr["size"], a.sets or pr["sets"])
     kw = {"steps": a.steps or pr["steps"], "progress": False}
     if a.preset == "tiny":
         kw.update(width=16, depth=2, patch_size=32)
