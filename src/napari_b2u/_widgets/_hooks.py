@@ -1,0 +1,55 @@
+"""npe2 hooks that need no Qt: sample data and the reader of model files (``*.b2u``)."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+NUCLEI_FILE = "dsb2018_nuclei.tif"
+
+
+def fmdd_sample():
+    """The core's FMDD-like noisy stack (20 frames, TYX) and its clean image."""
+    from ..sample_data import napari_sample
+
+    layers = []
+    for data, kwargs, kind in napari_sample():
+        kwargs = dict(kwargs)
+        if data.ndim == 3:
+            kwargs.setdefault("axis_labels", ("t", "y", "x"))
+        layers.append((data, kwargs, kind))
+    return layers
+
+
+def nuclei_sample():
+    """A real, noisy widefield image of nuclei (DSB2018 / BBBC038, CC0; see
+    sample_files/ATTRIBUTION.md)."""
+    import tifffile
+
+    path = files("napari_b2u") / "sample_files" / NUCLEI_FILE
+    with path.open("rb") as fh:
+        data = tifffile.imread(fh)
+    meta = {"axes": "YX", "source": "DSB2018 (BBBC038v1), CC0; Caicedo et al. 2019"}
+    return [(data, {"name": "DSB2018 nuclei", "metadata": meta,
+                    "contrast_limits": (0, float(data.max()))}, "image")]
+
+
+def get_model_reader(path):
+    """npe2 reader: a ``.b2u`` model file becomes the viewer's model (no layer is added) and
+    the Denoise panel opens."""
+    if isinstance(path, list) or not str(path).lower().endswith(".b2u"):
+        return None
+    return read_model
+
+
+def read_model(path):
+    import napari
+
+    from ._common import load_into_session
+    from ._session import session_for
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        raise RuntimeError("a model file can only be opened in a napari viewer")
+    if load_into_session(session_for(viewer), str(path)) is not None:
+        viewer.window.add_plugin_dock_widget("napari-b2u", "Blind2Unblind: Denoise")
+    return [(None,)]

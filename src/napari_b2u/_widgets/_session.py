@@ -1,0 +1,80 @@
+"""What the widgets of one viewer share: the current model and the raw data of layers that were
+denoised in place. Qt-free (psygnal signals), one :class:`Session` per viewer.
+
+The raw array of a layer denoised in place is kept here, keyed by the layer object (weakly, so
+removing the layer frees it), and handed back untouched by :meth:`Session.restore`: the very
+same array object, hence bit-exact and with its dtype.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from psygnal import Signal
+
+#: metadata key the plugin writes on layers it made or changed (small, JSON-able values only)
+META_KEY = "napari_b2u"
+
+
+class Session:
+    """Model and originals shared by the Train and Denoise widgets of one viewer."""
+
+    model_changed = Signal()
+    originals_changed = Signal()
+
+    def __init__(self) -> None:
+        self.model = None  # a napari_b2u.inference.Denoiser
+        self.model_source = ""  # e.g. "trained on 'cells' (300 steps)" or a file name
+        self.model_layer = None  # weakref to the layer the model was trained on
+        self._originals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    # ---- model -----------------------------------------------------------------------------
+    def set_model(self, model, source: str, layer=None) -> None:
+        self.model = model
+        self.model_source = source
+        self.model_layer = weakref.ref(layer) if layer is not None else None
+        self.model_changed.emit()
+
+    def trained_layer(self):
+        return self.model_layer() if self.model_layer is not None else None
+
+    # ---- originals of layers denoised in place ---------------------------------------------
+    def has_original(self, layer) -> bool:
+        return layer is not None and layer in self._originals
+
+    def raw_data(self, layer):
+        """The layer's raw data: the kept original if it was denoised in place."""
+        return self._originals.get(layer, layer.data)
+
+    def replace_data(self, layer, data, note: dict) -> None:
+        """Show ``data`` in ``layer``, keeping its raw array (once: a second in-place denoising
+        still keeps the very first, raw array)."""
+        if layer not in self._originals:
+            self._originals[layer] = layer.data
+        layer.data = data
+        layer.metadata = {**layer.metadata, META_KEY: {"denoised_in_place": True, **note}}
+        self.originals_changed.emit()
+
+    def restore(self, layer) -> bool:
+        """Put the raw array back into ``layer``; False if there is nothing to restore."""
+        original = self._originals.pop(layer, None)
+        if original is None:
+            return False
+        layer.data = original
+        meta = dict(layer.metadata)
+        meta.pop(META_KEY, None)
+        layer.metadata = meta
+        self.originals_changed.emit()
+        return True
+
+
+_SESSIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def session_for(viewer) -> Session:
+    """The session of ``viewer`` (created on first use; it dies with the viewer)."""
+    try:
+        return _SESSIONS[viewer]
+    except KeyError:
+        session = _SESSIONS[viewer] = Session()
+        return session
