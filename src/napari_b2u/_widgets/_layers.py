@@ -19,7 +19,7 @@ _LABELS = {
 }
 
 NO_LAYER = ("No image layer chosen. Open an image (File ▸ Open…) or a sample "
-            "(File ▸ Open Sample ▸ napari-b2u), then pick it here.")
+            "(File ▸ Open Sample ▸ Blind2Unblind), then pick it here.")
 
 
 def is_preview(layer) -> bool:
