@@ -245,6 +245,11 @@ def test_bad_choices_give_a_message_and_no_crash(viewer, qtbot, tiny_model):
     # nonsense axes
     w.configure(axes="QQ")
     assert not w.start() and "Axes" in w.status.text()
+    # validation on the training layer itself
+    w.configure(axes="TYX", patch_size=16)
+    w.val_combo.set_layer(small)
+    assert not w.start() and "Validation" in w.status.text()
+    w.val_combo.setCurrentIndex(0)
     assert not w.is_training and w.start_button.isEnabled()
     # a frame too small for the network: refused by the core, in the worker, and recovered
     tiny = viewer.add_image(np.random.default_rng(0).random((3, 12, 12), np.float32),

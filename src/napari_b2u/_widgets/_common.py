@@ -322,6 +322,9 @@ class LayerChecklist(QListWidget, _LayerWatcher):
     def refresh(self) -> None:
         self._rebuild()
 
+    def layer_at(self, row: int):
+        return self._layers[row] if 0 <= row < len(self._layers) else None
+
     def checked_layers(self) -> list:
         return [ly for ly in self._layers if id(ly) in self._checked]
 

@@ -6,6 +6,7 @@ over frames, tiled for large frames by the core), reports progress and can be ca
 from __future__ import annotations
 
 import threading
+import weakref
 
 import napari.viewer
 from qtpy.QtWidgets import (
@@ -76,7 +77,7 @@ class DenoiseWidget(Panel):
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
         self._job = None  # dict while a worker runs
-        self._axes: dict[int, str] = {}  # id(layer) -> axes chosen by the user
+        self._axes = weakref.WeakKeyDictionary()  # layer -> axes chosen by the user
         self._build()
         self.session.model_changed.connect(self._on_model_changed)
         self.session.originals_changed.connect(self._on_originals_changed)
@@ -174,16 +175,14 @@ class DenoiseWidget(Panel):
         self.restore_button.setEnabled(ok)
 
     def _highlighted(self):
-        row = self.layer_list.currentRow()
-        layers = self.layer_list._layers
-        layer = layers[row] if 0 <= row < len(layers) else None
+        layer = self.layer_list.layer_at(self.layer_list.currentRow())
         if layer is None or layer_problem(layer) is not None:
             checked = self.layer_list.checked_layers()
             layer = checked[0] if checked else None
         return layer
 
     def axes_for(self, layer) -> str:
-        return self._axes.get(id(layer)) or infer_axes(layer)
+        return self._axes.get(layer) or infer_axes(layer)
 
     def _show_axes(self) -> None:
         layer = self._highlighted()
@@ -198,7 +197,7 @@ class DenoiseWidget(Panel):
     def _on_axes_edited(self, text: str) -> None:
         layer = self._highlighted()
         if layer is not None:
-            self._axes[id(layer)] = text.strip().upper()
+            self._axes[layer] = text.strip().upper()
             self._update_axes_hint(layer)
 
     def _update_axes_hint(self, layer) -> None:
@@ -218,7 +217,7 @@ class DenoiseWidget(Panel):
         self.layer_list.set_checked(layers)
         if axes is not None:
             for ly in layers:
-                self._axes[id(ly)] = axes
+                self._axes[ly] = axes
         self._show_axes()
 
     def options(self) -> dict:

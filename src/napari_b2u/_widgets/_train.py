@@ -178,7 +178,7 @@ class _Run:
     layer_gone: bool = False
     target: tuple = (0, None)
     preview_size: int = 256
-    started: float = field(default_factory=time.monotonic)
+    val_layer: object = None
     last_event: object = None
 
 
@@ -478,8 +478,15 @@ class TrainWidget(Panel):
             if problem is not None:
                 self._refuse(f"Validation: {problem}")
                 return False
+            if val_layer is layer:
+                self._refuse("Validation: choose a different layer from the training image, "
+                             "or leave it on '(hold out part of the image)'.")
+                return False
             val_data = self.session.raw_data(val_layer)
-        return self._launch(layer, layout, params, val_data)
+        if not self._launch(layer, layout, params, val_data):
+            return False
+        self._run.val_layer = val_layer
+        return True
 
     def _launch(self, layer, layout, params, val_data) -> bool:
         from ..engine import TrainConfig
@@ -529,7 +536,7 @@ class TrainWidget(Panel):
         run, layer = self._run, event.value
         if run is None:
             return
-        if layer is run.layer or layer is self.val_combo.current_layer():
+        if layer is run.layer or layer is run.val_layer:
             run.layer_gone = True
             run.ctl.stop()
             self.status.show_message(
