@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from napari_b2u import api  # noqa: E402
 from napari_b2u.device import device_info, resolve_device  # noqa: E402
 from napari_b2u.losses import lambda_schedule, lr_factor  # noqa: E402
+from napari_b2u.methods import method_names  # noqa: E402
 from napari_b2u.metrics import evaluate  # noqa: E402
 from napari_b2u.models import UNet  # noqa: E402
 from napari_b2u.sample_data import fmdd_like_stack  # noqa: E402
@@ -172,12 +173,14 @@ def _peak(dev) -> str:
     return f"RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process)"
 
 
-def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, compile_):
-    """ms/step of the engine, timed between two synchronized steps after warm-up."""
-    trainer = api.make_trainer(frames, axes="TYX", device=dev, steps=warmup + steps,
-                               cells=cells, width=width, depth=depth, patch_size=patch,
-                               batch_size=batch, val_fraction=0, preview_every=0,
-                               compile=compile_, log_every=warmup + steps)
+def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, compile_,
+              method="b2u"):
+    """ms/step of the engine, timed between two synchronized steps after warm-up. Returns
+    (s/step, warm-up seconds, peak memory, FLOPs per B2U step or None for other methods)."""
+    trainer = api.make_trainer(frames, axes="TYX", method=method, device=dev,
+                               steps=warmup + steps, cells=cells, width=width, depth=depth,
+                               patch_size=patch, batch_size=batch, val_fraction=0,
+                               preview_every=0, compile=compile_, log_every=warmup + steps)
     _reset_peak(dev)
     t_first = t0 = None
     for ev in trainer:
@@ -191,7 +194,7 @@ def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, com
             _sync(dev)
             t1 = time.perf_counter()
             trainer.stop()
-    flops = b2u_step_flops(trainer.model, batch, patch, cells)
+    flops = b2u_step_flops(trainer.model, batch, patch, cells) if method == "b2u" else None
     return (t1 - t0) / steps, t0 - t_first, _peak(dev), flops
 
 
@@ -315,6 +318,15 @@ def main(argv=None):
                                                         else ""))
     for cells, (fast, ref) in results.items():
         print(f"\ns = {cells}: reference / fast = {ref / fast:.2f}x fewer ms per step")
+
+    # every method through the same engine, same data, network width and patch (each with its
+    # own network: D-BSN is its dilated blind-spot net; cells only matter to b2u/b2s)
+    print("\n| method | ms/step | patches/s | peak memory |")
+    print("|---|---|---|---|")
+    for m in method_names():
+        sec, _, mem, _ = time_fast(frames, dev, None, width, depth, patch, batch, warmup,
+                                   steps, compile_, method=m)
+        print(f"| {m} | {sec * 1e3:.1f} | {batch / sec:.1f} | {mem} |")
 
     ttq = a.ttq_steps if a.ttq_steps is not None else (2000 if gpu else 60)
     if ttq:

@@ -131,6 +131,14 @@ def test_reference_trainer_and_fast_path_run():
     assert sec > 0 and flops > 0 and "GiB" in mem
 
 
+@pytest.mark.parametrize("method", ["b2s", "dbsn", "n2v", "nbr2nbr"])
+def test_speed_rows_for_every_method(method):
+    frames, _ = fmdd_like_stack(4, (64, 64), seed=3)
+    sec, _, mem, flops = speed.time_fast(frames, torch.device("cpu"), None, 8, 2, 32, 2, 1, 2,
+                                         False, method=method)
+    assert sec > 0 and flops is None and "GiB" in mem
+
+
 def test_flop_count_matches_hand_formula():
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1))
     assert speed.conv_flops(conv, (1, 1, 8, 8)) == 2 * 9 * 1 * 4 * 64
