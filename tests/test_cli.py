@@ -62,3 +62,23 @@ def test_demo(tmp_path, monkeypatch, capsys):
 def test_info(capsys):
     assert main(["info"]) == 0
     assert "cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["b2s", "dbsn", "n2v", "nbr2nbr"])
+def test_every_method_trains_and_denoises_from_the_cli(tmp_path, noisy_tif, monkeypatch, capsys,
+                                                      method):
+    from napari_b2u.engine import PRESETS
+    from napari_b2u.api import load
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    model = tmp_path / f"{method}.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(model), "--method", method,
+                 "--steps", "3", *TINY_ARGS]) == 0
+    printed = capsys.readouterr().out
+    assert load(model).method_name == method
+    # B2S and D-BSN print their fitted noise model
+    assert ("fitted noise" in printed) == (method in ("b2s", "dbsn"))
+    out = tmp_path / f"{method}.tif"
+    assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(out),
+                 "--device", "cpu", "-q"]) == 0
+    assert tifffile.imread(out).shape == (8, 64, 64)

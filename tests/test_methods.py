@@ -189,3 +189,5 @@ def test_b2s_reports_noise_parameters(small_stack):
     r = model.readout()
     assert 6.4 / 3 < r["noise_gain"] < 6.4 * 3
     assert 5.1 / 3 < r["noise_sigma"] < 5.1 * 3
+    line = model.describe_readout()
+    assert f"{r['noise_gain']:.3g}" in line and f"{r['noise_sigma']:.3g}²" in line

@@ -177,7 +177,10 @@ def test_every_registered_method_trains_from_the_widget(viewer, qtbot, noisy, me
     qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
     assert w.status.kind == "ok", w.status.text()
     assert set(w.preview_layers) == set(get_method(method).preview_names)
-    assert session_for(viewer).model.method_name == method
+    model = session_for(viewer).model
+    assert model.method_name == method
+    # methods that fit a noise model say so to the user (B2S: a photon-transfer estimate)
+    assert ("Fitted noise" in w.status.text()) == ("noise_gain" in model.readout())
 
 
 def test_stop_ends_training_and_keeps_the_model(viewer, qtbot, noisy):

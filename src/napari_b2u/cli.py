@@ -59,8 +59,8 @@ def cmd_train(a) -> int:
     info = model.info
     print(f"saved {path} ({info['steps']} steps in {info['seconds']:.0f} s, kept the "
           f"{info['chosen']} model; {info['split']})")
-    for k, v in model.readout().items():
-        print(f"  {k}: {v}")
+    if model.readout():
+        print(f"  {model.describe_readout()}")
     return 0
 
 

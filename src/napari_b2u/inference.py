@@ -75,7 +75,17 @@ class Denoiser:
         return len(self.normalization.offset)
 
     def readout(self) -> dict:
+        """Quantities the method fitted besides the network, in raw units (Blind2Sound and
+        D-BSN: the Poisson–Gaussian noise ``noise_gain``, ``noise_sigma``, ``offset``)."""
         return dict(self.info.get("readout", {}))
+
+    def describe_readout(self) -> str:
+        """The readout as one line for people ("" when the method fits nothing extra)."""
+        r = self.readout()
+        if "noise_gain" in r:
+            return (f"fitted noise (raw units): variance = {r['noise_gain']:.3g} × (mean − "
+                    f"{r.get('offset', 0.0):.3g}) + {r['noise_sigma']:.3g}²")
+        return ", ".join(f"{k} {v}" for k, v in r.items())
 
     def __repr__(self) -> str:
         steps = self.info.get("steps")
