@@ -89,7 +89,9 @@ def test_time_budget(small_stack):
     events = []
     model = api.train_stack(noisy, max_time=2.0, callback=events.append, **TINY)
     assert model.info["steps"] > 2
-    assert 1.9 < events[-1].elapsed < 10
+    # it stops at the first step that ends past the budget (a logical check, not a speed one)
+    clock = [e.elapsed for e in events if not e.done]
+    assert clock[-2] < 2.0 <= clock[-1] and len(clock) == model.info["steps"]
     assert events[-1].progress == 1.0
     # λ ramps with the fraction of time used
     assert events[-2].lam > 2.0
