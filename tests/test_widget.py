@@ -125,6 +125,28 @@ def test_axes_inference(viewer):
 
 
 # ---- training ---------------------------------------------------------------------------------
+def test_loss_plot_shows_negative_likelihood_losses(qtbot):
+    # B2S and D-BSN minimize negative log-likelihoods: a log axis cannot show them, so the
+    # plot goes linear and keeps the true values (no clamping to a tiny positive number)
+    from napari_b2u._widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.reset(("loss", "mse"), "lambda")
+    plot.add([(1, {"loss": 0.5, "mse": 0.02}, 2.0, None)])
+    assert plot.log_scale
+    plot.add([(2, {"loss": -4.0, "mse": 0.01}, 2.1, 0.03), (3, {"loss": -4.5, "mse": 0.01},
+                                                             2.2, None)])
+    assert not plot.log_scale
+    x, y = plot.curves["loss"].getData()
+    np.testing.assert_allclose(x, [1, 2, 3])
+    # exponential smoothing with weight 0.1 on the raw values
+    np.testing.assert_allclose(y, [0.5, 0.5 + 0.1 * (-4.0 - 0.5), 0.05 + 0.1 * (-4.5 - 0.05)])
+    assert not plot.widget.getPlotItem().getAxis("right").logMode  # λ stays linear
+    plot.reset(("loss",), None)  # a new run starts on a log axis again
+    assert plot.log_scale
+
+
 def test_training_reports_progress_previews_plot_and_model(viewer, qtbot, noisy, tmp_path):
     layer = viewer.add_image(noisy, name="noisy")
     viewer.dims.set_current_step(0, 5)  # previews follow the slider: frame 5

@@ -1,4 +1,5 @@
-"""Live training plot (pyqtgraph): the method's loss terms (smoothed, log scale, left axis), the
+"""Live training plot (pyqtgraph): the method's loss terms (smoothed, left axis: log scale, or
+linear once a term goes negative, as the likelihood losses of B2S and D-BSN do), the
 self-supervised validation error (points) and the scheduled weight, B2U's λ (right axis)."""
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ class LossPlot(QWidget):
         item = self.widget.getPlotItem()
         item.setLabel("bottom", "step")
         item.setLabel("left", "loss")
-        item.setLogMode(y=True)
+        self._log = None
+        self._set_log(True)
         item.getAxis("left").enableAutoSIPrefix(False)
-        item.getAxis("left").setStyle(maxTextLevel=0)  # label decades only, not every tick
         item.showGrid(x=True, y=True, alpha=0.15)
         self.legend = item.addLegend(offset=(-5, 5), labelTextSize="8pt",
                                      brush=pg.mkBrush(0, 0, 0, 140))
@@ -37,7 +38,7 @@ class LossPlot(QWidget):
         self.sched_box = pg.ViewBox()
         item.showAxis("right")
         right = item.getAxis("right")
-        right.setLogMode(False)  # λ is linear; only the losses are on a log scale
+        right.setLogMode(False)  # λ is linear
         right.enableAutoSIPrefix(False)
         item.scene().addItem(self.sched_box)
         right.linkToView(self.sched_box)
@@ -47,6 +48,22 @@ class LossPlot(QWidget):
         self.val_curve = None
         self.sched_curve = None
         self.reset(("loss",), None)
+
+    def _set_log(self, on: bool) -> None:
+        """Log y for positive losses; linear when a term is ≤ 0 (a negative log-likelihood),
+        which a log axis cannot show."""
+        if on == self._log:
+            return
+        self._log = on
+        item = self.widget.getPlotItem()
+        item.setLogMode(y=on)
+        item.getAxis("left").setStyle(maxTextLevel=0 if on else 2)  # log: label decades only
+        if item.getAxis("right").logMode:  # PlotItem sets every axis; λ stays linear
+            item.getAxis("right").setLogMode(False)
+
+    @property
+    def log_scale(self) -> bool:
+        return bool(self._log)
 
     def _sync_views(self) -> None:
         item = self.widget.getPlotItem()
@@ -67,6 +84,7 @@ class LossPlot(QWidget):
         self._smooth: dict[str, list[float]] = {t: [] for t in terms}
         self._sched: list[float] = []
         self._val: list[tuple[int, float]] = []
+        self._set_log(True)
         self.curves = {}
         for i, term in enumerate(terms):
             pen = pg.mkPen(_COLORS[i % len(_COLORS)], width=2 if term == "loss" else 1.3)
@@ -91,20 +109,24 @@ class LossPlot(QWidget):
             if terms:
                 self._steps.append(step)
                 for t in self._raw:
-                    v = max(float(terms.get(t, np.nan)), 1e-12)
+                    v = float(terms.get(t, np.nan))
                     self._raw[t].append(v)
                     prev = self._smooth[t][-1] if self._smooth[t] else v
                     self._smooth[t].append(prev + 0.1 * (v - prev) if np.isfinite(prev) else v)
                 self._sched.append(np.nan if sched is None else float(sched))
                 changed = True
             if val is not None:
-                self._val.append((step, max(float(val), 1e-12)))
+                self._val.append((step, float(val)))
                 changed = True
         if changed:
             self._redraw()
 
     def _redraw(self) -> None:
         x = np.asarray(self._steps, float)
+        shown = np.concatenate([np.asarray(v, float) for v in self._smooth.values()]
+                               + [np.asarray(self._val, float).reshape(-1, 2)[:, 1]])
+        shown = shown[np.isfinite(shown)]
+        self._set_log(bool((shown > 0).all()))
         for t, c in self.curves.items():
             c.setData(x, np.asarray(self._smooth[t], float))
         if self._val:
