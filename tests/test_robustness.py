@@ -209,6 +209,33 @@ def test_imagej_tiff_axes_and_fmdd_folder(tmp_path):
         read_image(tmp_path)
 
 
+def test_pixel_size_units_are_converted_to_micrometres(tmp_path):
+    data = np.zeros((2, 16, 16), np.uint8)
+    ome = tmp_path / "nm.ome.tif"
+    tifffile.imwrite(ome, data, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 65.0, "PhysicalSizeXUnit": "nm",
+        "PhysicalSizeY": 65.0, "PhysicalSizeYUnit": "nm", "PhysicalSizeZ": 0.3})
+    img = read_image(ome)
+    # 65 nm is 0.065 µm; Z has no unit: OME's default, µm
+    assert img.pixel_size == pytest.approx({"X": 0.065, "Y": 0.065, "Z": 0.3})
+    # written back in µm, with the unit said explicitly
+    out = write_tiff(tmp_path / "out.ome.tif", data, "ZYX", img.pixel_size)
+    with tifffile.TiffFile(out) as tif:
+        assert 'PhysicalSizeXUnit="µm"' in tif.ome_metadata
+    assert read_image(out).pixel_size == pytest.approx(img.pixel_size)
+    # ImageJ: resolution in pixels per unit, spacing in the unit
+    ij = tmp_path / "ij_nm.tif"
+    tifffile.imwrite(ij, data, imagej=True, resolution=(1 / 100.0, 1 / 50.0),
+                     metadata={"axes": "ZYX", "spacing": 500.0, "unit": "nm"})
+    assert read_image(ij).pixel_size == pytest.approx({"X": 0.1, "Y": 0.05, "Z": 0.5})
+    # a unit that is not a length is dropped with a warning, not misread as µm
+    odd = tmp_path / "odd.ome.tif"
+    tifffile.imwrite(odd, data, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 2.0, "PhysicalSizeXUnit": "s"})
+    with pytest.warns(UserWarning, match="not a length unit"):
+        assert "X" not in read_image(odd).pixel_size
+
+
 def test_model_from_unknown_method(tmp_path, tiny_model):
     ck = tiny_model.to_checkpoint()
     ck["method"] = "noise2future"
@@ -272,7 +299,10 @@ def test_non_oom_errors_propagate(small_stack, monkeypatch):
     monkeypatch.setattr(Trainer, "_train_step", broken)
     with pytest.raises(RuntimeError, match="cuDNN"):
         list(trainer)
-    assert trainer.optimizer.state == {}  # cleaned up, nothing held
+    # cleaned up after the failure: nothing held (on a GPU, this is its memory)
+    assert trainer.optimizer.state == {}
+    assert trainer.val is None and not hasattr(trainer.sampler, "data")
+    assert trainer._best_state is None and trainer._good_state is None
 
 
 def _nan_at(steps_with_nan):
@@ -348,7 +378,7 @@ def test_finished_trainer_holds_no_training_tensors(small_stack):
     noisy, _ = small_stack
     trainer = api.make_trainer(noisy, steps=3, **TINY_T)
     trainer.result()
-    assert not hasattr(trainer.sampler, "data")
+    assert not hasattr(trainer.sampler, "data") and trainer.val is None
     assert trainer.optimizer.state == {}
     assert trainer._best_state is None and trainer._good_state is None
 

@@ -767,11 +767,13 @@ class Trainer:
     def _cleanup(self) -> None:
         """Free the GPU: whatever ended the run (done, stop, error), nothing stays held."""
         self.sampler = _Released(self.sampler)
-        self.val = None if self._result is not None else self.val
+        self.val = None
         self._best_state = None
         self._good_state = None
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
+        if self.device.type != "cpu":  # the Denoiser holds its own CPU copy of the weights
+            self.model.to("cpu")
         release_memory(self.device)
 
     def _event(self, validated=False, previews=None, message=None, done=False,
