@@ -44,6 +44,28 @@ def _normalize_axes(axes: str) -> str:
     return "".join(out)
 
 
+#: length units -> micrometres (pixel sizes are kept in µm, OME's default unit)
+_TO_UM = {"pm": 1e-6, "Å": 1e-4, "ångström": 1e-4, "angstrom": 1e-4, "nm": 1e-3,
+          "nanometer": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0, "micron": 1.0,
+          "micrometer": 1.0, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "centimeter": 1e4,
+          "m": 1e6, "meter": 1e6}
+
+
+def _to_um(value, unit: str | None, where: str) -> float | None:
+    """``value`` in ``unit`` as µm; None (with a warning) for a unit that is not a length."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    u = (unit or "µm").strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ")
+    factor = _TO_UM.get(u, _TO_UM.get(u.lower()))
+    if factor is None:
+        warnings.warn(f"{where}: pixel size unit {unit!r} is not a length unit I know; the "
+                      "pixel size is not kept", stacklevel=3)
+        return None
+    return v * factor
+
+
 def _ome_pixel_size(xml: str) -> dict:
     try:
         root = ET.fromstring(xml)
@@ -55,10 +77,9 @@ def _ome_pixel_size(xml: str) -> dict:
             for ax in "XYZ":
                 v = el.get(f"PhysicalSize{ax}")
                 if v is not None:
-                    try:
-                        out[ax] = float(v)
-                    except ValueError:
-                        pass
+                    um = _to_um(v, el.get(f"PhysicalSize{ax}Unit"), "OME metadata")
+                    if um is not None:
+                        out[ax] = um
             return out
     return {}
 
@@ -76,12 +97,19 @@ def read_tiff(path) -> Image:
                 pixel_size = _ome_pixel_size(tif.ome_metadata)
             elif tif.imagej_metadata:
                 ij = tif.imagej_metadata
-                if "spacing" in ij:
-                    pixel_size["Z"] = float(ij["spacing"])
-                page = tif.pages[0]
-                res = page.tags.get("XResolution")
-                if res is not None and res.value[0]:
-                    pixel_size["X"] = pixel_size["Y"] = res.value[1] / res.value[0]
+                unit = ij.get("unit", "micron")  # ImageJ's default; "pixel": no size
+                if unit not in ("pixel", "pixels", ""):
+                    if "spacing" in ij:
+                        z = _to_um(ij["spacing"], unit, f"{path} (ImageJ)")
+                        if z is not None:
+                            pixel_size["Z"] = z
+                    page = tif.pages[0]
+                    rx, ry = page.tags.get("XResolution"), page.tags.get("YResolution")
+                    for ax, res in (("X", rx), ("Y", ry or rx)):
+                        if res is not None and res.value[0]:
+                            v = _to_um(res.value[1] / res.value[0], unit, f"{path} (ImageJ)")
+                            if v is not None:
+                                pixel_size[ax] = v
             desc = tif.pages[0].description if tif.pages else ""
             if desc.startswith("{"):
                 try:
@@ -207,6 +235,7 @@ def write_tiff(path, data: np.ndarray, axes: str, pixel_size: dict | None = None
     for ax, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ")):
         if pixel_size and pixel_size.get(ax):
             meta[key] = float(pixel_size[ax])
+            meta[key + "Unit"] = "µm"  # explicit, though it is OME's default
     if note:
         meta["Description"] = json.dumps(note, default=str)
     tmp = path.with_name(path.name + ".part")
