@@ -263,7 +263,7 @@ def time_to_quality(frames, clean, test, dev, cells, width, depth, patch, batch,
     return res
 
 
-def time_inference(dev, width, depth, shape, output="visible"):
+def time_inference(dev, width, depth, shape, output="visible", tile_size=None):
     noisy = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
     model = api.train_stack(noisy[:1, :128, :128], steps=1, device=dev, width=width,
                             depth=depth, patch_size=64, progress=False, val_fraction=0,
@@ -272,7 +272,7 @@ def time_inference(dev, width, depth, shape, output="visible"):
     _reset_peak(dev)
     _sync(dev)
     t = time.perf_counter()
-    model.denoise(noisy, device=dev, output=output)
+    model.denoise(noisy, device=dev, output=output, tile_size=tile_size)
     _sync(dev)
     sec = time.perf_counter() - t
     return noisy.size / 1e6 / sec, sec, _peak(dev)
@@ -340,13 +340,16 @@ def main(argv=None):
         for k, (final, reach, total) in r.items():
             print(f"| {k} | {final:.2f} | {reach:.1f} | {total:.1f} |")
 
-    shapes = [(50, 512, 512), (10, 2048, 2048)] if full else [(4, 512, 512), (1, 2048, 2048)]
-    print("\n| inference stack | output | MP/s | seconds | peak memory |")
-    print("|---|---|---|---|---|")
-    for shape in shapes:
+    # the 2048² frames in 1024² tiles (with overlap), as frames that do not fit are denoised
+    shapes = ([((50, 512, 512), None), ((10, 2048, 2048), 1024)] if full
+              else [((4, 512, 512), None), ((1, 2048, 2048), 1024)])
+    print("\n| inference stack | tiles | output | MP/s | seconds | peak memory |")
+    print("|---|---|---|---|---|---|")
+    for shape, tile in shapes:
         for output in ("visible", "weighted"):
-            mps, sec, mem = time_inference(dev, width, depth, shape, output)
-            print(f"| {shape} | {output} | {mps:.2f} | {sec:.1f} | {mem} |")
+            mps, sec, mem = time_inference(dev, width, depth, shape, output, tile)
+            tiles = f"{tile}² + overlap" if tile else "whole frames"
+            print(f"| {shape} | {tiles} | {output} | {mps:.2f} | {sec:.1f} | {mem} |")
 
 
 if __name__ == "__main__":

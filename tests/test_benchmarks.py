@@ -17,6 +17,7 @@ import speed  # noqa: E402
 
 from napari_b2u.fmdd import list_sets, list_views, load_view, read_fmdd_folder, split_views  # noqa: E402,E501
 from napari_b2u.masking import global_mask  # noqa: E402
+from napari_b2u.methods import get_method  # noqa: E402
 from napari_b2u.metrics import evaluate, psnr  # noqa: E402
 from napari_b2u.sample_data import fmdd_like_stack  # noqa: E402
 
@@ -84,6 +85,25 @@ def test_quality_benchmark_runs_on_fmdd_folder(fmdd_root):
     assert "Confocal_MICE | stack | B2U, paper Table 4 | 38.44" in table
 
 
+def test_ablations_cover_b2u_and_other_methods(monkeypatch):
+    # two of the ablations, a few tiny steps: B2U rows report the visible output, a D-BSN
+    # ablation reports both of its outputs, and each trains with its own settings
+    monkeypatch.setattr(quality, "ABLATIONS", {k: quality.ABLATIONS[k] for k in
+                                               ("b2u s=4", "dbsn likelihood loss")})
+    sets = quality.synthetic_sets(views=2, frames=2, size=32, names=["synth-confocal-fish"])
+    kw = {k: v for k, v in TINY.items() if k not in ("device", "progress")}
+    rows = quality.run_quality(sets, ("stack",), ["noisy"], test_frames=1,
+                               train_kw={**kw, "steps": 4}, ablations=True, device="cpu",
+                               log=lambda *_: None)
+    labels = [r.method for r in rows]
+    dbsn_outs = get_method("dbsn").outputs
+    assert labels == ["noisy input", "b2u s=4",
+                      *(f"dbsn likelihood loss, {o}" for o in dbsn_outs)]
+    assert set(dbsn_outs) == {"mu", "bayes"}
+    assert all(np.isfinite(r.psnr) and r.train_s > 0 for r in rows[1:])
+    assert rows[1].notes == "4 steps, visible"
+
+
 def test_synthetic_sets_shapes():
     sets = quality.synthetic_sets(views=2, frames=2, size=32)
     assert len(sets) == 3
@@ -137,6 +157,20 @@ def test_speed_rows_for_every_method(method):
     sec, _, mem, flops = speed.time_fast(frames, torch.device("cpu"), None, 8, 2, 32, 2, 1, 2,
                                          False, method=method)
     assert sec > 0 and flops is None and "GiB" in mem
+
+
+def test_time_to_quality_and_inference_rows():
+    frames, clean = fmdd_like_stack(6, (64, 64), seed=4)
+    dev = torch.device("cpu")
+    res = speed.time_to_quality(frames[:4], clean, frames[4:], dev, 2, 8, 2, 32, 2, steps=4,
+                                every=2, compile_=False)
+    assert set(res) == {"fast", "reference"}
+    for final, reach, total in res.values():
+        # final PSNR of the last evaluation; the time to reach it cannot exceed the total
+        assert np.isfinite(final) and 0 < reach <= total
+    # wider than the tile: denoised in overlapping tiles
+    mps, sec, mem = speed.time_inference(dev, 8, 2, (1, 96, 300), "weighted", tile_size=192)
+    assert mps == pytest.approx(96 * 300 / 1e6 / sec) and "GiB" in mem
 
 
 def test_flop_count_matches_hand_formula():
