@@ -269,6 +269,40 @@ def test_training_survives_out_of_memory(small_stack, monkeypatch):
     assert trainer.batch_size == 2
 
 
+def test_validation_and_previews_survive_out_of_memory(small_stack, monkeypatch):
+    noisy, _ = small_stack
+    trainer = api.make_trainer(noisy, steps=6, val_every=2, preview_every=2,
+                               **{**TINY_T, "batch_size": 4})
+    real_val, real_prev = Trainer._validate, Trainer._previews
+    chunks, prev_calls = [], {"n": 0}
+
+    def val(self, vb=None):
+        chunks.append(vb)
+        if vb > 1:  # too big until the chunk is a single crop
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_val(self, vb)
+
+    def prev(self, sched):
+        prev_calls["n"] += 1
+        if prev_calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_prev(self, sched)
+
+    monkeypatch.setattr(Trainer, "_validate", val)
+    monkeypatch.setattr(Trainer, "_previews", prev)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        events = list(trainer)
+    assert chunks == [4, 2, 1, 1, 1]  # halved until it fit, then kept for the run
+    assert all(np.isfinite(r["val_error"]) for r in trainer.history)
+    assert len(trainer.history) == 3
+    with_prev = [e.step for e in events if e.previews]
+    assert 2 not in with_prev and 4 in with_prev  # the first preview was skipped, not fatal
+    msgs = " ".join(trainer.messages)
+    assert "validating 1 crops at a time" in msgs and "previews are skipped" in msgs
+    assert events[-1].done and trainer.result().info["steps"] == 6
+
+
 def test_denoise_survives_out_of_memory(tiny_model, small_stack, monkeypatch):
     from napari_b2u.inference import Denoiser
 

@@ -354,6 +354,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0
         self._nan_retries = 0
+        self._preview_oom_said = False
+        self._val_batch = None
         self._best_val = math.inf
         self._loss, self._terms, self._rate = None, {}, None
         self._sched = self.method.schedule(0.0)
@@ -440,11 +442,48 @@ class Trainer:
         pt = elapsed / cfg.max_time if cfg.max_time else 0.0
         return min(1.0, max(ps, pt))
 
+    def _validate_safe(self) -> float:
+        """Validation, retried in smaller chunks when the GPU runs out of memory (the smaller
+        chunk is kept for the rest of the run)."""
+        vb = max(1, min(self.batch_size, self._val_batch or self.batch_size))
+        while True:
+            oom = False
+            try:
+                err = self._guarded(self._validate, vb)
+                self._val_batch = vb
+                return err
+            except Exception as exc:
+                if not is_oom(exc) or vb == 1:
+                    raise
+                oom = True
+            if oom:  # outside the except block so the traceback frees its tensors
+                self.model.train()
+                release_memory(self.device)
+                vb = max(1, vb // 2)
+                self._note(f"out of GPU memory in validation: validating {vb} crops at a time")
+
+    def _previews_safe(self, sched):
+        """Previews are optional: out of GPU memory skips this one (said once) and goes on."""
+        oom = False
+        try:
+            return self._guarded(self._previews, sched)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            oom = True
+        if oom:
+            release_memory(self.device)
+            if not self._preview_oom_said:
+                self._preview_oom_said = True
+                self._note("out of GPU memory while computing a preview: previews are skipped "
+                           "when memory is short; training goes on")
+            return None
+
     @torch.no_grad()
-    def _validate(self) -> float:
+    def _validate(self, vb: int | None = None) -> float:
         self.model.eval()
         tot, n = 0.0, 0
-        vb = max(1, self.batch_size)
+        vb = max(1, vb or self.batch_size)
         with self._autocast():
             for i in range(0, self.val.shape[0], vb):
                 part = self.val[i:i + vb]
@@ -487,7 +526,7 @@ class Trainer:
         chosen, state = "last", None
         if self.val is not None and step > 0:
             if not self.history or self.history[-1]["step"] != step:
-                self.history.append({"step": step, "val_error": self._guarded(self._validate)})
+                self.history.append({"step": step, "val_error": self._validate_safe()})
             best = min(self.history, key=lambda r: r["val_error"])
             if self._best_state is not None and best["step"] != step:
                 state, chosen = self._best_state, f"best (step {best['step']})"
@@ -731,7 +770,7 @@ class Trainer:
                     rate_t, rate_step = now, step
                 validated = False
                 if self.val is not None and step % cfg.val_every == 0:
-                    err = self._guarded(self._validate)
+                    err = self._validate_safe()
                     self.history.append({"step": step, "val_error": err})
                     validated = True
                     if err < self._best_val:
@@ -742,7 +781,7 @@ class Trainer:
                     last_save = time.perf_counter()
                 previews = None
                 if cfg.preview_every and (step % cfg.preview_every == 0 or self._preview_now):
-                    previews = self._guarded(self._previews, sched)
+                    previews = self._previews_safe(sched)
                 yield self._event(validated=validated, previews=previews, message=message)
         except BaseException as exc:
             # Ctrl-C or a closed generator keep what was learned; real errors propagate. The
@@ -758,7 +797,7 @@ class Trainer:
         stopped = self._stop.is_set() and (cfg.steps is None or self.step < cfg.steps)
         p = self._progress(self.step, self.elapsed)
         self._sched = method.schedule(p)
-        previews = self._guarded(self._previews, self._sched) if cfg.preview_every else None
+        previews = self._previews_safe(self._sched) if cfg.preview_every else None
         self._cleanup()
         yield self._event(previews=previews, done=True, stopped=stopped,
                           message=f"kept the {self._result.info['chosen']} model "
