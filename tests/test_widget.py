@@ -382,6 +382,35 @@ def test_cancel_denoising(viewer, qtbot, tiny_model):
     assert layer.data is big and not session_for(viewer).has_original(layer)
 
 
+def test_removing_the_layer_cancels_denoising(viewer, qtbot, tiny_model):
+    big = np.random.default_rng(2).integers(0, 255, (64, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=1, output="weighted")
+    qtbot.waitUntil(lambda: "frame 1/64" in d.progress.format() or not d.is_busy, timeout=WAIT)
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert "'big' was removed: denoising cancelled" in d.status.text()
+    # nothing was written anywhere: not into the removed layer, not into a new one
+    assert layer.data is big and len(viewer.layers) == 0
+    assert d.denoise_button.isEnabled()
+
+
+def test_closing_the_viewer_during_denoising_stops_the_thread(make_napari_viewer, qtbot,
+                                                             tiny_model):
+    from qtpy.QtCore import QThreadPool
+
+    viewer = make_napari_viewer()
+    big = np.random.default_rng(3).integers(0, 255, (64, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=1, output="weighted")
+    qtbot.waitUntil(lambda: "frame 1/64" in d.progress.format(), timeout=WAIT)
+    cancel = d._job["cancel"]
+    viewer.close()
+    # the job is cancelled at the next batch and its thread ends; the raw array is untouched
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=WAIT)
+    assert cancel.is_set() and layer.data is big
+
+
 def test_model_file_opens_with_the_reader(viewer, tiny_model, tmp_path):
     path = tiny_model.save(tmp_path / "cells.b2u")
     viewer.open(str(path), plugin=PLUGIN)

@@ -316,9 +316,9 @@ class DenoiseWidget(Panel):
             msg = plain_error(packet[2], f"Denoising '{layer.name}'")
             job["message"] = (msg, "error")
             notify(msg, "error")
-        elif kind == "cancelled":
-            job["message"] = (f"Cancelled: {job['done']} of {len(layers)} layer(s) denoised; "
-                              "the others are unchanged.", "info")
+        elif kind == "cancelled":  # keep a more specific reason (a layer was removed)
+            job.setdefault("message", (f"Cancelled: {job['done']} of {len(layers)} layer(s) "
+                                       "denoised; the others are unchanged.", "info"))
 
     def _apply(self, layer, result, job) -> None:
         if layer not in self.viewer.layers:
