@@ -64,6 +64,22 @@ def test_info(capsys):
     assert "cpu" in capsys.readouterr().out
 
 
+def test_train_length_in_epochs(tmp_path, noisy_tif, monkeypatch, capsys):
+    from napari_b2u.engine import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    model = tmp_path / "e.b2u"
+    # 8 frames of 64², one held out: 0.25 epoch = 0.25 × 7·64² / (4 × 32²) -> 2 steps
+    assert main(["train", str(noisy_tif), "--out", str(model), "--epochs", "0.25",
+                 *TINY_ARGS]) == 0
+    from napari_b2u import api
+
+    assert api.load(model).info["steps"] == 2
+    with pytest.raises(SystemExit):  # argparse: --steps and --epochs exclude each other
+        main(["train", str(noisy_tif), "--out", str(tmp_path / "x.b2u"), "--steps", "3",
+              "--epochs", "1", *TINY_ARGS])
+
+
 @pytest.mark.parametrize("method", ["b2s", "dbsn", "n2v", "nbr2nbr"])
 def test_every_method_trains_and_denoises_from_the_cli(tmp_path, noisy_tif, monkeypatch, capsys,
                                                       method):

@@ -5,7 +5,7 @@ import torch
 from napari_b2u import api
 from napari_b2u.engine import CropSampler, TrainConfig, Trainer
 
-from .conftest import TINY, mean_psnr
+from .conftest import TINY, TINY_T, mean_psnr
 
 
 def test_short_training_raises_psnr(small_stack):
@@ -187,6 +187,21 @@ def test_config_presets_follow_device():
     assert cfg.patch_size == 96 and cfg.width == 8
     with pytest.raises(ValueError, match="steps"):
         resolve_config(TrainConfig(steps=0), torch.device("cpu"))
+
+
+def test_training_length_in_epochs(small_stack):
+    noisy, _ = small_stack
+    trainer = api.make_trainer(noisy, epochs=1.5, **TINY_T)
+    n, _, h, w = trainer.data.train.shape  # 8 frames of 64²: 7 train, 1 held out
+    expected = int(np.ceil(1.5 * n * h * w / (4 * 32**2)))
+    assert (n, h, w) == (7, 64, 64) and trainer.config.steps == expected == 11
+    events = list(trainer)
+    assert events[-1].done and trainer.result().info["steps"] == expected
+    assert events[-1].total_steps == expected
+    with pytest.raises(ValueError, match="steps or as epochs"):
+        api.make_trainer(noisy, steps=5, epochs=1, **TINY_T)
+    with pytest.raises(ValueError, match="epochs must be"):
+        api.make_trainer(noisy, epochs=0, **TINY_T)
 
 
 def test_trainer_accepts_explicit_validation_stack(small_stack):

@@ -205,6 +205,24 @@ def test_every_registered_method_trains_from_the_widget(viewer, qtbot, noisy, me
     assert ("Fitted noise" in w.status.text()) == ("noise_gain" in model.readout())
 
 
+def test_training_length_in_epochs(viewer, qtbot, noisy):
+    layer = viewer.add_image(noisy, name="noisy")
+    w = train_widget(viewer, layer, steps=14)
+    # 8 frames of 64², patch 32, batch 4: 8 steps per epoch over the layer's pixels
+    w.length_unit.setCurrentIndex(w.length_unit.findData("epochs"))
+    assert w.fields["steps"].value() == 2  # 14 steps shown as 2 epochs (rounded)
+    w.length_unit.setCurrentIndex(w.length_unit.findData("steps"))
+    assert w.fields["steps"].value() == 16
+    w.configure(epochs=1)
+    assert w.params()["epochs"] == 1.0 and w.params()["steps"] is None
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    # the core counts the training pixels only (one of the 8 frames is held out): 7 steps
+    assert session_for(viewer).model.info["steps"] == 7
+    w.reset_defaults()
+    assert w.length_unit.currentData() == "steps" and w.params()["steps"] is None
+
+
 def test_stop_ends_training_and_keeps_the_model(viewer, qtbot, noisy):
     layer = viewer.add_image(noisy, name="noisy")
     w = train_widget(viewer, layer, steps=100_000)

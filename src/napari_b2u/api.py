@@ -89,7 +89,9 @@ def train_stack(
         is a training sample; channels are denoised jointly by one network.
     method: 'b2u' (Blind2Unblind) or another name from :func:`method_names`.
     steps / max_time: training length as a number of steps, or a time budget in seconds (the
-        λ and learning-rate schedules then follow the fraction of the budget used).
+        λ and learning-rate schedules then follow the fraction of the budget used). Or
+        ``epochs=``: passes over the training pixels (steps = epochs × training pixels /
+        (batch × patch²)). With a time budget as well, whichever ends first stops training.
     patch_size, batch_size, cells (B2U's s), lr, width, depth: ``None`` takes the device preset
         (``PRESETS``: full reference-size network on a GPU, a lighter one on CPU).
     device: 'auto', 'cuda', 'cuda:1', 'mps' or 'cpu'.

@@ -16,7 +16,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .methods import method_names
 
     p.add_argument("--method", default="b2u", choices=method_names())
-    p.add_argument("--steps", type=int, help="training steps (default: device preset)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help="training steps (default: device preset)")
+    length.add_argument("--epochs", type=float,
+                        help="training length in passes over the training pixels, not steps")
     p.add_argument("--max-time", type=float, help="time budget in seconds instead of steps")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -32,6 +35,8 @@ def _train_kwargs(a) -> dict:
     kw = dict(method=a.method, steps=a.steps, max_time=a.max_time, patch_size=a.patch_size,
               batch_size=a.batch_size, cells=a.cells, lr=a.lr, val_fraction=a.val_fraction,
               seed=a.seed, device=a.device)
+    if a.epochs is not None:
+        kw["epochs"] = a.epochs
     if a.no_compile:
         kw["compile"] = False
     return kw

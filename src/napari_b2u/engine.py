@@ -42,6 +42,9 @@ class TrainConfig:
     method: str = "b2u"
     steps: int | None = None
     max_time: float | None = None  # seconds; schedules then follow the fraction of time used
+    # instead of steps: passes over the training pixels (steps = epochs × training pixels /
+    # (batch × patch²), computed once the data and the usable patch size are known)
+    epochs: float | None = None
     patch_size: int | None = None
     batch_size: int | None = None
     lr: float | None = None
@@ -89,7 +92,13 @@ def resolve_config(config: TrainConfig, device: torch.device) -> TrainConfig:
     filled = {k: (v if getattr(config, k) is None else getattr(config, k)) for k, v in
               preset.items()}
     cfg = replace(config, **filled)
-    if config.max_time is not None and config.steps is None:
+    if config.epochs is not None:
+        if config.steps is not None:
+            raise ValueError("give the training length as steps or as epochs, not both")
+        if not config.epochs > 0:
+            raise ValueError("epochs must be a positive number")
+        cfg.steps = None  # from the epochs, once the data is known (Trainer)
+    elif config.max_time is not None and config.steps is None:
         cfg.steps = None  # time budget only
     if cfg.max_time is not None and cfg.max_time <= 0:
         raise ValueError("max_time must be a positive number of seconds")
@@ -102,6 +111,13 @@ def resolve_config(config: TrainConfig, device: torch.device) -> TrainConfig:
     if cfg.amp and amp_dtype(device) is None:
         cfg.amp = False  # AMP is a CUDA feature here; CPU bf16 is slower than fp32 on most CPUs
     return cfg
+
+
+def steps_for_epochs(epochs: float, train_shape, batch_size: int, patch_size: int) -> int:
+    """Steps for ``epochs`` passes over the training pixels: an epoch samples, in random
+    crops, as many pixels as the training frames hold."""
+    n, _, h, w = train_shape
+    return max(1, math.ceil(epochs * n * h * w / (batch_size * patch_size**2)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -321,6 +337,9 @@ class Trainer:
             cfg.normalization)
         self.model_config = self.method.model_config(
             self.data.layout.n_channels, cfg.width, cfg.depth)
+        if cfg.epochs is not None and cfg.steps is None:
+            cfg.steps = steps_for_epochs(cfg.epochs, self.data.train.shape, cfg.batch_size,
+                                         self.patch_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = self.method.build(self.model_config)

@@ -251,9 +251,18 @@ class TrainWidget(Panel):
             self.method_combo.addItem(title, name)
         self.method_combo.currentIndexChanged.connect(lambda *_: self._on_method_changed())
         form.addRow("Method", self.method_combo)
-        form.addRow("Steps", hbox(
-            self._spin("steps", 1, 10_000_000, 50, "Training steps (one step = one batch of "
-                       "random patches). The default is the device preset."),
+        self.length_unit = QComboBox()
+        self.length_unit.addItem("steps", "steps")
+        self.length_unit.addItem("epochs", "epochs")
+        self.length_unit.setToolTip(
+            "Count the training length in steps (one batch of random patches each) or in "
+            "epochs (passes over the layer's pixels: steps = epochs × pixels / (batch × "
+            "patch²)). Switching converts the number for the selected layer.")
+        self.length_unit.currentIndexChanged.connect(lambda *_: self._on_length_unit_changed())
+        form.addRow("Length", hbox(
+            self._spin("steps", 1, 10_000_000, 50, "Training length, in the unit on the right. "
+                       "The default is the device preset's number of steps."),
+            self.length_unit,
             QLabel("time limit"),
             self._spin("max_minutes", 0, 100_000, 1, "Stop after this many minutes (off: "
                        "steps only). With a limit and untouched steps, only the time counts; "
@@ -347,8 +356,35 @@ class TrainWidget(Panel):
             if key not in self._edited:
                 self._set_field(key, value)
 
+    def _steps_per_epoch(self) -> float | None:
+        """Steps in one pass over the selected layer's pixels (None without a usable layer)."""
+        layer = self.layer_combo.current_layer()
+        if layer is None or layer_problem(layer) is not None:
+            return None
+        try:
+            layout = layout_of(layer, self.axes_edit.text())
+        except InputError:
+            return None
+        h, w = layout.frame_shape
+        patch = min(self.fields["patch_size"].value(), h, w)
+        return layout.n_frames * h * w / (self.fields["batch_size"].value() * patch**2)
+
+    def _on_length_unit_changed(self) -> None:
+        # keep the same training length in the new unit when a layer tells how long an epoch is
+        per_epoch = self._steps_per_epoch()
+        spin = self.fields["steps"]
+        if per_epoch:
+            value = spin.value()
+            new = value / per_epoch if self.length_unit.currentData() == "epochs" else \
+                value * per_epoch
+            self._set_field("steps", max(1, round(new)))
+        self._edited.add("steps")  # a length in epochs is always the user's choice
+
     def reset_defaults(self) -> None:
         self._edited.clear()
+        self.length_unit.blockSignals(True)
+        self.length_unit.setCurrentIndex(0)
+        self.length_unit.blockSignals(False)
         self.compile_combo.setCurrentIndex(0)
         self.amp_combo.setCurrentIndex(0)
         self._apply_presets()
@@ -407,9 +443,9 @@ class TrainWidget(Panel):
 
     # ---- public API (also used by tests and scripts) -----------------------------------------
     def configure(self, **values) -> None:
-        """Set form fields by their TrainConfig names (steps, patch_size, batch_size, cells, lr,
-        width, depth, val_fraction, preview_every, seed, max_minutes) and ``device``, ``axes``,
-        ``layer``, ``method``; set fields count as chosen by the user."""
+        """Set form fields by their TrainConfig names (steps or epochs, patch_size, batch_size,
+        cells, lr, width, depth, val_fraction, preview_every, seed, max_minutes) and ``device``,
+        ``axes``, ``layer``, ``method``; set fields count as chosen by the user."""
         if "layer" in values:
             self.layer_combo.set_layer(values.pop("layer"))
         if "method" in values:
@@ -418,6 +454,11 @@ class TrainWidget(Panel):
             self.device_combo.set_device(values.pop("device"))
         if "axes" in values:
             self.axes_edit.setText(values.pop("axes"))
+        if "epochs" in values:  # the length in epochs instead of steps
+            self.length_unit.blockSignals(True)
+            self.length_unit.setCurrentIndex(self.length_unit.findData("epochs"))
+            self.length_unit.blockSignals(False)
+            values["steps"] = values.pop("epochs")
         for key, value in values.items():
             if key not in self.fields:
                 raise KeyError(f"unknown setting {key!r}; known: {sorted(self.fields)}")
@@ -433,6 +474,8 @@ class TrainWidget(Panel):
             return f[key].value() if key in self._edited else None
 
         out = {key: chosen(key) for key in _PRESET_KEYS}
+        if self.length_unit.currentData() == "epochs":
+            out["epochs"], out["steps"] = float(f["steps"].value()), None
         minutes = f["max_minutes"].value()
         out["max_time"] = minutes * 60.0 if minutes > 0 else None
         out["cells"] = chosen("cells") if f["cells"].isEnabled() else None
