@@ -64,6 +64,42 @@ def test_info(capsys):
     assert "cpu" in capsys.readouterr().out
 
 
+def _fmdd_set(root, name, seed):
+    from PIL import Image as PILImage
+
+    from napari_b2u.sample_data import fmdd_like_stack
+
+    for v, view in enumerate(["1", "2"]):
+        noisy, clean = fmdd_like_stack(2, (64, 64), seed=seed + v)
+        (root / name / "raw" / view).mkdir(parents=True)
+        (root / name / "gt" / view).mkdir(parents=True)
+        for i, f in enumerate(noisy):
+            PILImage.fromarray(f).save(root / name / "raw" / view / f"HV_{i:02d}.png")
+        PILImage.fromarray(np.rint(clean).astype(np.uint8)).save(
+            root / name / "gt" / view / "avg50.png")
+
+
+def test_train_on_an_fmdd_folder(tmp_path, monkeypatch, capsys):
+    from napari_b2u import api
+    from napari_b2u.engine import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    root = tmp_path / "FMDD"
+    _fmdd_set(root, "Confocal_A", 1)
+    model = tmp_path / "fmdd.b2u"
+    # the set's raw views x frames are the training samples (2 views x 2 frames of 64²)
+    assert main(["train", str(root / "Confocal_A"), "--out", str(model), "--steps", "3",
+                 *TINY_ARGS]) == 0
+    info = api.load(model).info
+    assert info["steps"] == 3 and info["axes"] == "STYX"
+    # a root with several sets is refused with the names, not silently cut to the first
+    _fmdd_set(root, "Confocal_B", 5)
+    assert main(["train", str(root), "--out", str(tmp_path / "x.b2u"), "--steps", "3",
+                 *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 FMDD sets (Confocal_A, Confocal_B)" in err
+
+
 def test_train_length_in_epochs(tmp_path, noisy_tif, monkeypatch, capsys):
     from napari_b2u.engine import PRESETS
 

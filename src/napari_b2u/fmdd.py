@@ -94,7 +94,12 @@ def read_fmdd_folder(path):
     """All raw frames of one FMDD set as an Image with axes 'STYX' (view, frame, Y, X)."""
     from .io import Image
 
-    set_dir = list_sets(path)[0]
+    sets = list_sets(path)
+    if len(sets) > 1:  # one model per set: the sets are different samples and microscopes
+        names = ", ".join(p.name for p in sets[:6]) + (", …" if len(sets) > 6 else "")
+        raise InputError(f"{path} holds {len(sets)} FMDD sets ({names}); give one set's "
+                         f"folder, e.g. {sets[0]}")
+    set_dir = sets[0]
     views = load_set(set_dir)
     shapes = {v.noisy.shape for v in views}
     if len(shapes) != 1:
