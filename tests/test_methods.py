@@ -98,11 +98,14 @@ def test_nbr2nbr_subsamples_adjacent_distinct_pixels_of_one_cell():
 def test_b2s_loss_equals_hand_computation():
     rng = np.random.default_rng(0)
     mu_m, a_m, mu_v, a_v, y = (rng.random((1, 1, 3, 3)) for _ in range(5))
-    est = np.array([0.01, -0.02, 0.3]).reshape(1, 3, 1, 1)
+    # the estimator's raw map, signs mixed: |·| + 1e-5 per pixel, then the image mean
+    est = np.array([[0.01, -0.03], [0.02, 0.0], [-0.02, -0.02], [0.02, 0.01],
+                    [0.3, 0.1], [-0.2, 0.4]]).reshape(1, 3, 2, 2)
     lam = 4.0
     t = [torch.tensor(v) for v in (mu_m, a_m, mu_v, a_v, y, est)]
     loss, sig_n = b2s_loss(*t, lam)
-    s1, s2, al = np.abs(est.ravel()) + 1e-5
+    s1, s2, al = (np.abs(est) + 1e-5).mean(axis=(2, 3)).ravel()
+    assert s1 != pytest.approx(abs(est[0, 0].mean()) + 1e-5)  # not |mean|
     mu_y = (mu_m + lam * mu_v) / (1 + lam)
     sig_model = (a_m**2 + lam**2 * a_v**2) / (1 + lam) ** 2
     sn = (s1 + lam**2 * s2) / (1 + lam) ** 2 + al * np.maximum(mu_y, 1e-3)
@@ -183,11 +186,12 @@ def test_method_trains_denoises_and_roundtrips(name, small_stack, tmp_path):
 
 def test_b2s_reports_noise_parameters(small_stack):
     """The sample has gain 255/40 = 6.4 and read sigma 0.02*255 = 5.1 (raw 8-bit units);
-    observed after 120 tiny steps: gain 5.3, sigma 6.8. Assert the right order of magnitude."""
+    observed after 250 tiny steps: gain 5.4, sigma 4.4 (after 120: gain 1.8, sigma 7.4 — the
+    estimator needs the steps). Assert within a factor of 2."""
     noisy, _ = small_stack
-    model = api.train_stack(noisy, method="b2s", steps=120, lr=3e-3, **TINY)
+    model = api.train_stack(noisy, method="b2s", steps=250, lr=3e-3, **TINY)
     r = model.readout()
-    assert 6.4 / 3 < r["noise_gain"] < 6.4 * 3
-    assert 5.1 / 3 < r["noise_sigma"] < 5.1 * 3
+    assert 6.4 / 2 < r["noise_gain"] < 6.4 * 2
+    assert 5.1 / 2 < r["noise_sigma"] < 5.1 * 2
     line = model.describe_readout()
     assert f"{r['noise_gain']:.3g}" in line and f"{r['noise_sigma']:.3g}²" in line

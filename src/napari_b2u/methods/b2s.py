@@ -38,15 +38,22 @@ class B2SModel(nn.Module):
         return dict(self._cfg)
 
 
+def noise_scalars(est):
+    """Per-image (σ1, σ2, α) from the estimator's raw output map (B, 3C, h, w): |·| + 1e-5 at
+    every pixel, then the image average (METHOD.md §2) -> (B, 3C, 1, 1), all positive."""
+    return (est.abs() + 1e-5).mean(dim=(2, 3), keepdim=True)
+
+
 def b2s_loss(mu_m, a_m, mu_v, a_v, y, est, lam):
-    """The adaptive re-visible loss. ``est``: (B, 3C, 1, 1) raw estimator means (σ1, σ2, α).
+    """The adaptive re-visible loss. ``est``: the estimator's raw output map (B, 3C, h, w),
+    channels (σ1, σ2, α) per image channel.
 
     Returns (loss, σ_n map). The visible branch and α·μ_y's μ_y carry no gradient.
     """
     c = y.shape[1]
     mu_v, a_v = mu_v.detach(), a_v.detach()
     sig_m, sig_v = a_m**2, a_v**2
-    e = est.abs() + 1e-5
+    e = noise_scalars(est)
     s1, s2, alpha = e[:, :c], e[:, c:2 * c], e[:, 2 * c:]
     k = 1.0 + lam
     mu_y = (mu_m + lam * mu_v) / k
@@ -108,7 +115,7 @@ class Blind2Sound(Method):
         return self._split(blind), self._split(visible)
 
     def _est(self, model, y):
-        return self.run(model.est, y).float().mean(dim=(2, 3), keepdim=True)
+        return self.run(model.est, y).float()
 
     def training_loss(self, model, y, sched):
         (mu_m, a_m), (mu_v, a_v) = self._branches(model, y)
@@ -140,7 +147,7 @@ class Blind2Sound(Method):
 
     def readout(self, model, y, offset, scale):
         """Fitted Poisson–Gaussian noise: var(raw) = gain·(mean − offset) + sigma²."""
-        e = self._est(model, y).abs() + 1e-5
+        e = noise_scalars(self._est(model, y))
         c = y.shape[1]
         lam = float(self.params["lambda_end"])
         s1, s2, alpha = (e[:, i * c:(i + 1) * c].mean().item() for i in range(3))
