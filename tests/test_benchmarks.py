@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import baselines  # noqa: E402
 import quality  # noqa: E402
+import report  # noqa: E402
 import speed  # noqa: E402
 
 from napari_b2u.fmdd import list_sets, list_views, load_view, read_fmdd_folder, split_views  # noqa: E402,E501
@@ -102,6 +103,34 @@ def test_ablations_cover_b2u_and_other_methods(monkeypatch):
     assert set(dbsn_outs) == {"mu", "bayes"}
     assert all(np.isfinite(r.psnr) and r.train_s > 0 for r in rows[1:])
     assert rows[1].notes == "4 steps, visible"
+
+
+def test_report_tables(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    def row(s, regime, m, p, train=None, ro=None):
+        return asdict(quality.Row(s, regime, m, p, 0.9, train_s=train,
+                                  extra={"readout": ro} if ro else {}))
+
+    full = [row("A", "stack", "noisy input", 20.0), row("A", "stack", "VST+BM3D", 40.0),
+            row("A", "stack", "b2u visible", 30.0, 10), row("A", "stack", "b2s visible", 29.0, 12,
+                                                            {"noise_gain": 6.4,
+                                                             "noise_sigma": 5.1}),
+            row("B", "stack", "b2u visible", 31.0, 11)]
+    rerun = [row("A", "stack", "b2s visible", 32.0, 13, {"noise_gain": 6.0, "noise_sigma": 5.0})]
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    rows = report.load_rows([tmp_path / "full.json", tmp_path / "rerun.json"])
+    assert len(rows) == 5  # the re-run replaced its row
+    table = report.pivot(rows, "stack").splitlines()
+    assert table[0] == "| method | A PSNR / SSIM | train (s) | B PSNR / SSIM | train (s) |"
+    # the best learned model of each set in bold (BM3D is a baseline, not in the contest)
+    assert "| VST+BM3D | 40.00 / 0.900 |  |  |  |" in table
+    assert "| b2s visible | **32.00 / 0.900** | 13 |  |  |" in table
+    assert "| b2u visible | 30.00 / 0.900 | 10 | **31.00 / 0.900** | 11 |" in table
+    ro = report.readouts(rows)
+    assert "| A | stack | b2s | 6.00 | 5.00 |" in ro and "6.40" not in ro  # the re-run's fit
 
 
 def test_synthetic_sets_shapes():
