@@ -142,7 +142,7 @@ def test_dbsn_loss_equals_hand_computation(kind):
     assert loss == pytest.approx(hand, rel=1e-9)
 
 
-def test_dbsn_bayes_output():
+def test_dbsn_outputs_bayes_and_default_mu():
     m = get_method("dbsn")
     net = m.build(m.model_config(1, 8, 2)).eval()
     x = torch.rand(1, 1, 16, 16)
@@ -150,6 +150,9 @@ def test_dbsn_bayes_output():
         mu, s_mu, s_n = net(x)
         out = m.predict(net, x, "bayes")
     torch.testing.assert_close(out, (x * s_mu + mu * s_n) / (s_mu + s_n))
+    # the default output is the blind estimate μ (the better one in docs/benchmarks.md)
+    with torch.no_grad():
+        torch.testing.assert_close(m.predict(net, x), mu)
 
 
 def test_dbsn_pretrain_stage_uses_l2():
@@ -168,7 +171,11 @@ def test_dbsn_pretrain_stage_uses_l2():
 def test_method_trains_denoises_and_roundtrips(name, small_stack, tmp_path):
     noisy, clean = small_stack
     events = []
-    model = api.train_stack(noisy, method=name, steps=120, lr=3e-3, preview_every=50,
+    # D-BSN's blind net learns slowest at this tiny size (and pre-trains μ for 20 % of the
+    # run): after 120 steps its μ is still below the input (measured 22.0 dB vs 28.3 dB),
+    # after 300 it is at 36.0 dB
+    steps = 300 if name == "dbsn" else 120
+    model = api.train_stack(noisy, method=name, steps=steps, lr=3e-3, preview_every=50,
                             callback=events.append, **TINY)
     meth = get_method(name)
     prev = [e.previews for e in events if e.previews][0]

@@ -41,8 +41,8 @@ _OUTPUT_TEXT = {
     "visible": "visible f(y) — fast (one pass)",
     "weighted": "weighted (h+λf)/(λ+1) — best quality, s²+1 passes",
     "blind": "blind h(f(Ωy)) — blind-spot only",
-    "bayes": "Bayes — μ combined with the noisy pixel (best quality)",
-    "mu": "μ — the blind-spot estimate only",
+    "bayes": "Bayes — μ combined with the noisy pixel by the estimated noise",
+    "mu": "μ — the blind-spot estimate (D-BSN's best measured output)",
 }
 
 
