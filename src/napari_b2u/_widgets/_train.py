@@ -711,7 +711,7 @@ class TrainWidget(Panel):
         msg = (f"{how}: kept the {info['chosen']} model after {info['steps']} steps in "
                f"{fmt_time(info.get('seconds'))}. Denoise with the Denoise panel "
                "(Denoise ▸), or save the model.")
-        if model.readout():  # B2S / D-BSN: a photon-transfer estimate of the detector
+        if model.readout():  # B2S: a photon-transfer estimate of the detector
             line = model.describe_readout()
             msg += f" {line[:1].upper()}{line[1:]}."
         self.status.show_message(msg, "ok")
