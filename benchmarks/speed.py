@@ -194,7 +194,9 @@ def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, com
             _sync(dev)
             t1 = time.perf_counter()
             trainer.stop()
-    flops = b2u_step_flops(trainer.model, batch, patch, cells) if method == "b2u" else None
+    # FLOPs for B2U only (its step is s² + 1 forwards); the cells it really ran with
+    flops = (b2u_step_flops(trainer.model, batch, patch, trainer.method.cells)
+             if method == "b2u" else None)
     return (t1 - t0) / steps, t0 - t_first, _peak(dev), flops
 
 
