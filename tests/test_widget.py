@@ -223,6 +223,33 @@ def test_training_length_in_epochs(viewer, qtbot, noisy):
     assert w.length_unit.currentData() == "steps" and w.params()["steps"] is None
 
 
+def test_autosave_and_resume_from_the_widget(viewer, qtbot, noisy, tmp_path):
+    from napari_b2u import api
+
+    layer = viewer.add_image(noisy, name="noisy")
+    ck = tmp_path / "auto.b2u"
+    w = train_widget(viewer, layer, steps=6, autosave=str(ck))
+    assert w.params()["autosave"] == str(ck)
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    assert ck.exists() and api.load(ck).info["steps"] == 6  # a usable model as well
+    # the same file again for a fresh run is refused: an autosave rewrites its file
+    assert not w.start() and "exists" in w.status.text()
+    # resume from it with a longer run: training continues at step 6 up to 10
+    w.configure(steps=10)
+    packets = spy_packets(w)
+    assert w.start(resume=str(ck))
+    assert "Resuming 'noisy' from auto.b2u" in w.status.text()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    steps = [row[0] for p in packets if p.kind == "progress" for row in p.rows]
+    assert steps == [7, 8, 9, 10]  # continued from the checkpoint, not restarted
+    assert session_for(viewer).model.info["steps"] == 10
+    # a finished model file cannot be resumed: a plain message, no crash
+    final = api.load(ck).save(tmp_path / "final.b2u")
+    w.configure(autosave="")
+    assert not w.start(resume=str(final)) and "holds no training state" in w.status.text()
+
+
 def test_stop_ends_training_and_keeps_the_model(viewer, qtbot, noisy):
     layer = viewer.add_image(noisy, name="noisy")
     w = train_widget(viewer, layer, steps=100_000)

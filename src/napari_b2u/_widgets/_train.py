@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
@@ -301,8 +302,20 @@ class TrainWidget(Panel):
         self.amp_combo.setToolTip("bf16/fp16 mixed precision on CUDA")
         adv.addRow("torch.compile", self.compile_combo)
         adv.addRow("Mixed precision", self.amp_combo)
-        adv.addRow(button("Reset to defaults", self.reset_defaults,
-                          "Show the device preset and method defaults again"))
+        self.autosave_edit = QLineEdit()
+        self.autosave_edit.setPlaceholderText("off")
+        self.autosave_edit.setToolTip(
+            "A checkpoint file (.b2u) rewritten every 5 minutes and at the end: if napari or "
+            "the computer stops, at most 5 minutes are lost. Continue with 'Resume…'; it also "
+            "opens as a model for denoising.")
+        adv.addRow("Autosave", hbox(self.autosave_edit, button(
+            "…", self._choose_autosave, "Choose the autosave file")))
+        adv.addRow(hbox(
+            button("Resume…", self._choose_resume, "Continue training from an autosaved "
+                   "checkpoint of this layer's data (its settings come from the file; a larger "
+                   "'Length' or a time limit extends the run)"),
+            button("Reset to defaults", self.reset_defaults,
+                   "Show the device preset and method defaults again")))
         lay.addWidget(self.advanced)
 
         self.start_button, self.stop_button = self._action_row(
@@ -454,6 +467,8 @@ class TrainWidget(Panel):
             self.device_combo.set_device(values.pop("device"))
         if "axes" in values:
             self.axes_edit.setText(values.pop("axes"))
+        if "autosave" in values:
+            self.autosave_edit.setText(str(values.pop("autosave") or ""))
         if "epochs" in values:  # the length in epochs instead of steps
             self.length_unit.blockSignals(True)
             self.length_unit.setCurrentIndex(self.length_unit.findData("epochs"))
@@ -485,15 +500,35 @@ class TrainWidget(Panel):
         out["val_fraction"] = f["val_fraction"].value()
         out["compile"] = self.compile_combo.currentData()
         out["amp"] = self.amp_combo.currentData()
+        autosave = self.autosave_edit.text().strip()
+        if autosave:
+            out["autosave"] = autosave
         return out
 
     @property
     def is_training(self) -> bool:
         return self._run is not None
 
-    def start(self) -> bool:
+    def _choose_autosave(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getSaveFileName(self, "Autosave checkpoint", "",
+                                              "napari-b2u model (*.b2u)")
+        if path:
+            self.autosave_edit.setText(path if path.endswith(".b2u") else path + ".b2u")
+
+    def _choose_resume(self) -> None:
+        from qtpy.QtWidgets import QFileDialog
+
+        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", "",
+                                              "napari-b2u model (*.b2u)")
+        if path:
+            self.start(resume=path)
+
+    def start(self, resume: str | None = None) -> bool:
         """Check the choices and start training in a worker thread; False (with a message in
-        the widget and a notification) if something is wrong."""
+        the widget and a notification) if something is wrong. ``resume``: continue from this
+        autosaved checkpoint (same data) instead of starting afresh."""
         if self._run is not None:
             return False
         layer = self.layer_combo.current_layer()
@@ -526,6 +561,25 @@ class TrainWidget(Panel):
                              "or leave it on '(hold out part of the image)'.")
                 return False
             val_data = self.session.raw_data(val_layer)
+        autosave = params.get("autosave")
+        if autosave and Path(autosave).exists() and (
+                resume is None or Path(autosave).resolve() != Path(resume).resolve()):
+            self._refuse(f"Autosave: {autosave} exists; choose another file name (an autosave "
+                         "rewrites its file), or resume from it.")
+            return False
+        if resume is not None:
+            from ..inference import read_checkpoint
+
+            try:
+                ck = read_checkpoint(resume)
+            except InputError as exc:
+                self._refuse(f"Resume: {exc}")
+                return False
+            if not ck.get("training"):
+                self._refuse(f"Resume: {Path(resume).name} holds no training state (it was "
+                             "saved after training, not autosaved during it).")
+                return False
+            params = {**params, "resume": str(resume), "method": ck["method"]}
         if not self._launch(layer, layout, params, val_data):
             return False
         self._run.val_layer = val_layer
@@ -547,7 +601,9 @@ class TrainWidget(Panel):
         self._set_busy(True)
         note = ("" if not self.session.has_original(layer) else
                 " (on its raw data: the layer is shown denoised in place)")
-        self.status.show_message(f"Preparing '{layer.name}'{note}…")
+        what = (f"Resuming '{layer.name}' from {Path(params['resume']).name}"
+                if params.get("resume") else f"Preparing '{layer.name}'")
+        self.status.show_message(f"{what}{note}…")
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.metrics.setText("")
