@@ -186,3 +186,59 @@ def test_repr_and_readout(tiny_model):
     assert "b2u" in repr(tiny_model)
     assert isinstance(tiny_model.readout(), dict)
     assert isinstance(Denoiser.load, object)
+
+
+def test_denoise_iter_yields_between_tiles_and_cancels_within_one(tiny_model, monkeypatch):
+    # one 100×300 frame in 192-px tiles with 64 px overlap: 3 tiles along X
+    frame = np.random.default_rng(0).integers(0, 255, (100, 300)).astype(np.uint8)
+    full = tiny_model.denoise(frame, tile_size=192)
+    seen = list(_drain(tiny_model.denoise_iter(frame, tile_size=192)))
+    assert seen == [(0, 1), (0, 1), (0, 1), (1, 1)]  # start, between tiles, done
+    # tiles agree with the whole frame up to 8-bit rounding
+    np.testing.assert_allclose(full.astype(int), tiny_model.denoise(frame).astype(int), atol=1)
+    calls = {"n": 0}
+    real = type(tiny_model._method).predict
+
+    def counting(self, *a, **k):
+        calls["n"] += 1
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(type(tiny_model._method), "predict", counting)
+    it = tiny_model.denoise_iter(frame, tile_size=192)
+    next(it), next(it)  # started, first tile done
+    it.close()  # cancel: no further tile runs
+    assert calls["n"] == 1
+
+
+def _drain(gen):
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration:
+            return
+
+
+def test_cpu_weighted_output_of_large_frames_uses_smaller_tiles(tiny_model, monkeypatch):
+    # a cancel waits for one tile: on CPU the weighted output's s²+1 copies of a tile must fit
+    # the batch budget, so large frames get smaller tiles (here: budget for 320² x 5 copies)
+    from napari_b2u import inference
+    from napari_b2u.inference import TILE_OVERLAP, tile_starts
+
+    monkeypatch.setitem(inference.TILE_SIZE, "cpu", 512)
+    monkeypatch.setitem(inference.PIXEL_BUDGET, "cpu", 5 * 320 * 320)
+    frame = np.random.default_rng(1).integers(0, 255, (600, 600)).astype(np.uint8)
+    calls = []
+    real = type(tiny_model._method).predict
+
+    def counting(self, model, x, output=None):
+        calls.append((output, x.shape[-1]))
+        return real(self, model, x, output)
+
+    monkeypatch.setattr(type(tiny_model._method), "predict", counting)
+    tiny_model.denoise(frame, output="weighted", device="cpu")
+    n = len(tile_starts(600, 320, TILE_OVERLAP))
+    assert calls == [("weighted", 320)] * n * n
+    calls.clear()
+    tiny_model.denoise(frame, output="visible", device="cpu")  # one copy: the usual tiles
+    n = len(tile_starts(600, 512, TILE_OVERLAP))
+    assert calls == [("visible", 512)] * n * n

@@ -308,16 +308,16 @@ def test_denoise_survives_out_of_memory(tiny_model, small_stack, monkeypatch):
 
     noisy, _ = small_stack
     ref = tiny_model.denoise(noisy, batch_size=8)
-    real = Denoiser._predict_tiled
+    real = Denoiser._predict_tiles
     calls = {"n": 0}
 
     def flaky(self, model, x, *a):
         calls["n"] += 1
         if x.shape[0] > 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
-        return real(self, model, x, *a)
+        return (yield from real(self, model, x, *a))
 
-    monkeypatch.setattr(Denoiser, "_predict_tiled", flaky)
+    monkeypatch.setattr(Denoiser, "_predict_tiles", flaky)
     with pytest.warns(UserWarning, match="out of memory: retrying with batch 4"):
         out = tiny_model.denoise(noisy, batch_size=8)
     np.testing.assert_allclose(out.astype(float), ref.astype(float), atol=1)
