@@ -456,6 +456,26 @@ def test_closing_the_viewer_during_denoising_stops_the_thread(make_napari_viewer
     assert cancel.is_set() and layer.data is big
 
 
+def test_restore_while_denoising_cancels_and_restores(viewer, qtbot, tiny_model):
+    big = np.random.default_rng(4).integers(0, 255, (48, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=8, output="visible")
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is not big
+    # denoise it again, slowly, and restore in the middle: always available
+    d.batch_spin.setValue(1)
+    d.output_combo.setCurrentIndex(d.output_combo.findData("weighted"))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: "frame 1/48" in d.progress.format(), timeout=WAIT)
+    assert d.restore_button.isEnabled()
+    assert d.restore() == [layer]
+    assert layer.data is big  # the raw array back, at once
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is big  # and the cancelled job wrote nothing into it afterwards
+    assert "denoising cancelled" in d.status.text()
+    assert not session_for(viewer).has_original(layer)
+
+
 def test_model_file_opens_with_the_reader(viewer, tiny_model, tmp_path):
     path = tiny_model.save(tmp_path / "cells.b2u")
     viewer.open(str(path), plugin=PLUGIN)

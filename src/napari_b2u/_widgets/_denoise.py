@@ -133,11 +133,12 @@ class DenoiseWidget(Panel):
         lay.addWidget(self.advanced)
         self.denoise_button, self.cancel_button = self._action_row(
             lay, ("Denoise", self.denoise),
-            ("Cancel", self.cancel, "Stop denoising after the current batch; unfinished layers "
-                                    "stay as they are"))
+            ("Cancel", self.cancel, "Stop denoising after the current batch or tile; "
+                                    "unfinished layers stay as they are"))
         self.restore_button = button(
             "Restore original", self.restore,
-            "Put the raw data back into the ticked layers that were denoised in place")
+            "Put the raw data back into the ticked layers that were denoised in place (also "
+            "while denoising: that cancels the run)")
         lay.addWidget(self.restore_button)
         self.status = StatusLabel("")
         lay.addWidget(self.status)
@@ -170,8 +171,7 @@ class DenoiseWidget(Panel):
         self._show_axes()
 
     def _update_restore(self) -> None:
-        ok = self._job is None and any(self.session.has_original(ly)
-                                       for ly in self.layer_list.checked_layers())
+        ok = any(self.session.has_original(ly) for ly in self.layer_list.checked_layers())
         self.restore_button.setEnabled(ok)
 
     def _highlighted(self):
@@ -282,7 +282,15 @@ class DenoiseWidget(Panel):
             self.cancel_button.setEnabled(False)
 
     def restore(self) -> list:
-        """Put the raw data back into the ticked layers denoised in place; returns them."""
+        """Put the raw data back into the ticked layers denoised in place; returns them.
+        Available while denoising too: a running job is cancelled first, so that it cannot
+        write into a restored layer afterwards."""
+        job = self._job
+        if job is not None and any(ly in job["layers"] for ly in
+                                   self.layer_list.checked_layers()):
+            job["cancel"].set()
+            job["restored"] = set(map(id, self.layer_list.checked_layers()))
+            job["message"] = ("Restored the original data: denoising cancelled.", "info")
         restored = [ly for ly in self.layer_list.checked_layers() if self.session.restore(ly)]
         if restored:
             self.status.show_message(
@@ -321,7 +329,7 @@ class DenoiseWidget(Panel):
                                        "denoised; the others are unchanged.", "info"))
 
     def _apply(self, layer, result, job) -> None:
-        if layer not in self.viewer.layers:
+        if layer not in self.viewer.layers or id(layer) in job.get("restored", ()):
             return
         note = dict(job["note"])
         if job["in_place"]:
