@@ -112,6 +112,27 @@ def test_sample_data(viewer):
     assert np.array_equal(nuclei.data, tifffile.imread(src))
 
 
+def test_train_and_denoise_the_sample_layer(viewer, qtbot):
+    # the path a new user takes: File > Open Sample, Train, Denoise
+    viewer.open_sample(PLUGIN, "fmdd_like")
+    noisy, clean = viewer.layers
+    w = train_widget(viewer, noisy, steps=4)
+    assert w.axes_edit.text() == "TYX" and "20 frames of 256×256" in w.shape_hint.text()
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    model = session_for(viewer).model
+    assert model is not None and model.info["steps"] == 4
+    assert set(w.preview_layers) == {"blind", "visible", "weighted"}
+    raw = noisy.data
+    d = dock(viewer, DENOISE)
+    d.set_layers([noisy])
+    d.in_place.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert noisy.data.shape == raw.shape and not np.array_equal(noisy.data, raw)
+    assert d.restore() == [noisy] and noisy.data is raw
+
+
 def test_axes_inference(viewer):
     from napari_b2u._widgets._layers import infer_axes
 
