@@ -100,6 +100,22 @@ def test_train_on_an_fmdd_folder(tmp_path, monkeypatch, capsys):
     assert "holds 2 FMDD sets (Confocal_A, Confocal_B)" in err
 
 
+def test_autosave_and_resume_from_the_cli(tmp_path, noisy_tif, monkeypatch):
+    from napari_b2u import api
+    from napari_b2u.engine import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    ck = tmp_path / "run.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(tmp_path / "a.b2u"), "--steps", "3",
+                 "--autosave", str(ck), *TINY_ARGS]) == 0
+    assert ck.exists() and api.load(ck).info["steps"] == 3
+    # continue the autosaved run to 5 steps
+    out = tmp_path / "b.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(out), "--steps", "5", "--resume",
+                 str(ck), *TINY_ARGS]) == 0
+    assert api.load(out).info["steps"] == 5
+
+
 def test_train_length_in_epochs(tmp_path, noisy_tif, monkeypatch, capsys):
     from napari_b2u.engine import PRESETS
 
