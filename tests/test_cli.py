@@ -135,8 +135,8 @@ def test_train_length_in_epochs(tmp_path, noisy_tif, monkeypatch, capsys):
 @pytest.mark.parametrize("method", ["b2s", "dbsn", "n2v", "nbr2nbr"])
 def test_every_method_trains_and_denoises_from_the_cli(tmp_path, noisy_tif, monkeypatch, capsys,
                                                       method):
-    from napari_b2u.engine import PRESETS
     from napari_b2u.api import load
+    from napari_b2u.engine import PRESETS
 
     monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
     model = tmp_path / f"{method}.b2u"

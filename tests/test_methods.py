@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from napari_b2u import api
-from napari_b2u.masking import global_mask, mask_mapper
 from napari_b2u.methods import get_method, method_names
 from napari_b2u.methods.b2s import b2s_loss
 from napari_b2u.methods.dbsn import dbsn_loss

@@ -17,8 +17,8 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_b2u._widgets._layers import camera_of  # noqa: E402
-from napari_b2u.methods import method_titles  # noqa: E402
 from napari_b2u._widgets._session import META_KEY, session_for  # noqa: E402
+from napari_b2u.methods import method_titles  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

@@ -20,7 +20,6 @@ import numpy as np
 from .data import SAMPLE_AXES, InputError
 
 
-
 @dataclass
 class Image:
     data: np.ndarray
