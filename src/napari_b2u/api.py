@@ -52,7 +52,7 @@ def make_trainer(
     :func:`train_stack`). Arguments as in :func:`train_stack`."""
     if resume is not None:  # continue an autosaved run; its settings come from the file
         return Trainer.resume(resume, stack, axes=axes, device=device, val_stack=val_stack,
-                              steps=steps, max_time=max_time)
+                              steps=steps, max_time=max_time, autosave=config.get("autosave"))
     params = dict(method_params or {})
     if cells is not None:
         params["cells"] = cells

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import InputError
+from .errors import B2UError, InputError
+from .io import OME_DTYPES
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -44,14 +45,22 @@ def _train_kwargs(a) -> dict:
 
 def cmd_train(a) -> int:
     from . import api
+    from .files import check_distinct, check_output
     from .io import read_image
 
-    img = read_image(a.input, a.axes)
     out = Path(a.out)
     if out.suffix == "":
         out = out.with_suffix(".b2u")
-    if out.exists() and not a.overwrite:
-        raise InputError(f"{out} exists; choose another --out or pass --overwrite")
+    # Every written path is checked against every read path before any work: --overwrite
+    # replaces earlier outputs, never an input. An autosave may continue the checkpoint it
+    # resumes from; the final model may not replace that checkpoint.
+    inputs = [a.input, a.val, a.resume]
+    check_output(out, inputs, a.overwrite, "--out model")
+    if a.autosave:
+        check_output(a.autosave, [a.input, a.val], a.overwrite, "--autosave checkpoint",
+                     allow=[a.resume] if a.resume else ())
+    check_distinct({"--out": out, "--autosave": a.autosave})
+    img = read_image(a.input, a.axes)
     val = read_image(a.val, a.axes).data if a.val else None
     print(f"training on {a.input}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
     kw = _train_kwargs(a)
@@ -60,7 +69,7 @@ def cmd_train(a) -> int:
     if a.resume:
         kw["resume"] = a.resume
     model = api.train_stack(img.data, axes=img.axes, val_stack=val, progress=not a.quiet, **kw)
-    path = model.save(out)
+    path = _save_model(model, out)
     info = model.info
     print(f"saved {path} ({info['steps']} steps in {info['seconds']:.0f} s, kept the "
           f"{info['chosen']} model; {info['split']})")
@@ -69,17 +78,45 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _save_model(model, out: Path) -> Path:
+    """Save to ``out``; if that fails (disk full, no permission), save to the temporary folder
+    or the home folder instead and say where, so that a long training is never lost."""
+    import tempfile
+
+    from .errors import OutputError
+
+    try:
+        return model.save(out)
+    except OutputError as exc:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for folder in (Path(tempfile.gettempdir()), Path.home()):
+            spare = folder / f"{out.stem}-{stamp}.b2u"
+            try:
+                model.save(spare)
+            except OutputError:
+                continue
+            raise OutputError(f"{exc}. The trained model was saved to {spare} instead; move "
+                              "it where you want it") from exc
+        raise OutputError(f"{exc}. Saving it to {tempfile.gettempdir()} and {Path.home()} "
+                          "failed too: the trained model is lost; free some disk space") from exc
+
+
 def cmd_denoise(a) -> int:
     from . import api
-    from .io import read_image, safe_output_path, write_tiff
+    from .data import check_output_dtype
+    from .files import check_output
+    from .io import check_tiff_dtype, read_image, tiff_dtype_for, write_tiff
 
-    out = safe_output_path(a.input, a.out)
-    if out.exists() and not a.overwrite:
-        raise InputError(f"{out} exists; choose another --out or pass --overwrite")
+    out = check_output(a.out, [a.input, a.model], a.overwrite, "--out image")
+    if a.dtype is not None:
+        check_tiff_dtype(check_output_dtype(a.dtype))  # before any work
     model = api.load(a.model)
     img = read_image(a.input, a.axes)
+    dtype = a.dtype or tiff_dtype_for(img.data.dtype)
+    if np.dtype(dtype) != img.data.dtype and a.dtype is None:
+        print(f"note: OME-TIFF cannot store {img.data.dtype}; writing {np.dtype(dtype).name}")
     t = time.perf_counter()
-    res = model.denoise(img.data, axes=img.axes, output=a.output, dtype=a.dtype,
+    res = model.denoise(img.data, axes=img.axes, output=a.output, dtype=dtype,
                         device=a.device, tile_size=a.tile_size, progress=not a.quiet)
     note = {"denoised_by": "napari-b2u", "model": str(a.model), "method": model.method_name,
             "output": a.output or model.outputs[0], "source": str(a.input)}
@@ -126,6 +163,9 @@ def cmd_demo(a) -> int:
     frames = a.frames or (50 if gpu else 16)
     size = a.size or (512 if gpu else 256)
     outdir = Path(a.out)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"--out {outdir} is a file; the demo writes several files into a "
+                         "folder: give a folder name")
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"napari-b2u demo on {device_info(dev).describe()} (torch {torch.__version__})")
     noisy, clean = fmdd_like_stack(frames, (size, size), seed=a.seed)
@@ -198,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", required=True, help="output OME-TIFF")
     d.add_argument("--axes")
     d.add_argument("--output", help="visible (fast, default) or weighted (best quality, B2U)")
-    d.add_argument("--dtype", help="output dtype (default: the input's)")
+    d.add_argument("--dtype", choices=OME_DTYPES,
+                   help="output pixel type (default: the input's)")
     d.add_argument("--device", default="auto")
     d.add_argument("--tile-size", type=int)
     d.add_argument("--overwrite", action="store_true")
@@ -222,9 +263,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (InputError, ValueError, MemoryError) as exc:
+    except (InputError, ValueError) as exc:  # what the user gave cannot be used
         print(f"napari-b2u: error: {exc}", file=sys.stderr)
         return 2
+    except (B2UError, MemoryError) as exc:  # a write failed, no model, out of memory
+        print(f"napari-b2u: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("napari-b2u: interrupted", file=sys.stderr)
         return 130

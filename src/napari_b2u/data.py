@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InputError
+
 #: Letters an ``axes`` string may use. Y and X are the image plane, C the channel axis; every
 #: other letter (time, z, sample/position, ...) is a batch axis whose entries are 2D samples.
 SAMPLE_AXES = "TZSIQ"
@@ -20,10 +22,6 @@ ALLOWED_AXES = SAMPLE_AXES + "CYX"
 
 #: The smallest image side the library trains on or denoises (the 3x3 masker needs neighbours).
 MIN_SIDE = 4
-
-
-class InputError(ValueError):
-    """Input the library cannot use; the message names the problem and what to do."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +122,10 @@ def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
             f"the image plane is {ny}x{nx} pixels (axes {ax!r}); need at least "
             f"{min_side}x{min_side}. Check the axes string: maybe Y/X are on other dimensions"
         )
+    if isinstance(arr, np.ma.MaskedArray):
+        raise InputError(
+            "the stack is a masked array; denoising needs every pixel's value: fill the masked "
+            "pixels first (e.g. stack.filled(value)) or crop them away")
     if arr.dtype.kind == "f":
         finite = _all_finite(arr)
         if not finite:
@@ -133,7 +135,22 @@ def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
                 f"the stack contains {n_nan} NaN and {n_inf} infinite value(s); replace them "
                 "(e.g. np.nan_to_num) or crop them away before denoising"
             )
+        if arr.dtype.itemsize > 4:
+            big = _max_abs(arr)
+            if big > FLOAT32_MAX:
+                raise InputError(
+                    f"the stack holds values up to {big:.3g}, beyond what float32 (the "
+                    f"network's precision) can hold ({FLOAT32_MAX:.3g}); rescale the data or "
+                    "clip the outliers before denoising")
     return arr, ax
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _max_abs(arr: np.ndarray, chunk: int = 1 << 24) -> float:
+    flat = arr.reshape(-1)
+    return max(float(np.abs(flat[i:i + chunk]).max()) for i in range(0, flat.size, chunk))
 
 
 def _all_finite(arr: np.ndarray, chunk: int = 1 << 24) -> bool:
@@ -218,9 +235,9 @@ class Normalization:
     mode: str = "percentile"
     source_dtype: str = "float32"
 
-    def as_arrays(self, n_channels: int):
-        off = np.asarray(self.offset, np.float32)
-        sc = np.asarray(self.scale, np.float32)
+    def as_arrays(self, n_channels: int, dtype=np.float32):
+        off = np.asarray(self.offset, dtype)
+        sc = np.asarray(self.scale, dtype)
         if off.size != n_channels:
             raise InputError(
                 f"the model was trained on {off.size} channel(s) but this stack has {n_channels}"
@@ -228,13 +245,27 @@ class Normalization:
         return off.reshape(1, -1, 1, 1), sc.reshape(1, -1, 1, 1)
 
     def apply(self, frames: np.ndarray) -> np.ndarray:
-        """(N, C, Y, X) raw -> normalized float32 (a new array; the input is never modified)."""
-        off, sc = self.as_arrays(frames.shape[1])
-        return (frames.astype(np.float32, copy=True) - off) / sc
+        """(N, C, Y, X) raw -> normalized float32 (a new array; the input is never modified).
 
-    def invert(self, frames: np.ndarray) -> np.ndarray:
-        off, sc = self.as_arrays(frames.shape[1])
-        return frames.astype(np.float32, copy=False) * sc + off
+        The offset is removed in float64, frame by frame, before the cast to float32: data far
+        from zero (float64 at 1e9, uint32 near its top) keeps its fine steps. Values float32
+        cannot hold after the scaling are refused (InputError), never turned into inf."""
+        off, sc = self.as_arrays(frames.shape[1], np.float64)
+        out = np.empty(frames.shape, np.float32)
+        for i in range(frames.shape[0]):  # a float64 copy of one frame at a time
+            out[i] = (frames[i:i + 1].astype(np.float64) - off) / sc
+        if not _all_finite(out):
+            raise InputError(
+                "some pixels are too far from the bulk of the image to be represented after "
+                f"normalization (offset {self.offset}, scale {self.scale}); clip the outliers "
+                "(hot pixels?) or rescale the data")
+        return out
+
+    def invert(self, frames: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Normalized -> raw units, computed in float64 and returned as ``dtype`` (float64 keeps
+        the precision of data far from zero; see :func:`output_float`)."""
+        off, sc = self.as_arrays(frames.shape[1], np.float64)
+        return (frames.astype(np.float64) * sc + off).astype(dtype, copy=False)
 
     def to_dict(self) -> dict:
         return {
@@ -300,17 +331,46 @@ def fit_normalization(
     return Normalization(offsets, scales, mode=mode, source_dtype=str(dtype))
 
 
-def cast_output(frames: np.ndarray, dtype) -> np.ndarray:
-    """Cast denormalized float output to ``dtype``; integers are rounded and clipped to range."""
+def output_float(dtype) -> np.dtype:
+    """The float type denoised values are kept in before the cast to ``dtype``: float64 where
+    float32's 24-bit mantissa would lose steps of the output type (float64, 32/64-bit ints)."""
     dtype = np.dtype(dtype)
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        out = np.rint(frames)
-        np.clip(out, info.min, info.max, out=out)
-        return out.astype(dtype)
-    if dtype.kind == "f":
+    wide = (dtype.kind == "f" and dtype.itemsize > 4) or (dtype.kind in "ui" and
+                                                          dtype.itemsize >= 4)
+    return np.dtype(np.float64 if wide else np.float32)
+
+
+def check_output_dtype(dtype) -> np.dtype:
+    """``dtype`` as a numpy dtype the output can take (integer or float), or InputError."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"unknown output dtype {dtype!r}; use e.g. 'uint16' or 'float32'"
+                         ) from None
+    if dt.kind not in "uif" or dt.itemsize > 8:
+        raise InputError(f"cannot write the output as {dt}; use an integer or float dtype "
+                         "(uint8, uint16, int16, uint32, int32, float32, float64)")
+    return dt
+
+
+def cast_output(frames: np.ndarray, dtype) -> np.ndarray:
+    """Cast denormalized float output to ``dtype``; integers are rounded and saturate at the
+    dtype's range (never wrap around), floats keep their values."""
+    dtype = check_output_dtype(dtype)
+    if dtype.kind not in "ui":
         return frames.astype(dtype, copy=False)
-    raise InputError(f"cannot write the output as {dtype}; use an integer or float dtype")
+    info = np.iinfo(dtype)
+    lo, hi = float(info.min), float(info.max)
+    top = hi
+    if int(hi) > info.max:  # 2**63 - 1 is no float64: clip below it, then set the top exactly
+        hi = float(np.nextafter(hi, -np.inf))
+    out = np.rint(frames.astype(np.float64))
+    over = out >= top if hi != top else None
+    np.clip(out, lo, hi, out=out)
+    out = out.astype(dtype)
+    if over is not None:
+        out[over] = info.max
+    return out
 
 
 def warn_dynamic_range(normalized: np.ndarray, stacklevel: int = 3) -> None:
@@ -329,3 +389,21 @@ def informative_frames(frames: np.ndarray) -> np.ndarray:
     """Boolean mask of frames that are not constant (e.g. dropped, all-zero frames)."""
     flat = frames.reshape(frames.shape[0], -1)
     return flat.max(axis=1) > flat.min(axis=1)
+
+
+def data_fingerprint(arr: np.ndarray, axes: str, max_values: int = 1 << 20) -> str:
+    """A cheap identity of a stack: shape, dtype, axes and up to ~1 M values at fixed
+    pseudo-random positions (so other contents, another dtype or transposed frames of the same
+    shape differ; a regular stride could keep hitting the same pixel of every frame)."""
+    import hashlib
+
+    arr = np.asarray(arr)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{arr.shape}|{arr.dtype.str}|{axes}".encode())
+    if arr.size <= max_values:
+        sample = np.ascontiguousarray(arr).reshape(-1)
+    else:
+        idx = np.sort(np.random.default_rng(0).integers(0, arr.size, max_values))
+        sample = arr[np.unravel_index(idx, arr.shape)]
+    h.update(np.ascontiguousarray(sample).tobytes())
+    return h.hexdigest()

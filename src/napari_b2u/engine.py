@@ -22,12 +22,14 @@ from .data import (
     InputError,
     Layout,
     Normalization,
+    data_fingerprint,
     fit_normalization,
     informative_frames,
     validate_stack,
     warn_dynamic_range,
 )
 from .device import amp_dtype, free_memory, is_oom, release_memory, resolve_device
+from .errors import OutputError, TrainingError
 from .losses import lr_factor
 from .methods import Method, get_method
 
@@ -134,6 +136,7 @@ class TrainData:
     normalization: Normalization
     layout: Layout
     split: str  # human-readable description of the hold-out
+    fingerprint: str = ""  # of the raw stack (resume refuses other data)
 
 
 def prepare_data(
@@ -227,7 +230,8 @@ def prepare_data(
             f"patch_size {patch_size} does not fit the {th}x{tw} training region; using {usable}",
             stacklevel=3,
         )
-    return TrainData(frames, train, val, norm, layout, split), usable
+    return TrainData(frames, train, val, norm, layout, split,
+                     data_fingerprint(arr, ax)), usable
 
 
 class CropSampler:
@@ -364,6 +368,7 @@ class Trainer:
         self._preview = (int(preview_frame), preview_region)
         self._preview_now = False
         self._result = None
+        self._finished = False  # _finish ran (with or without a model)
         self._best_state = None
         self._good_state = None
         self.history: list[dict] = []  # validation history: step, val_error
@@ -397,12 +402,18 @@ class Trainer:
             self._preview_now = now
 
     def result(self):
-        """The trained :class:`Denoiser`: trains to the end first if iteration has not run."""
-        if self._result is None:
+        """The trained :class:`Denoiser`: trains to the end first if iteration has not run.
+        Raises :class:`TrainingError` when training ended before its first step (stopped at
+        once, or a time budget too short for one step): there is no model to return."""
+        if self._result is None and not self._finished:
             for _ in self:
                 pass
         if self._result is None:
-            raise RuntimeError("training ended with an error; no model was produced")
+            if self._finished:
+                raise TrainingError(
+                    "training ended before its first step (stopped, or the time budget was too "
+                    "short for one step): there is no trained model. Train longer")
+            raise TrainingError("training ended with an error; no model was produced")
         return self._result
 
     # ---- internals ---------------------------------------------------------------------------
@@ -541,7 +552,11 @@ class Trainer:
         return res
 
     def _finish(self):
+        self._finished = True
         step = self.step
+        if step == 0:  # nothing was learned: a random network is not a model
+            self._result = None
+            return
         chosen, state = "last", None
         if self.val is not None and step > 0:
             if not self.history or self.history[-1]["step"] != step:
@@ -608,26 +623,34 @@ class Trainer:
                            if self.method.generator is not None else None),
             "rng_device": self.device.type,
             "data": {"axes": lay.axes, "shape": list(lay.shape),
-                     "dtype": self.data.normalization.source_dtype},
+                     "dtype": self.data.normalization.source_dtype,
+                     "fingerprint": self.data.fingerprint},
         }
         return ck
 
+    def _autosave(self) -> str | None:
+        """Write the autosave; a failure (disk full, ...) is said and training goes on."""
+        try:
+            self.save_checkpoint(self.config.autosave)
+        except OutputError as exc:
+            return self._note(f"autosave failed ({exc}); training goes on without it")
+        return None
+
     def save_checkpoint(self, path) -> None:
         """Write :meth:`checkpoint` atomically (the previous file stays until it is complete)."""
-        import os
-        from pathlib import Path
+        from .files import atomic_write
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.checkpoint(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "the autosave checkpoint") as tmp:
+            torch.save(self.checkpoint(), tmp)
 
     @classmethod
     def resume(cls, checkpoint, stack, axes: str | None = None, device="auto", val_stack=None,
-               steps: int | None = None, max_time: float | None = None, **changes) -> Trainer:
+               steps: int | None = None, max_time: float | None = None,
+               autosave: str | None = None, **changes) -> Trainer:
         """Continue training from an autosaved checkpoint (a path or a loaded dict) on the same
-        stack. ``steps``/``max_time`` may extend the budget; other settings come from the file."""
+        stack. ``steps``/``max_time`` may extend the budget; other settings come from the file.
+        ``autosave``: where to keep autosaving this time (None: nowhere — the path stored in
+        the checkpoint is never written unless given again)."""
         from .inference import read_checkpoint
 
         ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
@@ -640,6 +663,7 @@ class Trainer:
             cfg.steps = steps
         if max_time is not None:
             cfg.max_time = max_time
+        cfg.autosave = autosave
         for k, v in changes.items():
             setattr(cfg, k, v)
         cfg.normalization = Normalization.from_dict(ck["normalization"])
@@ -650,6 +674,12 @@ class Trainer:
                 f"this checkpoint was trained on a stack of shape {tuple(tr['data']['shape'])} "
                 f"(axes {tr['data']['axes']}); the stack given has shape {tuple(arr.shape)}. "
                 "Resume with the same data")
+        stored = tr["data"].get("fingerprint")
+        if stored is not None and stored != data_fingerprint(arr, axes):
+            raise InputError(
+                "this checkpoint was trained on other data: the stack given has the same shape "
+                f"{tuple(arr.shape)} but different values, dtype or orientation. Resume with "
+                "the stack it was trained on, or start a new training")
         trainer = cls(stack, axes=axes, config=cfg, device=device, val_stack=val_stack)
         trainer._restore(tr)
         return trainer
@@ -796,7 +826,7 @@ class Trainer:
                         self._best_state = self._snapshot()
                         self._best_val = err
                 if cfg.autosave and now - last_save >= cfg.autosave_every:
-                    self.save_checkpoint(cfg.autosave)
+                    message = self._autosave() or message
                     last_save = time.perf_counter()
                 previews = None
                 if cfg.preview_every and (step % cfg.preview_every == 0 or self._preview_now):
@@ -810,17 +840,18 @@ class Trainer:
             self._cleanup()
             raise
         self.elapsed = time.perf_counter() - t0
-        if cfg.autosave:
-            self.save_checkpoint(cfg.autosave)
+        if cfg.autosave and self.step > 0:
+            self._autosave()
         self._finish()
         stopped = self._stop.is_set() and (cfg.steps is None or self.step < cfg.steps)
         p = self._progress(self.step, self.elapsed)
         self._sched = method.schedule(p)
         previews = self._previews_safe(self._sched) if cfg.preview_every else None
         self._cleanup()
-        yield self._event(previews=previews, done=True, stopped=stopped,
-                          message=f"kept the {self._result.info['chosen']} model "
-                                  f"after {self.step} steps")
+        done_msg = (f"kept the {self._result.info['chosen']} model after {self.step} steps"
+                    if self._result is not None else
+                    "stopped before the first step: there is no model")
+        yield self._event(previews=previews, done=True, stopped=stopped, message=done_msg)
 
     def _cleanup(self) -> None:
         """Free the GPU: whatever ended the run (done, stop, error), nothing stays held."""

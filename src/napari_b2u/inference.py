@@ -7,14 +7,22 @@ network config and weights, and the normalization fitted on the training stack.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .data import InputError, Layout, Normalization, cast_output, validate_stack
+from .data import (
+    Layout,
+    Normalization,
+    cast_output,
+    check_output_dtype,
+    output_float,
+    validate_stack,
+)
+from .errors import InputError
+from .files import atomic_write
 from .device import is_oom, release_memory, resolve_device
 from .methods import get_method
 
@@ -145,7 +153,7 @@ class Denoiser:
                 f"{layout.n_channels} (axes {ax!r}); check the axes string"
             )
         output = self._method.check_output(output)
-        out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
+        out_dtype = check_output_dtype(dtype) if dtype is not None else arr.dtype
         dev = resolve_device(device)
         model = self.model(dev)
         raw = layout.to_frames(arr)
@@ -162,7 +170,7 @@ class Denoiser:
         if batch_size is None:
             budget = PIXEL_BUDGET.get(dev.type, PIXEL_BUDGET["cpu"])
             batch_size = max(1, budget // (th * tw * copies))
-        result = np.empty((n, c, h, w), np.float32)
+        result = np.empty((n, c, h, w), output_float(out_dtype))
         yield 0, n
         i = 0
         try:
@@ -197,7 +205,7 @@ class Denoiser:
                     warnings.warn(f"out of memory: retrying with batch {batch_size}, tile {tile}",
                                   stacklevel=2)
                     continue
-                result[i:i + b] = self.normalization.invert(y)
+                result[i:i + b] = self.normalization.invert(y, result.dtype)
                 i += b
                 yield i, n
         finally:
@@ -255,10 +263,8 @@ class Denoiser:
         path = Path(path)
         if path.suffix == "":
             path = path.with_suffix(".b2u")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part")
-        torch.save(self.to_checkpoint(), tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "the model") as tmp:
+            torch.save(self.to_checkpoint(), tmp)
         return path
 
     @classmethod

@@ -8,7 +8,7 @@ writers produce OME-TIFF that keeps them and records which model made the output
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SAMPLE_AXES, InputError
+from .data import SAMPLE_AXES
+from .errors import InputError
+from .files import atomic_write
 
 
 @dataclass
@@ -61,6 +63,10 @@ def _to_um(value, unit: str | None, where: str) -> float | None:
     if factor is None:
         warnings.warn(f"{where}: pixel size unit {unit!r} is not a length unit I know; the "
                       "pixel size is not kept", stacklevel=3)
+        return None
+    if not (math.isfinite(v) and v > 0):
+        warnings.warn(f"{where}: pixel size {value!r} is not a positive number; it is not kept",
+                      stacklevel=3)
         return None
     return v * factor
 
@@ -226,9 +232,9 @@ def write_tiff(path, data: np.ndarray, axes: str, pixel_size: dict | None = None
     import tifffile
 
     path = Path(path)
+    check_tiff_dtype(data.dtype)
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; choose another output name (or pass overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ome_axes = axes.upper().replace("S", "Q").replace("I", "Q")
     meta: dict = {"axes": ome_axes}
     for ax, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ")):
@@ -237,19 +243,30 @@ def write_tiff(path, data: np.ndarray, axes: str, pixel_size: dict | None = None
             meta[key + "Unit"] = "µm"  # explicit, though it is OME's default
     if note:
         meta["Description"] = json.dumps(note, default=str)
-    tmp = path.with_name(path.name + ".part")
-    tifffile.imwrite(tmp, data, ome=True, metadata=meta, photometric="minisblack")
-    os.replace(tmp, path)
+    with atomic_write(path, "the image") as tmp:
+        tifffile.imwrite(tmp, data, ome=True, metadata=meta, photometric="minisblack")
     return path
 
 
-def safe_output_path(inp, out) -> Path:
-    """Refuse to write over the input file: the raw data is never lost."""
-    out = Path(out)
-    if inp is not None and out.exists() and Path(inp).exists() and out.resolve() == Path(
-            inp).resolve():
-        raise InputError(f"the output {out} is the input file; choose another name")
-    return out
+#: pixel types OME-TIFF can hold (no float16, no 64-bit integers)
+OME_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+def check_tiff_dtype(dtype) -> np.dtype:
+    """Refuse, before any work, a pixel type OME-TIFF cannot store."""
+    dt = np.dtype(dtype)
+    if dt.name not in OME_DTYPES and dt != np.bool_:
+        raise InputError(f"OME-TIFF cannot store {dt.name} pixels; choose one of "
+                         f"{', '.join(OME_DTYPES)} (e.g. --dtype float32)")
+    return dt
+
+
+def tiff_dtype_for(dtype) -> np.dtype:
+    """The input's dtype when OME-TIFF can store it, else the float that holds it."""
+    dt = np.dtype(dtype)
+    if dt.name in OME_DTYPES:
+        return dt
+    return np.dtype(np.float64 if dt.itemsize >= 8 else np.float32)
 
 
 def sanitize_name(name: str) -> str:
