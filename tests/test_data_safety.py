@@ -22,7 +22,7 @@ DEN_ARGS = ["--device", "cpu", "-q"]
 
 @pytest.fixture
 def tiny_preset(monkeypatch):
-    from napari_b2u.engine import PRESETS
+    from napari_b2u.config import PRESETS
 
     monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
 

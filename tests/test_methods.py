@@ -178,7 +178,8 @@ def test_method_trains_denoises_and_roundtrips(name, small_stack, tmp_path):
                             callback=events.append, **TINY)
     meth = get_method(name)
     prev = [e.previews for e in events if e.previews][0]
-    assert set(meth.preview_names) <= set(prev)
+    assert set(meth.preview_names) <= set(prev.images)
+    assert set(prev.spreads) == set(meth.spread_previews)
     assert set(events[-1].terms) == set(meth.loss_terms)
     out = model.denoise(noisy, dtype="float32")
     assert out.shape == noisy.shape and np.isfinite(out).all()

@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from napari_b2u import api
-from napari_b2u.engine import CropSampler, TrainConfig, Trainer
+from napari_b2u.config import TrainConfig
+from napari_b2u.engine import Trainer
+from napari_b2u.sampling import CropSampler
 
 from .conftest import TINY, TINY_T, mean_psnr
 
@@ -21,8 +23,8 @@ def test_short_training_raises_psnr(small_stack):
 def test_events_report_progress_and_previews(small_stack):
     noisy, _ = small_stack
     events = []
-    api.train_stack(noisy, steps=12, preview_every=5, val_every=4, callback=events.append,
-                    **TINY)
+    api.train_stack(noisy, steps=12, preview_every=5, preview_seconds=0, val_every=4,
+                    callback=events.append, **TINY)
     steps = [e.step for e in events if not e.done]
     assert steps == list(range(1, 13))
     last = events[-1]
@@ -30,17 +32,19 @@ def test_events_report_progress_and_previews(small_stack):
     assert all(e.total_steps == 12 for e in events)
     assert all(e.loss is not None and e.loss > 0 for e in events)
     assert set(events[0].terms) == {"loss", "revisible", "regularizer"}
-    assert events[0].lam == pytest.approx(2.0)
+    assert events[0].schedule == pytest.approx(2.0) == events[0].lam  # lam: the old name
     lrs = [e.lr for e in events]
     assert lrs[0] > lrs[-2]  # halved along the way
     assert [e.step for e in events if e.validated] == [4, 8, 12]
     with_prev = [e for e in events if e.previews]
     assert [e.step for e in with_prev[:2]] == [5, 10]
     pv = with_prev[0].previews
-    assert {"input", "blind", "visible", "weighted"} <= set(pv)
-    assert pv["visible"].shape == (1, 64, 64) and pv["visible"].dtype == np.float32
+    assert pv.frame == 0 and pv.region == (0, 0, 64, 64)
+    assert {"input", "blind", "visible", "weighted"} <= set(pv.images)
+    assert pv.images["visible"].shape == (1, 64, 64)
+    assert pv.images["visible"].dtype == np.float32
     # previews are in the input's units (0..255 here), not normalized
-    assert pv["input"].max() > 20
+    assert pv.images["input"].max() > 20
     assert last.previews is not None  # final preview of the kept model
 
 
@@ -103,7 +107,7 @@ def test_time_budget(small_stack, monkeypatch):
     assert clock[-2] < 2.0 <= clock[-1] and len(clock) == model.info["steps"]
     assert events[-1].progress == 1.0
     # λ ramps with the fraction of time used
-    assert events[-2].lam > 2.0
+    assert events[-2].schedule > 2.0
 
 
 def test_validation_keeps_best_model(small_stack):
@@ -178,7 +182,7 @@ def test_sampler_augmentation_is_a_dihedral_transform():
 
 
 def test_config_presets_follow_device():
-    from napari_b2u.engine import PRESETS, resolve_config
+    from napari_b2u.config import PRESETS, resolve_config
 
     cfg = resolve_config(TrainConfig(), torch.device("cpu"))
     assert cfg.width == PRESETS["cpu"]["width"] and cfg.patch_size == PRESETS["cpu"]["patch_size"]
@@ -200,7 +204,7 @@ def test_training_length_in_epochs(small_stack):
     assert events[-1].total_steps == expected
     with pytest.raises(ValueError, match="steps or as epochs"):
         api.make_trainer(noisy, steps=5, epochs=1, **TINY_T)
-    with pytest.raises(ValueError, match="epochs must be"):
+    with pytest.raises(ValueError, match="epochs=0 is not allowed: it must be a number > 0"):
         api.make_trainer(noisy, epochs=0, **TINY_T)
 
 

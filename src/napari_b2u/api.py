@@ -12,54 +12,40 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .data import InputError
+from .config import PRESETS, TrainConfig, build_config
 from .device import available_devices, device_info
-from .engine import PRESETS, TrainConfig, Trainer, TrainEvent
+from .engine import Trainer, TrainEvent
+from .errors import InputError
 from .inference import Denoiser
 from .methods import method_names
 
 __all__ = [
     "train_stack", "denoise_stack", "load", "make_trainer", "Denoiser", "Trainer", "TrainConfig",
     "TrainEvent", "InputError", "available_devices", "device_info", "method_names", "PRESETS",
+    "build_config",
 ]
 
 
 def make_trainer(
     stack,
     axes: str | None = None,
-    method: str = "b2u",
-    steps: int | None = None,
-    max_time: float | None = None,
-    patch_size: int | None = None,
-    batch_size: int | None = None,
-    cells: int | None = None,
-    lr: float | None = None,
+    method: str | None = None,
     device: str = "auto",
     val_stack=None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    width: int | None = None,
-    depth: int | None = None,
-    compile: bool | None = None,
-    amp: bool | None = None,
-    preview_every: int | None = None,
     preview_frame: int = 0,
-    method_params: dict | None = None,
     resume=None,
-    **config,
+    **options,
 ) -> Trainer:
     """A :class:`Trainer` ready to iterate (the GUI uses this; scripts usually want
-    :func:`train_stack`). Arguments as in :func:`train_stack`."""
+    :func:`train_stack`). ``options`` as in :func:`train_stack`; they are checked by
+    :func:`~napari_b2u.config.build_config` before any data is touched."""
     if resume is not None:  # continue an autosaved run; its settings come from the file
+        options = dict(options)
         return Trainer.resume(resume, stack, axes=axes, device=device, val_stack=val_stack,
-                              steps=steps, max_time=max_time, autosave=config.get("autosave"))
-    params = dict(method_params or {})
-    if cells is not None:
-        params["cells"] = cells
-    cfg = TrainConfig(method=method, steps=steps, max_time=max_time, patch_size=patch_size,
-                      batch_size=batch_size, lr=lr, width=width, depth=depth,
-                      method_params=params, val_fraction=val_fraction, seed=seed,
-                      compile=compile, amp=amp, preview_every=preview_every, **config)
+                              steps=options.pop("steps", None),
+                              max_time=options.pop("max_time", None),
+                              autosave=options.pop("autosave", None), method=method, **options)
+    cfg = build_config(method or "b2u", **options)
     return Trainer(stack, axes=axes, config=cfg, device=device, val_stack=val_stack,
                    preview_frame=preview_frame)
 
@@ -67,53 +53,48 @@ def make_trainer(
 def train_stack(
     stack,
     axes: str | None = None,
-    method: str = "b2u",
+    method: str | None = None,
     steps: int | None = None,
     max_time: float | None = None,
-    patch_size: int | None = None,
-    batch_size: int | None = None,
-    cells: int | None = None,
-    lr: float | None = None,
     device: str = "auto",
     callback: Callable[[TrainEvent], bool | None] | None = None,
     progress: bool = True,
     val_stack=None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    **kwargs,
+    resume=None,
+    **options,
 ) -> Denoiser:
     """Train a self-supervised denoiser on ``stack`` itself and return it.
 
     stack: array-like (numpy, memmap, dask) laid out as ``axes`` — 'YX', 'TYX', 'ZYX', 'CYX',
         'TCZYX', ... (default 'YX' for 2D, 'TYX' for 3D). Every frame of every non-channel axis
         is a training sample; channels are denoised jointly by one network.
-    method: 'b2u' (Blind2Unblind) or another name from :func:`method_names`.
+    method: 'b2u' (Blind2Unblind, the default) or another name from :func:`method_names`.
     steps / max_time: training length as a number of steps, or a time budget in seconds (the
         λ and learning-rate schedules then follow the fraction of the budget used). Or
         ``epochs=``: passes over the training pixels (steps = epochs × training pixels /
         (batch × patch²)). With a time budget as well, whichever ends first stops training.
-    patch_size, batch_size, cells (B2U's s), lr, width, depth: ``None`` takes the device preset
-        (``PRESETS``: full reference-size network on a GPU, a lighter one on CPU).
     device: 'auto', 'cuda', 'cuda:1', 'mps' or 'cpu'.
     callback: called with every :class:`TrainEvent`; return ``False`` to stop training early
         (the best model so far is kept).
-    val_stack / val_fraction: a separate validation stack, or the fraction of frames (or, for
-        fewer than 5 frames, of each frame's area) held out; the model with the lowest
-        self-supervised validation error is returned.
-    autosave / autosave_every: a checkpoint path rewritten every ``autosave_every`` seconds
-        (default 300) and at the end; ``api.load`` reads it as a model, and
-        ``resume=path`` continues training from it on the same stack.
+    val_stack: a separate validation stack; by default ``val_fraction`` (0.1) of the frames
+        (or, for fewer than 5 frames, of each frame's area) is held out. The model with the
+        lowest self-supervised validation error is returned.
+    resume: continue from an autosave of the same stack (its settings come from the file;
+        ``steps``/``max_time`` may extend it, ``autosave`` keep saving).
+    options: any setting of :class:`~napari_b2u.config.TrainConfig` (``epochs``,
+        ``patch_size``, ``batch_size``, ``lr``, ``width``, ``depth``, ``val_fraction``,
+        ``seed``, ``compile``, ``amp``, ``autosave``, ``autosave_every``, ...; None takes the
+        device preset, see ``PRESETS``) or a parameter of the method (B2U: ``cells``, ...;
+        ``Method.parameters``). Every value is checked before training starts.
     """
-    trainer = make_trainer(stack, axes=axes, method=method, steps=steps, max_time=max_time,
-                           patch_size=patch_size, batch_size=batch_size, cells=cells, lr=lr,
-                           device=device, val_stack=val_stack, val_fraction=val_fraction,
-                           seed=seed, **kwargs)
+    trainer = make_trainer(stack, axes=axes, method=method, device=device, val_stack=val_stack,
+                           resume=resume, steps=steps, max_time=max_time, **options)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=trainer.config.steps or 100, desc=f"train {method}", unit="step"
-                   if trainer.config.steps else "%")
+        bar = tqdm(total=trainer.config.steps or 100, desc=f"train {trainer.method.name}",
+                   unit="step" if trainer.config.steps else "%")
     try:
         for ev in trainer:
             if bar is not None:

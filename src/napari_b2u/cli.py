@@ -12,35 +12,55 @@ import numpy as np
 from .errors import B2UError, InputError
 from .io import OME_DTYPES
 
+#: TrainConfig fields the CLI offers as --options (the others are set by dedicated arguments
+#: or are not for the command line)
+_SKIP_FIELDS = ("method", "autosave", "preview_every", "amp")
+
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from .methods import method_names
+    """Training options, generated from the settings' own descriptions (config.FIELDS and each
+    method's parameters): names, types and help are written once, in the core."""
+    from .config import FIELDS
+    from .methods import get_method, method_names
 
     p.add_argument("--method", default="b2u", choices=method_names())
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help="training steps (default: device preset)")
-    length.add_argument("--epochs", type=float,
-                        help="training length in passes over the training pixels, not steps")
-    p.add_argument("--max-time", type=float, help="time budget in seconds instead of steps")
-    p.add_argument("--patch-size", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--cells", type=int, help="B2U masker cell size s (s x s cells)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    for name, spec in FIELDS.items():
+        if not spec.user or name in _SKIP_FIELDS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if spec.kind is bool:
+            p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                           default=None, help=spec.help)
+        else:
+            p.add_argument(flag, dest=name, type=spec.kind, default=None,
+                           help=f"{spec.help} ({spec.allowed()})")
+    shared: dict = {}
+    for m in method_names():
+        for spec in get_method(m).user_params():
+            shared.setdefault(spec.name, (spec, []))[1].append(m)
+    for name, (spec, owners) in shared.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=spec.kind, default=None,
+                       help=f"{', '.join(owners)}: {spec.help} ({spec.allowed()})")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="any other parameter of the method (see `napari-b2u info`)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
 
 
 def _train_kwargs(a) -> dict:
-    kw = dict(method=a.method, steps=a.steps, max_time=a.max_time, patch_size=a.patch_size,
-              batch_size=a.batch_size, cells=a.cells, lr=a.lr, val_fraction=a.val_fraction,
-              seed=a.seed, device=a.device)
-    if a.epochs is not None:
-        kw["epochs"] = a.epochs
-    if a.no_compile:
-        kw["compile"] = False
-    return kw
+    """The options given on the command line, for api.train_stack -> build_config (the one
+    mapping): flags left out stay out, so the presets and defaults decide."""
+    from .config import FIELDS
+    from .methods import get_method, method_names
+
+    names = {n for n, spec in FIELDS.items() if spec.user and n not in _SKIP_FIELDS}
+    names |= {spec.name for m in method_names() for spec in get_method(m).user_params()}
+    kw = {n: getattr(a, n) for n in sorted(names) if getattr(a, n, None) is not None}
+    for item in a.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param {item!r}: write NAME=VALUE, e.g. --param lambda_end=10")
+        kw[key.strip().replace("-", "_")] = value.strip()
+    return {"method": a.method, "device": a.device, **kw}
 
 
 def cmd_train(a) -> int:
@@ -66,7 +86,8 @@ def cmd_train(a) -> int:
     kw = _train_kwargs(a)
     if a.autosave:
         kw.update(autosave=a.autosave, autosave_every=a.autosave_every)
-    if a.resume:
+    if a.resume:  # the settings come from the checkpoint: only the length and autosave
+        kw = {k: v for k, v in kw.items() if k in ("steps", "max_time", "autosave", "device")}
         kw["resume"] = a.resume
     model = api.train_stack(img.data, axes=img.axes, val_stack=val, progress=not a.quiet, **kw)
     path = _save_model(model, out)
@@ -168,7 +189,7 @@ def cmd_demo(a) -> int:
                          "folder: give a folder name")
     outdir.mkdir(parents=True, exist_ok=True)
     print(f"napari-b2u demo on {device_info(dev).describe()} (torch {torch.__version__})")
-    noisy, clean = fmdd_like_stack(frames, (size, size), seed=a.seed)
+    noisy, clean = fmdd_like_stack(frames, (size, size), seed=a.seed or 0)
     print(f"sample: {frames} noisy frames of {size}x{size}, uint8, Poisson-Gaussian noise")
     model = api.train_stack(noisy, axes="TYX", progress=not a.quiet, **_train_kwargs(a))
     t = time.perf_counter()
@@ -198,15 +219,19 @@ def cmd_info(a) -> int:
     import torch
 
     from . import __version__
+    from .config import PRESETS
     from .device import available_devices, device_info
-    from .engine import PRESETS
-    from .methods import method_titles
+    from .methods import get_method, method_names
 
     print(f"napari-b2u {__version__}, torch {torch.__version__}")
     for d in available_devices():
         print("  device", device_info(d).describe())
-    for k, v in method_titles().items():
-        print(f"  method {k}: {v}")
+    for k in method_names():
+        m = get_method(k)
+        print(f"  method {k}: {m.title}; outputs: " + "; ".join(
+            f"{o} — {m.describe(o)}" for o in m.outputs))
+        for spec in m.parameters:
+            print(f"    {spec.name} = {spec.default!r}: {spec.help} ({spec.allowed()})")
     for k, v in PRESETS.items():
         print(f"  preset {k}: steps {v['steps']}, patch {v['patch_size']}, batch "
               f"{v['batch_size']}, width {v['width']}, depth {v['depth']}, lr {v['lr']}")

@@ -28,16 +28,34 @@ MIN_SIDE = 4
 # axes
 
 
-def default_axes(ndim: int) -> str:
-    """The axes string assumed for an array of ``ndim`` dimensions when none is given."""
+def default_axes(ndim: int, guess: bool = False) -> str:
+    """The axes string assumed for an array of ``ndim`` dimensions when none is given: 'YX' and
+    'TYX'. More dimensions are ambiguous (channels? z?): an InputError asks for axes, unless
+    ``guess`` — then every leading axis is a sample axis ('TZYX', 'TZSYX', ...), a safe
+    proposal for a user to edit (it never mixes channels into one network input by guess)."""
     if ndim == 2:
         return "YX"
-    if ndim == 3:
-        return "TYX"
+    if ndim == 3 or (guess and 3 <= ndim <= len(SAMPLE_AXES) + 2):
+        return SAMPLE_AXES[: ndim - 2] + "YX"
     raise InputError(
         f"a {ndim}D array needs an explicit axes string (e.g. axes='TZYX' or 'TCYX'); "
         "only 2D (YX) and 3D (TYX) arrays have a default"
     )
+
+
+def axes_notes(shape, axes: str, guessed: bool = False) -> list[str]:
+    """Warnings about an axes choice that is valid but probably wrong: implausibly many
+    channels, or a guessed stack of very few frames that may be channels."""
+    notes = []
+    ax = axes.upper()
+    if "C" in ax and shape[ax.index("C")] > 16:
+        n = shape[ax.index("C")]
+        notes.append(f"axes {ax!r} make {n} channels; fluorescence data rarely has more than a "
+                     "few: is C on the right axis?")
+    if guessed and len(shape) >= 3 and ax[0] in SAMPLE_AXES and 1 < shape[0] <= 4:
+        notes.append(f"the first axis (size {shape[0]}) is read as {shape[0]} frames ({ax[0]}); "
+                     f"if these are channels, use axes 'C{ax[1:]}'")
+    return notes
 
 
 def parse_axes(axes: str | None, ndim: int) -> str:
@@ -101,6 +119,29 @@ def check_dtype(arr: np.ndarray) -> None:
         )
 
 
+def single_channel_of_rgb(rgb: np.ndarray) -> tuple[np.ndarray, str] | None:
+    """The one channel a colour-mapped RGB(A) image (…, 3|4) really holds, and a note saying
+    so — a grey image saved as RGB (R = G = B) or a single-colour lookup table (only one of
+    R, G, B non-zero, as Fiji exports and published figures often are). None for true colour.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim < 3 or rgb.shape[-1] not in (3, 4):
+        return None
+    if rgb.shape[-1] == 4:
+        alpha = rgb[..., 3]
+        if alpha.size and alpha.min() != alpha.max():
+            return None  # varying transparency: not a plain colour-mapped intensity image
+    planes = [rgb[..., i] for i in range(3)]
+    if np.array_equal(planes[0], planes[1]) and np.array_equal(planes[1], planes[2]):
+        return planes[0], "the RGB image is grey (R = G = B): using one of its channels"
+    lit = [i for i in range(3) if planes[i].any()]
+    if len(lit) == 1:
+        name = ("red", "green", "blue")[lit[0]]
+        return planes[lit[0]], (f"the RGB image holds one colour channel ({name}, the others "
+                                "are zero): using it as the intensities")
+    return None
+
+
 def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
     """Check a user's stack and return ``(array, axes)``; raise :class:`InputError` if unusable."""
     arr = as_array(stack)
@@ -110,10 +151,13 @@ def validate_stack(stack, axes: str | None = None, min_side: int = MIN_SIDE):
     if arr.ndim < 2:
         raise InputError(f"need at least a 2D image, got an array of shape {arr.shape}")
     if axes is None and arr.ndim == 3 and arr.shape[-1] in (3, 4) and min(arr.shape[:2]) > 8:
+        hint = (" It holds only one channel: pass that one (napari_b2u.data."
+                "single_channel_of_rgb finds it)." if single_channel_of_rgb(arr) else "")
         raise InputError(
             f"the array of shape {arr.shape} looks like an RGB(A) image (last axis of size "
             f"{arr.shape[-1]}); fluorescence channels are denoised with axes='YXC' (jointly), "
-            "or pass one channel; if it really is a stack of 3-pixel-wide frames, give axes"
+            "or pass one channel; if it really is a stack of 3-pixel-wide frames, give axes."
+            + hint
         )
     ax = parse_axes(axes, arr.ndim)
     ny, nx = arr.shape[ax.index("Y")], arr.shape[ax.index("X")]

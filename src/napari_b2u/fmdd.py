@@ -12,25 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import InputError
+from .errors import InputError
+from .images import Image, read_png
 
 TEST_VIEW = "19"
 
 
 def _view_key(p: Path):
     return (0, int(p.name)) if p.name.isdigit() else (1, p.name)
-
-
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "I;16", "I", "F"):
-                im = im.convert("L")
-            return np.asarray(im)
-    except OSError as exc:
-        raise InputError(f"{path} could not be read as an image: {exc}") from exc
 
 
 def is_set_folder(path) -> bool:
@@ -71,9 +60,9 @@ def load_view(set_dir, view: str, max_frames: int | None = None) -> View:
         raise InputError(f"{set_dir / 'raw' / view} holds no PNG frames")
     if max_frames:
         files = files[:max_frames]
-    noisy = np.stack([_read_png(f) for f in files])
+    noisy = np.stack([read_png(f, grey=True) for f in files])
     gt_path = set_dir / "gt" / view / "avg50.png"
-    gt = _read_png(gt_path) if gt_path.exists() else None
+    gt = read_png(gt_path, grey=True) if gt_path.exists() else None
     return View(view, noisy, gt)
 
 
@@ -92,8 +81,6 @@ def split_views(set_dir, test_view: str = TEST_VIEW):
 
 def read_fmdd_folder(path):
     """All raw frames of one FMDD set as an Image with axes 'STYX' (view, frame, Y, X)."""
-    from .io import Image
-
     sets = list_sets(path)
     if len(sets) > 1:  # one model per set: the sets are different samples and microscopes
         names = ", ".join(p.name for p in sets[:6]) + (", …" if len(sets) > 6 else "")

@@ -21,13 +21,18 @@ from .data import (
     output_float,
     validate_stack,
 )
+from .device import is_oom, release_memory, resolve_device
 from .errors import InputError
 from .files import atomic_write
-from .device import is_oom, release_memory, resolve_device
 from .methods import get_method
-
-MODEL_FORMAT = "napari-b2u-model"
-MODEL_VERSION = 1
+from .modelfile import (
+    MODEL_FORMAT,
+    MODEL_VERSION,
+    check_checkpoint,
+    jsonable,
+    read_checkpoint,
+    weights_checksum,
+)
 
 #: pixels per network input batch (frames x copies x H x W), by device type. On CPU, batching
 #: gains little and a batch is what a cancel waits for: 1 MP is ~3 s on 2 cores (CPU preset net)
@@ -232,19 +237,11 @@ class Denoiser:
                 yield
         return out
 
-    def _predict_tiled(self, model, x: np.ndarray, output: str, dev, tile: int, overlap: int):
-        """All tiles at once (see :meth:`_predict_tiles`)."""
-        gen = self._predict_tiles(model, x, output, dev, tile, overlap)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
-
     # ---- files ------------------------------------------------------------------------------
     def to_checkpoint(self) -> dict:
         from . import __version__
 
+        state = {k: v.detach().cpu() for k, v in self.state_dict.items()}
         return {
             "format": MODEL_FORMAT,
             "version": MODEL_VERSION,
@@ -253,13 +250,15 @@ class Denoiser:
             "method_params": self.method_params,
             "model_config": self.model_config,
             "normalization": self.normalization.to_dict(),
-            "info": _jsonable(self.info),
-            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+            "info": jsonable(self.info),
+            "state_dict": state,
+            "weights_sha256": weights_checksum(state),
         }
 
     def save(self, path) -> Path:
         """Write the model file (weights, config, normalization). Writes atomically: an
-        existing file is replaced only once the new one is complete."""
+        existing file is replaced only once the new one is complete; a failure leaves nothing
+        behind and raises :class:`~napari_b2u.errors.OutputError`."""
         path = Path(path)
         if path.suffix == "":
             path = path.with_suffix(".b2u")
@@ -269,71 +268,19 @@ class Denoiser:
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, source: str = "the model") -> Denoiser:
+        """A Denoiser from a loaded model file, every field checked first (InputError)."""
         if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
             raise InputError(f"{source} is not a napari-b2u model file")
-        version = ckpt.get("version")
-        if not isinstance(version, int) or version > MODEL_VERSION:
-            raise InputError(
-                f"{source} was written by a newer napari-b2u (model format {version}, this "
-                f"version reads up to {MODEL_VERSION}); upgrade napari-b2u to load it"
-            )
-        from .methods import method_names
-
-        if ckpt.get("method") not in method_names():
-            raise InputError(
-                f"{source} was trained with method {ckpt.get('method')!r}, which this version "
-                f"of napari-b2u does not have (it has {', '.join(method_names())}); upgrade "
-                "napari-b2u to use it")
-        try:
-            return cls(
-                method=ckpt["method"],
-                method_params=ckpt["method_params"],
-                model_config=ckpt["model_config"],
-                state_dict=ckpt["state_dict"],
-                normalization=Normalization.from_dict(ckpt["normalization"]),
-                info=ckpt.get("info", {}),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{source} is damaged or incomplete: {exc}") from exc
+        check_checkpoint(ckpt, source)
+        return cls(
+            method=ckpt["method"],
+            method_params=ckpt["method_params"],
+            model_config=ckpt["model_config"],
+            state_dict=ckpt["state_dict"],
+            normalization=Normalization.from_dict(ckpt["normalization"]),
+            info=ckpt.get("info", {}),
+        )
 
     @classmethod
     def load(cls, path) -> Denoiser:
-        ckpt = read_checkpoint(path)
-        den = cls.from_checkpoint(ckpt, source=str(path))
-        try:
-            den.model("cpu")  # fail now, with a clear message, if weights do not fit the config
-        except RuntimeError as exc:
-            raise InputError(f"{path} holds weights that do not match its network: {exc}") from exc
-        den._model = None
-        return den
-
-
-def read_checkpoint(path) -> dict:
-    """Load a model/checkpoint file safely (``weights_only``: it can never run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"no model file at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a readable model"
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise InputError(
-            f"{path} is not a readable napari-b2u model file ({type(exc).__name__}: {first})"
-        ) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
-        raise InputError(f"{path} is not a napari-b2u model file")
-    return ckpt
-
-
-def _jsonable(obj):
-    """Plain types only, so that ``torch.load(weights_only=True)`` accepts the file."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
-        return obj.item() if isinstance(obj, np.generic) else obj
-    return str(obj)
-
+        return cls.from_checkpoint(read_checkpoint(path), source=str(path))

@@ -12,36 +12,39 @@ import math
 import re
 import warnings
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .data import SAMPLE_AXES
+from .data import SAMPLE_AXES, default_axes, single_channel_of_rgb
 from .errors import InputError
 from .files import atomic_write
-
-
-@dataclass
-class Image:
-    data: np.ndarray
-    axes: str
-    pixel_size: dict = field(default_factory=dict)  # e.g. {"X": 0.1, "Y": 0.1, "Z": 0.5} (µm)
-    metadata: dict = field(default_factory=dict)
-    path: str | None = None
+from .fmdd import is_fmdd_folder, read_fmdd_folder
+from .images import Image, read_png
 
 
 def _normalize_axes(axes: str) -> str:
     """tifffile/bioio axes -> ours: 'S' (RGB samples) is a channel axis; any other
-    letter we do not know becomes a sample (batch) axis."""
-    out, spare = [], [a for a in "QIS" if a not in axes.upper()]
-    for a in axes.upper():
-        if a == "S" and "C" not in axes.upper():
-            out.append("C")
-        elif a in "TZCYX" or (a in SAMPLE_AXES and a != "S"):
-            out.append(a)
-        else:
-            out.append(spare.pop(0) if spare else "Q")
+    letter we do not know becomes a free sample (batch) letter. '' when the file's axes cannot
+    be named without guessing (e.g. tifffile's 'QQQYX' for a plain 5D array): the caller then
+    asks for an axes string."""
+    axes = axes.upper()
+    if sum(a not in "TZCYXS" for a in axes) > 1:
+        return ""  # several dimensions the file does not name: ask rather than guess
+    out: list[str] = []
+    for a in axes:
+        if a == "S" and "C" not in axes:
+            a = "C"
+        elif not (a in "TZCYX" or (a in SAMPLE_AXES and a != "S")):
+            a = "Q"
+        if a in out:  # a repeated or unknown letter: the next free sample letter
+            free = [b for b in "QIS" if b not in out and b not in axes]
+            if not free:
+                return ""
+            a = free[0]
+        out.append(a)
+    if "Y" not in out or "X" not in out:
+        return ""
     return "".join(out)
 
 
@@ -126,7 +129,13 @@ def read_tiff(path) -> Image:
             f"{path} could not be read as a TIFF ({type(exc).__name__}: {exc}); the file may be "
             "truncated or not a TIFF"
         ) from exc
-    return Image(data, _normalize_axes(axes), pixel_size, meta, str(path))
+    img = Image(data, _normalize_axes(axes), pixel_size, meta, str(path))
+    if img.axes.endswith("YXC") and data.shape[-1] in (3, 4) and series.axes.endswith("S"):
+        one = single_channel_of_rgb(data)  # an RGB TIFF that holds one channel
+        if one is not None:
+            warnings.warn(f"{Path(path).name}: {one[1]}", stacklevel=3)
+            img.data, img.axes = one[0], img.axes[:-1]
+    return img
 
 
 def read_image(path, axes: str | None = None) -> Image:
@@ -135,8 +144,6 @@ def read_image(path, axes: str | None = None) -> Image:
     if not path.exists():
         raise InputError(f"no such file: {path}")
     if path.is_dir():
-        from .fmdd import is_fmdd_folder, read_fmdd_folder
-
         if is_fmdd_folder(path):
             img = read_fmdd_folder(path)
         else:
@@ -148,8 +155,11 @@ def read_image(path, axes: str | None = None) -> Image:
     if axes is not None:
         img.axes = axes.upper()
     elif not img.axes or len(img.axes) != img.data.ndim:
-        from .data import default_axes
-
+        if img.data.ndim > 3:
+            raise InputError(
+                f"{path} holds a {img.data.ndim}D array of shape {img.data.shape} whose axes the "
+                "file does not name; give them, e.g. --axes TZYX or axes='TCYX' (T time, Z "
+                "depth, C channel, Y X the image)")
         img.axes = default_axes(img.data.ndim)
     return img
 
@@ -191,14 +201,21 @@ def _read_file(path: Path) -> Image:
         except (ValueError, OSError) as exc:
             raise InputError(f"{path} is not a readable .npy array: {exc}") from exc
         return Image(np.asarray(data), "", path=str(path))
-    from PIL import Image as PILImage
+    return _colour_mapped(Image(read_png(path), "YX", path=str(path)))
 
-    try:
-        with PILImage.open(path) as im:
-            data = np.asarray(im)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path} could not be read as an image: {exc}") from exc
-    return Image(data, "YXC" if data.ndim == 3 else "YX", path=str(path))
+
+def _colour_mapped(img: Image) -> Image:
+    """A (Y, X, 3|4) image that is really one channel (grey or a one-colour lookup table) is
+    read as that channel, with a warning; true colour keeps its channel axis (and gets the
+    core's RGB error unless axes are given)."""
+    if img.data.ndim == 3 and img.data.shape[-1] in (3, 4):
+        one = single_channel_of_rgb(img.data)
+        if one is not None:
+            warnings.warn(f"{Path(img.path).name}: {one[1]}", stacklevel=4)
+            img.data, img.axes = one[0], "YX"
+        else:
+            img.axes = "YXC"
+    return img
 
 
 def _read_bioio(path: Path) -> Image:

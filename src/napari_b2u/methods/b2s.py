@@ -15,6 +15,8 @@ import torch.nn as nn
 from ..losses import lambda_schedule
 from ..masking import global_mask, mask_mapper
 from ..models import UNet
+from ..params import Param
+from .b2u import CELLS, lambda_params
 from .base import Method
 
 
@@ -27,15 +29,10 @@ class B2SModel(nn.Module):
         self.channels = channels
         self.net = UNet(channels, 2 * channels, width, depth)
         self.est = UNet(channels, 3 * channels, est_width, min(est_depth, depth))
-        self._cfg = dict(arch="b2s", channels=channels, width=width, depth=depth,
-                         est_width=est_width, est_depth=min(est_depth, depth))
 
     @property
     def multiple(self) -> int:
         return self.net.multiple
-
-    def config(self) -> dict:
-        return dict(self._cfg)
 
 
 def noise_scalars(est):
@@ -69,12 +66,30 @@ class Blind2Sound(Method):
     title = "Blind2Sound"
     outputs = ("visible", "weighted")
     preview_names = ("blind", "visible", "weighted", "noise_std")
+    default_preview = "weighted"
+    texts = {
+        "visible": "visible μ_v: the network's mean on the unmasked image — fast, one pass",
+        "weighted": "weighted (μ_m + λ·μ_v)/(λ + 1): blind and visible means combined — "
+                    "s² + 1 passes",
+        "blind": "blind μ_m: the mean predicted by the copy in which each pixel was masked",
+        "noise_std": "the fitted Poisson–Gaussian noise standard deviation, in the input's "
+                     "units",
+        "loss": "negative log-likelihood of the λ-mixture (can be negative)",
+        "blind_mse": "blind-spot error mean((μ_m − y)²): independent of λ",
+    }
     spread_previews = ("noise_std",)
     schedule_name = "lambda"
+    schedule_label = "λ (visible weight)"
     loss_terms = ("loss", "blind_mse")
+    plot_term = "blind_mse"
     clip_grad_norm = 5.0
-    defaults = {"cells": 2, "lambda_start": 3.0, "lambda_end": 11.0, "lambda_hold": 0.4,
-                "est_lr_scale": 0.5}  # authors: lr 4e-4, estimator 2e-4
+    parameters = (
+        CELLS,
+        *lambda_params(3.0, 11.0),
+        # authors: lr 4e-4, estimator 2e-4
+        Param("est_lr_scale", float, 0.5, 0.0, 10.0, user=False,
+              help="learning rate of the noise estimator relative to the denoiser's"),
+    )
 
     @property
     def cells(self) -> int:

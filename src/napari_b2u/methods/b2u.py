@@ -6,7 +6,24 @@ import torch
 
 from ..losses import lambda_schedule, revisible_loss
 from ..masking import global_mask, mask_mapper
+from ..params import Param
 from .base import Method
+
+#: B2U's settings, shared by Blind2Sound (which adds its own)
+CELLS = Param("cells", int, 2, 2, 8, label="cells s",
+              help="global-mask cell size s: s² masked copies of each patch per step "
+                   "(the FMDD reference script uses 4; 2 measured better, docs/benchmarks.md)")
+
+
+def lambda_params(start: float, end: float) -> tuple[Param, ...]:
+    return (
+        Param("lambda_start", float, start, 0.0, 1000.0, user=False,
+              help="visible weight λ at the start of training"),
+        Param("lambda_end", float, end, 0.0, 1000.0, user=False,
+              help="visible weight λ at the end (and in the weighted output)"),
+        Param("lambda_hold", float, 0.4, 0.0, 0.99, user=False,
+              help="fraction of training at lambda_start before λ ramps up"),
+    )
 
 
 class Blind2Unblind(Method):
@@ -14,15 +31,25 @@ class Blind2Unblind(Method):
     title = "Blind2Unblind"
     outputs = ("visible", "weighted", "blind")
     preview_names = ("blind", "visible", "weighted")
-    loss_terms = ("loss", "revisible", "regularizer")
-    schedule_name = "lambda"
-    defaults = {
-        "cells": 2,  # s; the FMDD reference script uses 4, see docs/benchmarks.md for the choice
-        "lambda_start": 2.0,
-        "lambda_end": 20.0,
-        "lambda_hold": 0.4,
-        "eta": 1.0,
+    default_preview = "weighted"
+    texts = {
+        "visible": "visible f(y): the network on the unmasked image — fast, one pass",
+        "weighted": "weighted (h + λ·f)/(λ + 1): B2U's re-visible combination — best "
+                    "quality, s² + 1 passes",
+        "blind": "blind h(f(Ωy)): every pixel predicted by the copy in which it was masked",
+        "loss": "total loss: re-visible term + η × regularizer (grows as λ ramps up)",
+        "revisible": "re-visible term mean((h + λ·f − (λ+1)·y)²) (scales with λ²)",
+        "regularizer": "blind-spot error mean((h − y)²): independent of λ",
     }
+    loss_terms = ("loss", "revisible", "regularizer")
+    plot_term = "regularizer"
+    schedule_name = "lambda"
+    schedule_label = "λ (visible weight)"
+    parameters = (
+        CELLS,
+        *lambda_params(2.0, 20.0),
+        Param("eta", float, 1.0, 0.0, 100.0, user=False, help="weight η of the regularizer"),
+    )
 
     @property
     def cells(self) -> int:

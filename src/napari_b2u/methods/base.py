@@ -13,38 +13,92 @@ from typing import ClassVar
 
 import torch
 
+from ..errors import InputError
 from ..models import build_model, pad_to_multiple
+from ..params import Param
 
 
 class Method(ABC):
+    """A denoising method, described for the engine, the CLI and the widgets.
+
+    Everything a user interface shows about a method comes from here: its outputs and previews
+    with a line of help each (``texts``), which previews are spreads, which preview to show
+    first, the scheduled weight's name and label, and the parameters a user may set (typed
+    :class:`~napari_b2u.params.Param`, checked when the method is made).
+    """
+
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     #: inference outputs, the first is the default
     outputs: ClassVar[tuple[str, ...]] = ("visible",)
     #: preview images produced while training, in display order
     preview_names: ClassVar[tuple[str, ...]] = ()
-    #: tunable parameters and their defaults
+    #: one line describing each output and preview, for menus and tooltips
+    texts: ClassVar[dict[str, str]] = {}
+    #: the preview shown first (None: the default output if previewed, else the first preview)
+    default_preview: ClassVar[str | None] = None
+    #: the method's settings; ``user=True`` ones are offered by the CLI and the widget
+    parameters: ClassVar[tuple[Param, ...]] = ()
+    #: {name: default} of ``parameters`` (derived)
     defaults: ClassVar[dict] = {}
-    #: loss terms reported in progress events
+    #: loss terms reported in progress events (their help lines live in ``texts`` too)
     loss_terms: ClassVar[tuple[str, ...]] = ("loss",)
-    #: name of the scheduled weight reported as "lam" in events (None if the method has none)
+    #: the loss term a plot shows on its main axis: one that does not move with the schedule
+    #: (B2U's total loss climbs as λ ramps 2 -> 20 and would look like failure)
+    plot_term: ClassVar[str] = "loss"
+    #: name of the scheduled weight reported in events as ``schedule`` (None: no schedule)
     schedule_name: ClassVar[str | None] = None
+    #: how the scheduled weight is labelled in plots and progress lines
+    schedule_label: ClassVar[str | None] = None
     #: previews that are spreads (std maps), converted to raw units by scale only (no offset)
     spread_previews: ClassVar[tuple[str, ...]] = ()
     #: gradient-norm clipping applied by the engine (None: off)
     clip_grad_norm: ClassVar[float | None] = None
 
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.defaults = {p.name: p.default for p in cls.parameters}
+
     def __init__(self, **params):
-        unknown = set(params) - set(self.defaults)
+        specs = self.param_specs()
+        unknown = sorted(set(params) - set(specs))
         if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {sorted(unknown)} for method {self.name!r}; "
-                f"known: {sorted(self.defaults)}"
+            raise InputError(
+                f"unknown parameter(s) {', '.join(unknown)} for method {self.name!r}; "
+                f"known: {', '.join(sorted(specs)) or 'none'}"
             )
-        self.params = {**self.defaults, **{k: v for k, v in params.items() if v is not None}}
+        given = {k: specs[k].check(v, f"method {self.name!r}:") for k, v in params.items()
+                 if v is not None}
+        self.params = {**self.defaults, **given}
         self.channels_last = False
         #: random numbers of the method's own (masks, sub-samplers); seeded by the engine
         self.generator: torch.Generator | None = None
+
+    # ---- self-description -------------------------------------------------------------------
+    @classmethod
+    def param_specs(cls) -> dict[str, Param]:
+        return {p.name: p for p in cls.parameters}
+
+    @classmethod
+    def user_params(cls) -> tuple[Param, ...]:
+        """The parameters the CLI and the widget offer."""
+        return tuple(p for p in cls.parameters if p.user)
+
+    @classmethod
+    def describe(cls, name: str) -> str:
+        """The line of help of an output or preview (its name when the method has none)."""
+        return cls.texts.get(name, name)
+
+    @classmethod
+    def first_preview(cls) -> str | None:
+        """The preview shown first."""
+        names = cls.preview_names
+        if not names:
+            return None
+        for name in (cls.default_preview, cls.outputs[0]):
+            if name in names:
+                return name
+        return names[0]
 
     def seed(self, seed: int, device) -> None:
         self.generator = torch.Generator(device=device)
@@ -114,10 +168,11 @@ class Method(ABC):
         """
         return {}
 
-    def check_output(self, output: str | None) -> str:
-        output = output or self.outputs[0]
-        if output not in self.outputs:
-            raise ValueError(
-                f"method {self.name!r} has outputs {list(self.outputs)}, not {output!r}"
+    @classmethod
+    def check_output(cls, output: str | None) -> str:
+        output = output or cls.outputs[0]
+        if output not in cls.outputs:
+            raise InputError(
+                f"method {cls.name!r} has outputs {', '.join(cls.outputs)}, not {output!r}"
             )
         return output

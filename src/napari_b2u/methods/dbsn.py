@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..params import Param
 from .base import Method
 
 
@@ -29,12 +30,26 @@ class DBSNMethod(Method):
     # (docs/benchmarks.md), so it is what a user gets without choosing
     outputs = ("mu", "bayes")
     preview_names = ("mu", "bayes", "noise_std")
+    texts = {
+        "mu": "μ: the blind-spot network's estimate — D-BSN's best measured output",
+        "bayes": "Bayes: μ combined with the noisy pixel by the estimated noise (safer for "
+                 "very short runs)",
+        "noise_std": "the estimated noise standard deviation, in the input's units",
+        "loss": "L2 while μ is pre-trained, then the likelihood loss (can be negative)",
+        "mse": "blind-spot error mean((μ − y)²)",
+    }
     spread_previews = ("noise_std",)
     loss_terms = ("loss", "mse")
+    plot_term = "mse"
     clip_grad_norm = 5.0
-    # Eq. 8 by default: with the plain likelihood only σ_μ + σ_n is identified, σ_n shrinks and
-    # the Bayes output falls back to the noisy input (measured: docs/benchmarks.md)
-    defaults = {"loss": "eq8", "pretrain": 0.2}
+    parameters = (
+        # Eq. 8 by default: with the plain likelihood only σ_μ + σ_n is identified, σ_n shrinks
+        # and the Bayes output falls back to the noisy input (measured: docs/benchmarks.md)
+        Param("loss", str, "eq8", choices=("eq8", "likelihood"), user=False,
+              help="eq8: the paper's Eq. 8; likelihood: the released scripts' plain likelihood"),
+        Param("pretrain", float, 0.2, 0.0, 0.95, user=False,
+              help="fraction of training that fits μ alone with an L2 loss"),
+    )
 
     def model_config(self, channels, width=48, depth=5):
         # width/depth of the U-Net presets map to D-BSN's channels and residual blocks:
@@ -48,6 +63,7 @@ class DBSNMethod(Method):
         return tuple(t.float() for t in net(x))
 
     schedule_name = "stage"
+    schedule_label = "stage (−1: μ pre-training, +1: likelihood)"
 
     def schedule(self, p):
         # -1 while μ is pre-trained with L2, then +1 (likelihood): a 0-d tensor in the loss,

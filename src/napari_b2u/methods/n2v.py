@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..params import Param
 from .base import Method
 
 # 5x5 neighbourhood offsets without the centre
@@ -47,7 +48,13 @@ class Noise2Void(Method):
     title = "Noise2Void (random blind spots)"
     outputs = ("visible",)
     preview_names = ("visible",)
-    defaults = {"grid": 8}  # one masked pixel per 8x8 cell: about 1.6 % of pixels, as N2V
+    texts = {"visible": "the network on the unmasked image — one pass",
+             "loss": "error at the blind pixels, mean((f(masked) − y)²) there"}
+    parameters = (
+        # one masked pixel per 8x8 cell: about 1.6 % of pixels, as N2V
+        Param("grid", int, 8, 2, 64, user=False,
+              help="one blind pixel per grid × grid cell of each patch"),
+    )
 
     def _masked_error(self, model, y, generator):
         masked, mask = n2v_mask(y, int(self.params["grid"]), generator)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..params import Param
 from .base import Method
 
 # pairs of adjacent positions inside a 2x2 cell (0 1 / 2 3), as in the authors' code
@@ -37,9 +38,19 @@ class Neighbor2Neighbor(Method):
     title = "Neighbor2Neighbor"
     outputs = ("visible",)
     preview_names = ("visible",)
+    texts = {"visible": "the network on the full image — one pass",
+             "loss": "reconstruction + γ × consistency (γ ramps up)",
+             "rec": "sub-image reconstruction error mean((f(g1) − g2)²)",
+             "reg": "consistency regularizer"}
     loss_terms = ("loss", "rec", "reg")
+    plot_term = "rec"
     schedule_name = "gamma"
-    defaults = {"gamma_end": 2.0}  # regularizer weight ramps linearly from 0 (authors' code)
+    schedule_label = "γ (regularizer weight)"
+    parameters = (
+        # regularizer weight ramps linearly from 0 (authors' code)
+        Param("gamma_end", float, 2.0, 0.0, 100.0, user=False,
+              help="weight γ of the consistency regularizer at the end of training"),
+    )
 
     def patch_multiple(self, config):
         return 2 * super().patch_multiple(config)  # the net sees half-size sub-images

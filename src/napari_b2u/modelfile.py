@@ -1,0 +1,174 @@
+"""Model files (``.b2u``): what they hold, how they are written, and how a file is checked before
+anything in it is trusted.
+
+A model file is ``torch.save`` of a dict of plain types and tensors: ``format``, ``version``,
+``package_version``, ``method``, ``method_params``, ``model_config``, ``normalization``, ``info``
+and ``state_dict``, plus (since version 2) ``weights_sha256``; autosaves add ``training``.
+Loading never runs code (``weights_only``) and refuses, with one clear :class:`InputError`,
+anything that is not what napari-b2u writes: compressed or oversized archives, a declared network
+that does not match the stored tensors (checked on the ``meta`` device, before any memory is
+spent), damaged weights (checksum), non-finite weights or normalization, unknown keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+MODEL_FORMAT = "napari-b2u-model"
+#: 1: napari-b2u 0.1; 2: weights checksum, versioned training settings
+MODEL_VERSION = 2
+#: the most a model file may unpack to; the reference U-Net is 4.4 MB, D-BSN about 27 MB
+MAX_UNPACKED_BYTES = 1 << 30
+#: the most parameters a model may declare (the largest preset network has 6.6 M)
+MAX_PARAMETERS = 100_000_000
+
+_KEYS = {"format", "version", "package_version", "method", "method_params", "model_config",
+         "normalization", "info", "state_dict", "weights_sha256", "training"}
+
+
+def weights_checksum(state_dict: dict) -> str:
+    """sha256 over the weights' names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def read_checkpoint(path) -> dict:
+    """Load a model/checkpoint file safely (``weights_only``: it can never run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no model file at {path}")
+    _check_archive(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a readable model"
+        # torch's message suggests weights_only=False (running the file's code): never pass
+        # that on to a user
+        raise InputError(f"{path} is not a readable napari-b2u model file (damaged, truncated "
+                         f"or another program's file; {type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MODEL_FORMAT:
+        raise InputError(f"{path} is not a napari-b2u model file")
+    return ckpt
+
+
+def _check_archive(path: Path) -> None:
+    """torch.save writes an uncompressed zip: refuse compressed entries (a 1 MB file that
+    inflates to gigabytes) and archives that unpack to more than any model needs."""
+    if not zipfile.is_zipfile(path):
+        return  # torch.load says what it is (legacy format or not a model at all)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{path} is not a readable napari-b2u model file ({exc})") from None
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+        raise InputError(f"{path} is not a napari-b2u model file (compressed entries: "
+                         "napari-b2u never writes those)")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_UNPACKED_BYTES:
+        raise InputError(f"{path} unpacks to {total / 2**30:.1f} GiB, far more than any "
+                         "napari-b2u model; refusing to load it")
+
+
+def check_checkpoint(ck: dict, source: str = "the model") -> None:
+    """Every field of a model file checked, before a network is built from it."""
+    version = ck.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise InputError(f"{source} has a model-format version {version!r} that is not a "
+                         "positive whole number: the file is damaged")
+    if version > MODEL_VERSION:
+        raise InputError(
+            f"{source} was written by a newer napari-b2u (model format {version}, this version "
+            f"reads up to {MODEL_VERSION}); upgrade napari-b2u to load it")
+    unknown = sorted(set(ck) - _KEYS)
+    if unknown:
+        raise InputError(f"{source} has unknown entries {', '.join(map(str, unknown))}: it is "
+                         "damaged or was not written by napari-b2u")
+    from .methods import get_method, method_names
+
+    if ck.get("method") not in method_names():
+        raise InputError(
+            f"{source} was trained with method {ck.get('method')!r}, which this version "
+            f"of napari-b2u does not have (it has {', '.join(method_names())}); upgrade "
+            "napari-b2u to use it")
+    for key in ("method_params", "model_config", "normalization", "state_dict"):
+        if not isinstance(ck.get(key), dict):
+            raise InputError(f"{source} is damaged: its {key} is not a mapping")
+    if not isinstance(ck.get("info", {}), dict):
+        raise InputError(f"{source} is damaged: its info is not a mapping")
+    method = get_method(ck["method"], **ck["method_params"])  # checks each parameter
+    _check_normalization(ck["normalization"], source)
+    state = ck["state_dict"]
+    for key, t in state.items():
+        if not isinstance(key, str) or not isinstance(t, torch.Tensor):
+            raise InputError(f"{source} is damaged: its weights are not named tensors")
+        if not t.is_floating_point():
+            raise InputError(f"{source} is damaged: weight {key} is not floating point")
+        if not bool(torch.isfinite(t).all()):
+            raise InputError(f"{source} is damaged: weight {key} holds NaN or infinite values")
+    if version >= 2:
+        stored = ck.get("weights_sha256")
+        if not isinstance(stored, str) or stored != weights_checksum(state):
+            raise InputError(f"{source} is damaged: its weights do not match their checksum "
+                             "(the file was changed or corrupted after it was written)")
+    _check_architecture(method, ck["model_config"], state, source)
+
+
+def _check_normalization(d: dict, source: str) -> None:
+    off, sc = d.get("offset"), d.get("scale")
+    ok = (isinstance(off, list) and isinstance(sc, list) and 0 < len(off) == len(sc) <= 4096
+          and all(isinstance(v, (int, float)) and math.isfinite(v) for v in off)
+          and all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in sc))
+    if not ok:
+        raise InputError(f"{source} is damaged: its normalization (offset {off!r}, scale "
+                         f"{sc!r}) is not finite with positive scales")
+
+
+def _check_architecture(method, config: dict, state: dict, source: str) -> None:
+    """Build the declared network on the meta device (no memory) and compare its tensors with
+    the stored ones: a file claiming a huge network is refused at once."""
+    try:
+        with torch.device("meta"):
+            net = method.build(config)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise InputError(f"{source} is damaged: its network description {config!r} cannot be "
+                         f"built ({exc})") from None
+    expected = net.state_dict()
+    count = sum(t.numel() for t in expected.values())
+    if count > MAX_PARAMETERS:
+        raise InputError(f"{source} declares a network of {count:,} parameters, more than any "
+                         "napari-b2u model; refusing to load it")
+    if set(expected) != set(state):
+        missing = sorted(set(expected) - set(state))[:3]
+        extra = sorted(set(state) - set(expected))[:3]
+        raise InputError(f"{source} holds weights that do not match its network (missing "
+                         f"{missing}, unexpected {extra})")
+    for key, t in expected.items():
+        if tuple(state[key].shape) != tuple(t.shape):
+            raise InputError(
+                f"{source} holds weights that do not match its network: {key} is "
+                f"{tuple(state[key].shape)}, the network needs {tuple(t.shape)}")
+
+
+def jsonable(obj):
+    """Plain types only, so that ``torch.load(weights_only=True)`` accepts the file."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
+        return obj.item() if isinstance(obj, np.generic) else obj
+    return str(obj)
