@@ -152,3 +152,39 @@ def test_every_method_trains_and_denoises_from_the_cli(tmp_path, noisy_tif, monk
     assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(out),
                  "--device", "cpu", "-q"]) == 0
     assert tifffile.imread(out).shape == (8, 64, 64)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--cells", "0"], "cells=0"),
+    (["--cells", "-2"], "cells=-2"),
+    (["--cells", "1000"], "cells=1000"),
+    (["--width", "0"], "width=0"),
+    (["--width", "-2"], "width=-2"),
+    (["--epochs", "inf"], "epochs=inf"),
+    (["--max-time", "nan"], "max_time=nan"),
+    (["--max-time", "inf"], "max_time=inf"),
+    (["--steps", str(10**12)], "steps=1000000000000"),
+    (["--lr", "0"], "lr=0"),
+    (["--param", "lambda_end=-1"], "lambda_end='-1' is not allowed"),
+    (["--param", "nonsense"], "NAME=VALUE"),
+    (["--method", "n2v", "--cells", "4"], "unknown option 'cells' for method 'n2v'"),
+])
+def test_bad_training_options_are_one_message_and_exit_2(tmp_path, noisy_tif, capsys, argv,
+                                                         words):
+    out = tmp_path / "m.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(out), *argv, *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_bad_output_options_exit_2(tmp_path, noisy_tif, capsys, tiny_model):
+    model = tiny_model.save(tmp_path / "m.b2u")
+    with pytest.raises(SystemExit) as exc:
+        main(["denoise", str(noisy_tif), "--model", str(model), "--out",
+              str(tmp_path / "o.tif"), "--dtype", "bogus"])
+    assert exc.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["demo", "--out", str(afile), "--steps", "1", *TINY_ARGS]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -247,8 +247,8 @@ class Denoiser:
             "version": MODEL_VERSION,
             "package_version": __version__,
             "method": self.method_name,
-            "method_params": self.method_params,
-            "model_config": self.model_config,
+            "method_params": dict(self.method_params),  # copies: the file is not the model
+            "model_config": dict(self.model_config),
             "normalization": self.normalization.to_dict(),
             "info": jsonable(self.info),
             "state_dict": state,
