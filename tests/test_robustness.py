@@ -493,3 +493,84 @@ def test_compile_failure_falls_back_to_eager(small_stack, monkeypatch):
         events = list(trainer)
     assert events[-1].done and events[-1].step == 4
     assert np.isfinite(trainer.result().denoise(noisy[:1], dtype="float32")).all()
+
+
+def test_a_stop_drops_the_running_step_at_its_next_convolution(small_stack, monkeypatch):
+    """A stop inside a step (here: requested by the 3rd convolution of the step) ends the step
+    there: the weights are not updated and no step is counted (issue 17.12: stop ≤ 1 s even when
+    one step takes seconds)."""
+    noisy, _ = small_stack
+    trainer = api.make_trainer(noisy, steps=50, val_fraction=0, **TINY_T)
+    events = iter(trainer)
+    for _ in range(3):
+        next(events)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    calls = []
+
+    def request_stop(module, args):
+        calls.append(1)
+        if len(calls) == 3:
+            trainer.stop()
+
+    hooks = [m.register_forward_pre_hook(request_stop) for m in trainer.model.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    rest = list(events)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == 3  # nothing ran after the stop inside the step
+    assert rest[-1].done and rest[-1].stopped and rest[-1].step == 3
+    model = trainer.result()
+    assert model.info["steps"] == 3
+    for k, v in before.items():
+        torch.testing.assert_close(model.state_dict[k], v.float())
+
+
+def test_tiffs_whose_axes_cannot_be_named_ask_for_axes(tmp_path):
+    p = tmp_path / "five.tif"
+    tifffile.imwrite(p, np.zeros((2, 2, 2, 8, 8), np.uint8))  # tifffile calls it 'QQQYX'
+    with pytest.raises(InputError, match="give them, e.g. --axes TZYX"):
+        read_image(p)
+    assert read_image(p, "TCZYX").axes == "TCZYX"
+
+
+def test_masked_arrays_are_refused_by_name():
+    arr = np.ma.masked_array(np.ones((16, 16)), mask=np.ones((16, 16), bool))
+    with pytest.raises(InputError, match="masked array"):
+        validate_stack(arr)
+
+
+@pytest.mark.parametrize("value", ["-1", "NaN", "INF", "0"])
+def test_invalid_ome_pixel_sizes_are_dropped_with_a_warning(tmp_path, value):
+    p = tmp_path / "bad.ome.tif"
+    data = np.zeros((16, 16), np.uint8)
+    tifffile.imwrite(p, data, ome=True, metadata={"axes": "YX", "PhysicalSizeY": 0.2})
+    with tifffile.TiffFile(p) as tif:  # the writer refuses such values: edit the XML
+        xml = tif.ome_metadata.replace('PhysicalSizeY="0.2"', f'PhysicalSizeY="{value}"')
+    tifffile.imwrite(p, data, description=xml.encode(), metadata=None)
+    with pytest.warns(UserWarning, match="not a positive number"):
+        img = read_image(p)
+    assert "Y" not in img.pixel_size
+    out = write_tiff(tmp_path / "o.ome.tif", data, "YX", img.pixel_size)
+    with tifffile.TiffFile(out) as tif:
+        assert "PhysicalSizeY" not in tif.ome_metadata
+
+
+def test_colour_mapped_rgb_files_are_read_as_their_channel(tmp_path):
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+    green = np.zeros((32, 32, 3), np.uint8)
+    green[..., 1] = grey
+    PILImage.fromarray(green).save(tmp_path / "g.png")
+    tifffile.imwrite(tmp_path / "g.tif", green, photometric="rgb")
+    tifffile.imwrite(tmp_path / "grey.tif", np.stack([grey] * 3, -1), photometric="rgb")
+    for name in ("g.png", "g.tif", "grey.tif"):
+        with pytest.warns(UserWarning, match="using"):
+            img = read_image(tmp_path / name)
+        assert img.axes == "YX"
+        np.testing.assert_array_equal(img.data, grey)
+    colour = rng.integers(0, 255, (32, 32, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "c.tif", colour, photometric="rgb")
+    img = read_image(tmp_path / "c.tif")
+    assert img.axes == "YXC" and img.data.shape == (32, 32, 3)  # true colour: kept, never merged
