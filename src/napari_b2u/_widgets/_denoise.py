@@ -1,12 +1,14 @@
 """The "Blind2Unblind: Denoise" dock widget: denoise checked layers with the session's model,
 in place (the raw array is kept; "Restore original" brings it back bit-exact) or into a new
-``<name>_denoised`` layer. Denoising runs in a worker through ``Denoiser.denoise_iter`` (batched
-over frames, tiled for large frames by the core), reports progress and can be cancelled."""
+``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`) through
+``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core), reports
+progress and can be cancelled. The outputs and their descriptions come from the model's
+method."""
 
 from __future__ import annotations
 
 import threading
-import weakref
+from dataclasses import dataclass, field
 
 import napari.viewer
 from qtpy.QtWidgets import (
@@ -19,56 +21,43 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..data import InputError
-from ._common import (
-    DeviceCombo,
-    LayerChecklist,
-    ModelBar,
-    Panel,
-    StatusLabel,
-    button,
-    form_section,
-    hbox,
-    log,
-    notify,
-    plain_error,
-    start_worker,
+from ..errors import InputError
+from ._denoise_job import DenoiseMessage, denoise_job
+from ._forms import button, form_section, hbox
+from ._layers import (
+    META_KEY,
+    axes_warnings,
+    describe_layout,
+    layer_array,
+    layer_note,
+    layer_problem,
+    layout_of,
+    output_kwargs,
+    propose_axes,
+    rgb_channel,
 )
-from ._layers import META_KEY, describe_layout, infer_axes, layer_problem, layout_of, output_kwargs
-from ._session import session_for
+from ._model_bar import ModelBar
+from ._panel import Panel, start_worker
+from ._pickers import DeviceCombo, LayerChecklist
+from ._session import in_viewer, same_layer, session_for, unwrap
+from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error, sentence
 
-_OUTPUT_TEXT = {
-    "visible": "visible f(y) — fast (one pass)",
-    "weighted": "weighted (h+λf)/(λ+1) — best quality, s²+1 passes",
-    "blind": "blind h(f(Ωy)) — blind-spot only",
-    "bayes": "Bayes — μ combined with the noisy pixel by the estimated noise",
-    "mu": "μ — the blind-spot estimate (D-BSN's best measured output)",
-}
+_WARNING = "color: #e0b050;"
 
 
-def denoise_job(cancel: threading.Event, model, items, options: dict):
-    """Generator run by the worker thread. ``items``: (data, axes) per layer. Yields
-    ("progress", k, done, n), ("result", k, array), ("error", k, exc) or ("cancelled", k)."""
-    for k, (data, axes) in enumerate(items):
-        frames = model.denoise_iter(data, axes=axes, **options)
-        try:
-            while True:
-                if cancel.is_set():
-                    yield ("cancelled", k)
-                    return
-                try:
-                    done, n = next(frames)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                yield ("progress", k, done, n)
-        except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
-            log.debug("denoising failed", exc_info=True)
-            yield ("error", k, exc)
-            return
-        finally:
-            frames.close()  # a cancelled run frees its memory now
-        yield ("result", k, result)
+@dataclass
+class _Job:
+    """A denoising run in progress."""
+
+    layers: list
+    in_place: list  # per layer: denoised in place (else into a new layer)
+    cancel: threading.Event
+    gen: object
+    worker: object
+    note: dict  # written into the metadata of the results
+    done: int = 0
+    restored: set = field(default_factory=set)  # ids of layers restored meanwhile
+    message: tuple | None = None  # (text, kind) that ends the run, if not the usual one
 
 
 class DenoiseWidget(Panel):
@@ -76,33 +65,47 @@ class DenoiseWidget(Panel):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
-        self._job = None  # dict while a worker runs
-        self._axes = weakref.WeakKeyDictionary()  # layer -> axes chosen by the user
+        self._job: _Job | None = None
         self._build()
         self.session.model_changed.connect(self._on_model_changed)
         self.session.originals_changed.connect(self._on_originals_changed)
-        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
-        self._on_model_changed()
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self._on_model_changed(tick=False)
 
     # ---- form ----------------------------------------------------------------------------------
+    def _initial_layers(self) -> list:
+        """The layer the session's model was trained on, if it is here; else the selection."""
+        trained = self.session.trained_layer()
+        if in_viewer(self.viewer, trained):
+            return [trained]
+        return [unwrap(ly) for ly in self.viewer.layers.selection]
+
     def _build(self) -> None:
         lay = QVBoxLayout(self)
         self.model_bar = ModelBar(self.viewer)
         lay.addWidget(self.model_bar)
+        self._locked.append(self.model_bar)
         form = self._settings_form(lay)
-        self.layer_list = LayerChecklist(self.viewer, decorate=self._decorate)
+        self.layer_list = LayerChecklist(self.viewer, decorate=self._decorate,
+                                         initial=self._initial_layers())
         self.layer_list.setToolTip("Tick the layers to denoise; all frames of each are denoised")
         self.layer_list.changed.connect(self._on_checked_changed)
-        self.layer_list.currentRowChanged.connect(lambda *_: self._show_axes())
+        self.layer_list.currentRowChanged.connect(self._show_axes)
         form.addRow("Layers", self.layer_list)
         self.axes_edit = QLineEdit()
         self.axes_edit.setToolTip("Axes of the highlighted layer (T time, Z depth, C channel, "
-                                  "Y X the image); inferred, edit if wrong")
+                                  "Y X the image): its axis labels or metadata, else those the "
+                                  "model was trained with, else a guess; edit if wrong")
         self.axes_edit.textEdited.connect(self._on_axes_edited)
         self.axes_hint = QLabel()
         form.addRow("Axes", hbox(self.axes_edit, self.axes_hint))
+        self.axes_note = QLabel()
+        self.axes_note.setWordWrap(True)
+        self.axes_note.setStyleSheet(_WARNING)
+        self.axes_note.setVisible(False)
+        form.addRow(self.axes_note)
         self.output_combo = QComboBox()
-        self.output_combo.setToolTip("Which network output to use")
+        self.output_combo.setToolTip("Which output of the model's method to use")
         form.addRow("Output", self.output_combo)
         self.in_place = QRadioButton("in place")
         self.in_place.setToolTip("Replace the layer's data; 'Restore original' brings the raw "
@@ -118,6 +121,7 @@ class DenoiseWidget(Panel):
         self.device_combo = DeviceCombo()
         form.addRow("Device", self.device_combo)
         self.advanced, adv = form_section("Advanced settings")
+        self._locked.append(self.advanced)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 65536)
         self.tile_spin.setSingleStep(128)
@@ -149,18 +153,19 @@ class DenoiseWidget(Panel):
     def _decorate(self, layer) -> str:
         return "  (denoised in place)" if self.session.has_original(layer) else ""
 
-    def _on_model_changed(self) -> None:
+    def _on_model_changed(self, tick: bool = True) -> None:
         model = self.session.model
         current = self.output_combo.currentData()
         self.output_combo.clear()
-        if model is not None:
-            for name in model.outputs:
-                self.output_combo.addItem(_OUTPUT_TEXT.get(name, name), name)
-            self.output_combo.setCurrentIndex(max(0, self.output_combo.findData(current)))
-            trained = self.session.trained_layer()
-            if not self.layer_list.checked_layers() and trained is not None:
-                if trained in self.viewer.layers and layer_problem(trained) is None:
-                    self.layer_list.set_checked([trained])
+        if model is None:
+            return
+        for name in model.outputs:
+            self.output_combo.addItem(model.method.describe(name), name)
+        self.output_combo.setCurrentIndex(max(0, self.output_combo.findData(current)))
+        trained = self.session.trained_layer()
+        if tick and in_viewer(self.viewer, trained) and layer_problem(trained) is None:
+            self.layer_list.set_checked([trained])  # a new model: propose its own layer
+        self._show_axes()
 
     def _on_originals_changed(self) -> None:
         self.layer_list.refresh()
@@ -181,15 +186,22 @@ class DenoiseWidget(Panel):
             layer = checked[0] if checked else None
         return layer
 
-    def axes_for(self, layer) -> str:
-        return self._axes.get(layer) or infer_axes(layer)
+    def _model_axes(self) -> str | None:
+        model = self.session.model
+        return model.info.get("axes") if model is not None else None
 
-    def _show_axes(self) -> None:
+    def axes_for(self, layer) -> str:
+        """The axes used for ``layer``: the user's choice (here or in the Train panel), else
+        what the layer declares, else the model's axes when they fit, else a guess."""
+        return self.session.chosen_axes(layer) or propose_axes(layer, self._model_axes())[0]
+
+    def _show_axes(self, *_) -> None:
         layer = self._highlighted()
         self.axes_edit.setEnabled(layer is not None)
         if layer is None:
             self.axes_edit.setText("")
             self.axes_hint.setText("")
+            self._set_notes([])
             return
         self.axes_edit.setText(self.axes_for(layer))
         self._update_axes_hint(layer)
@@ -197,15 +209,24 @@ class DenoiseWidget(Panel):
     def _on_axes_edited(self, text: str) -> None:
         layer = self._highlighted()
         if layer is not None:
-            self._axes[layer] = text.strip().upper()
+            self.session.choose_axes(layer, text.strip().upper())
             self._update_axes_hint(layer)
 
     def _update_axes_hint(self, layer) -> None:
+        axes = self.axes_for(layer)
+        guessed = not self.session.chosen_axes(layer) and propose_axes(
+            layer, self._model_axes())[1]
         try:
-            desc = describe_layout(layout_of(layer, self.axes_for(layer)))
+            desc = describe_layout(layout_of(layer, axes))
             self.axes_hint.setText(f"'{layer.name}': {desc}")
         except InputError:
             self.axes_hint.setText(f"'{layer.name}': shape {tuple(layer.data.shape)}")
+        note = layer_note(layer)
+        self._set_notes(([note] if note else []) + axes_warnings(layer, axes, guessed))
+
+    def _set_notes(self, notes) -> None:
+        self.axes_note.setText("\n".join(sentence(n) for n in notes))
+        self.axes_note.setVisible(bool(notes))
 
     # ---- public API ----------------------------------------------------------------------------
     @property
@@ -217,7 +238,7 @@ class DenoiseWidget(Panel):
         self.layer_list.set_checked(layers)
         if axes is not None:
             for ly in layers:
-                self._axes[ly] = axes
+                self.session.choose_axes(ly, axes)
         self._show_axes()
 
     def options(self) -> dict:
@@ -227,13 +248,15 @@ class DenoiseWidget(Panel):
                 "batch_size": self.batch_spin.value() or None}
 
     def denoise(self) -> bool:
-        """Denoise the ticked layers in a worker; False (with a message) if something is wrong."""
+        """Denoise the ticked layers in a worker; False (with a message) if something is wrong.
+        Whether the model fits a layer (its channels) is checked by the core as each layer
+        starts."""
         if self._job is not None:
             return False
         model = self.session.model
         if model is None:
             self._refuse("No model yet: train one in the Blind2Unblind: Train panel, or Load… "
-                         "a saved .b2u model file.")
+                         f"a saved {MODEL_SUFFIX} model file.")
             return False
         layers = self.layer_list.checked_layers()
         if not layers:
@@ -250,13 +273,7 @@ class DenoiseWidget(Panel):
             except InputError as exc:
                 self._refuse(f"Axes of '{layer.name}': {exc}")
                 return False
-            if layout.n_channels != model.n_channels:
-                self._refuse(
-                    f"The model was trained on {model.n_channels} channel(s) but '{layer.name}' "
-                    f"has {layout.n_channels} with axes {layout.axes!r}: check the axes (C is "
-                    "the channel axis) or use a model trained on matching data.")
-                return False
-            items.append((self.session.raw_data(layer), layout.axes))
+            items.append((layer_array(self.session, layer), layout.axes))
         return self._launch(model, layers, items)
 
     def _launch(self, model, layers, items) -> bool:
@@ -265,10 +282,11 @@ class DenoiseWidget(Panel):
         gen = denoise_job(cancel, model, items, options)
         worker = start_worker(f"denoising {len(layers)} layer(s)", gen, self._on_packet,
                               self._on_finished, cancel.set)
-        self._job = {"layers": layers, "cancel": cancel, "gen": gen, "worker": worker,
-                     "in_place": self.in_place.isChecked(), "done": 0,
-                     "note": {"model": self.session.model_source,
-                              "output": options["output"] or model.outputs[0]}}
+        # a colour-mapped RGB layer cannot show one channel in place: its result is a new layer
+        in_place = [self.in_place.isChecked() and rgb_channel(ly) is None for ly in layers]
+        self._job = _Job(layers=layers, in_place=in_place, cancel=cancel, gen=gen,
+                         worker=worker, note={"model": self.session.model_source,
+                                              "output": options["output"] or model.outputs[0]})
         self._set_busy(True)
         self.progress.setValue(0)
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
@@ -276,9 +294,9 @@ class DenoiseWidget(Panel):
         return True
 
     def cancel(self) -> None:
-        """Stop after the current batch; finished layers keep their result."""
+        """Stop after the current batch or tile; finished layers keep their result."""
         if self._job is not None:
-            self._job["cancel"].set()
+            self._job.cancel.set()
             self.cancel_button.setEnabled(False)
 
     def restore(self) -> list:
@@ -286,12 +304,12 @@ class DenoiseWidget(Panel):
         Available while denoising too: a running job is cancelled first, so that it cannot
         write into a restored layer afterwards."""
         job = self._job
-        if job is not None and any(ly in job["layers"] for ly in
-                                   self.layer_list.checked_layers()):
-            job["cancel"].set()
-            job["restored"] = set(map(id, self.layer_list.checked_layers()))
-            job["message"] = ("Restored the original data: denoising cancelled.", "info")
-        restored = [ly for ly in self.layer_list.checked_layers() if self.session.restore(ly)]
+        checked = self.layer_list.checked_layers()
+        if job is not None and any(same_layer(ly, j) for ly in checked for j in job.layers):
+            job.cancel.set()
+            job.restored = {id(ly) for ly in checked}
+            job.message = ("Restored the original data: denoising cancelled.", "info")
+        restored = [ly for ly in checked if self.session.restore(ly)]
         if restored:
             self.status.show_message(
                 "Restored the original data of " + ", ".join(f"'{ly.name}'" for ly in restored)
@@ -303,42 +321,46 @@ class DenoiseWidget(Panel):
 
     def shutdown(self) -> None:
         if getattr(self, "_job", None) is not None:
-            self._job["cancel"].set()
+            self._job.cancel.set()
 
     # ---- worker signals (main thread) ----------------------------------------------------------
-    def _on_packet(self, packet) -> None:
+    def _on_packet(self, msg: DenoiseMessage) -> None:
         job = self._job
         if job is None:
             return
-        kind, k = packet[0], packet[1]
-        layers = job["layers"]
+        k, layers = msg.index, job.layers
         layer = layers[k]
-        if kind == "progress":
-            done, n = packet[2], packet[3]
-            self.progress.setValue(int(1000 * (k + done / max(n, 1)) / len(layers)))
-            self.progress.setFormat(f"'{layer.name}' ({k + 1}/{len(layers)}): frame {done}/{n}")
-        elif kind == "result":
-            self._apply(layer, packet[2], job)
-            job["done"] += 1
-        elif kind == "error":
-            msg = plain_error(packet[2], f"Denoising '{layer.name}'")
-            job["message"] = (msg, "error")
-            notify(msg, "error")
-        elif kind == "cancelled":  # keep a more specific reason (a layer was removed)
-            job.setdefault("message", (f"Cancelled: {job['done']} of {len(layers)} layer(s) "
-                                       "denoised; the others are unchanged.", "info"))
+        if msg.kind == "progress":
+            self.progress.setValue(int(1000 * (k + msg.done / max(msg.total, 1)) / len(layers)))
+            self.progress.setFormat(f"'{layer.name}' ({k + 1}/{len(layers)}): frame "
+                                    f"{msg.done}/{msg.total}")
+        elif msg.kind == "result":
+            self._apply(k, msg.result, job)
+            job.done += 1
+        elif msg.kind == "error":
+            text = plain_error(msg.error, f"Denoising '{layer.name}'")
+            if isinstance(msg.error, InputError):  # the core's words do not name the layer
+                text = f"'{layer.name}': {text}"
+            if job.done:
+                text += f" ({job.done} layer(s) before it were denoised.)"
+            job.message = (text, "error")
+            notify(text, "error")
+        elif msg.kind == "cancelled" and job.message is None:  # keep a more specific reason
+            job.message = (f"Cancelled: {job.done} of {len(layers)} layer(s) denoised; the "
+                           "others are unchanged.", "info")
 
-    def _apply(self, layer, result, job) -> None:
-        if layer not in self.viewer.layers or id(layer) in job.get("restored", ()):
+    def _apply(self, k: int, result, job: _Job) -> None:
+        layer = job.layers[k]
+        if not in_viewer(self.viewer, layer) or id(layer) in job.restored:
             return
-        note = dict(job["note"])
-        if job["in_place"]:
+        note = dict(job.note)
+        if job.in_place[k]:
             self.session.replace_data(layer, result, note)
             return
         name = f"{layer.name}_denoised"
         for other in self.viewer.layers:
             made = other.metadata.get(META_KEY, {}).get("denoised_from")
-            if other.name == name and made == layer.name and other.ndim == layer.ndim:
+            if other.name == name and made == layer.name and other.ndim == result.ndim:
                 other.data = result
                 other.metadata = {**other.metadata, META_KEY: {"denoised_from": layer.name,
                                                                **note}}
@@ -349,10 +371,10 @@ class DenoiseWidget(Panel):
         self.viewer.add_layer(Layer.create(result, state, "image"))
 
     def _on_layer_removed(self, event) -> None:
-        job = self._job
-        if job is not None and any(event.value is ly for ly in job["layers"]):
-            job["cancel"].set()
-            job["message"] = (f"'{event.value.name}' was removed: denoising cancelled.", "info")
+        job, layer = self._job, unwrap(event.value)
+        if job is not None and any(layer is ly for ly in job.layers):
+            job.cancel.set()
+            job.message = (f"'{layer.name}' was removed: denoising cancelled.", "info")
 
     def _on_finished(self) -> None:
         job, self._job = self._job, None
@@ -360,13 +382,20 @@ class DenoiseWidget(Panel):
             return
         try:
             self._set_busy(False)
-            msg, kind = job.get("message", (None, None))
+            msg, kind = job.message or (None, None)
             if msg is None:
-                n = len(job["layers"])
-                where = ("in place" if job["in_place"] else
-                         "into a new layer" if n == 1 else "into new layers")
-                names = ", ".join(f"'{ly.name}'" for ly in job["layers"])
+                n = len(job.layers)
+                if all(job.in_place):
+                    where = "in place"
+                elif not any(job.in_place):
+                    where = "into a new layer" if n == 1 else "into new layers"
+                else:
+                    where = "in place, RGB layers into new layers"
+                names = ", ".join(f"'{ly.name}'" for ly in job.layers)
                 msg, kind = f"Denoised {names} {where}.", "ok"
+                if self.in_place.isChecked() and not all(job.in_place):
+                    msg += (" An RGB layer shows colours, not one channel: its result is a new "
+                            "layer.")
                 self.progress.setValue(1000)
                 self.progress.setFormat("done")
             else:
@@ -377,7 +406,6 @@ class DenoiseWidget(Panel):
 
     def _set_busy(self, busy: bool) -> None:
         super()._set_busy(busy)
-        self.model_bar.setEnabled(not busy)
         self._update_restore()
 
 
@@ -385,7 +413,7 @@ def restore_original(viewer: napari.viewer.Viewer) -> None:
     """Menu command (Layers ▸ Filter): restore the raw data of the selected layers that were
     denoised in place — available even when the Denoise panel is closed."""
     session = session_for(viewer)
-    restored = [ly.name for ly in list(viewer.layers.selection) if session.restore(ly)]
+    restored = [ly.name for ly in list(unwrap(viewer).layers.selection) if session.restore(ly)]
     if restored:
         notify("Restored the original data of " + ", ".join(f"'{n}'" for n in restored))
     else:

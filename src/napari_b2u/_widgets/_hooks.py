@@ -1,14 +1,19 @@
-"""npe2 hooks that need no Qt: sample data and the reader of model files (``*.b2u``)."""
+"""npe2 hooks that need no Qt: sample data and the reader of model files (napari.yaml names
+their pattern)."""
 
 from __future__ import annotations
 
 from importlib.resources import files
 
+from ._names import DENOISE_WIDGET, MODEL_SUFFIX, PLUGIN
+
 NUCLEI_FILE = "dsb2018_nuclei.tif"
 
 
 def fmdd_sample():
-    """The core's FMDD-like noisy stack (20 frames, TYX) and its clean image."""
+    """The core's FMDD-like noisy stack (20 frames, TYX) and its clean image. The clean
+    reference comes first, so that the noisy stack is the layer on top and the selected one
+    (the one the Train panel offers)."""
     from ..sample_data import napari_sample
 
     layers = []
@@ -17,7 +22,8 @@ def fmdd_sample():
         if data.ndim == 3:
             kwargs.setdefault("axis_labels", ("t", "y", "x"))
         layers.append((data, kwargs, kind))
-    return layers
+    reference = [item for item in layers if item[0].ndim == 2]
+    return reference + [item for item in layers if item[0].ndim != 2]
 
 
 def nuclei_sample():
@@ -25,7 +31,7 @@ def nuclei_sample():
     sample_files/ATTRIBUTION.md)."""
     import tifffile
 
-    path = files("napari_b2u") / "sample_files" / NUCLEI_FILE
+    path = files(__package__.rsplit(".", 1)[0]) / "sample_files" / NUCLEI_FILE
     with path.open("rb") as fh:
         data = tifffile.imread(fh)
     meta = {"axes": "YX", "source": "DSB2018 (BBBC038v1), CC0; Caicedo et al. 2019"}
@@ -34,9 +40,9 @@ def nuclei_sample():
 
 
 def get_model_reader(path):
-    """npe2 reader: a ``.b2u`` model file becomes the viewer's model (no layer is added) and
+    """npe2 reader: a model file becomes the viewer's model (no layer is added) and
     the Denoise panel opens."""
-    if isinstance(path, list) or not str(path).lower().endswith(".b2u"):
+    if isinstance(path, list) or not str(path).lower().endswith(MODEL_SUFFIX):
         return None
     return read_model
 
@@ -44,12 +50,12 @@ def get_model_reader(path):
 def read_model(path):
     import napari
 
-    from ._common import load_into_session
+    from ._model_bar import load_into_session
     from ._session import session_for
 
     viewer = napari.current_viewer()
     if viewer is None:
         raise RuntimeError("a model file can only be opened in a napari viewer")
     if load_into_session(session_for(viewer), str(path)) is not None:
-        viewer.window.add_plugin_dock_widget("napari-b2u", "Blind2Unblind: Denoise")
+        viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
     return [(None,)]

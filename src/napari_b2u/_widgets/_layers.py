@@ -3,10 +3,21 @@ slider and camera point in a stack, and how previews and outputs are placed. Qt-
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
-from ..data import SAMPLE_AXES, InputError, Layout, check_dtype, parse_axes
-from ._session import META_KEY
+from ..data import (
+    SAMPLE_AXES,
+    Layout,
+    axes_notes,
+    check_dtype,
+    default_axes,
+    parse_axes,
+    single_channel_of_rgb,
+)
+from ..errors import InputError
+from ._session import META_KEY, unwrap
 
 #: napari axis labels (lower-cased) that name one of the core's axes letters
 _LABELS = {
@@ -30,14 +41,33 @@ def candidate_layers(viewer) -> list:
     """Layers shown in the pickers: images (usable or not) and labels (to say why not)."""
     from napari.layers import Image, Labels
 
-    return [ly for ly in viewer.layers
+    return [unwrap(ly) for ly in unwrap(viewer).layers
             if isinstance(ly, (Image, Labels)) and not is_preview(ly)]
+
+
+# ---- colour-mapped RGB layers that hold one channel -----------------------------------------
+_RGB: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> (data, result)
+
+
+def rgb_channel(layer):
+    """(channel, note) when ``layer`` is an RGB layer that holds one channel (grey, or a
+    single-colour lookup table); None for true colour and for other layers. Cached per data."""
+    layer = unwrap(layer)
+    if layer is None or not getattr(layer, "rgb", False):
+        return None
+    cached = _RGB.get(layer)
+    if cached is not None and cached[0] is layer.data:
+        return cached[1]
+    found = single_channel_of_rgb(np.asarray(layer.data))
+    _RGB[layer] = (layer.data, found)
+    return found
 
 
 def layer_problem(layer) -> str | None:
     """Why ``layer`` cannot be trained on or denoised, in plain words; None if it can."""
     from napari.layers import Image, Labels
 
+    layer = unwrap(layer)
     if layer is None:
         return NO_LAYER
     name = layer.name
@@ -48,13 +78,13 @@ def layer_problem(layer) -> str | None:
         return f"'{name}' is a {type(layer).__name__} layer, not an image: pick an Image layer."
     if is_preview(layer):
         return f"'{name}' is a live preview of training: pick the image it was made from."
-    if getattr(layer, "rgb", False):
-        return (f"'{name}' is an RGB(A) colour image. Blind2Unblind needs raw fluorescence "
-                "intensities: right-click the layer ▸ Split RGB and pick one channel, or open "
-                "the original microscope file.")
     if getattr(layer, "multiscale", False):
         return (f"'{name}' is a multiscale (pyramid) image. Open its full-resolution level as "
                 "a plain image layer to train on it or denoise it.")
+    if getattr(layer, "rgb", False) and rgb_channel(layer) is None:
+        return (f"'{name}' is a true-colour RGB(A) image. Blind2Unblind needs raw fluorescence "
+                "intensities: right-click the layer ▸ Split RGB and pick one channel, or open "
+                "the original microscope file.")
     try:
         check_dtype(np.empty(0, dtype=layer.data.dtype))
     except InputError as exc:
@@ -62,6 +92,27 @@ def layer_problem(layer) -> str | None:
     return None
 
 
+def layer_note(layer) -> str | None:
+    """Something to say about how a usable layer is read (an RGB layer holding one channel)."""
+    found = rgb_channel(layer)
+    return f"'{unwrap(layer).name}': {found[1]}" if found is not None else None
+
+
+def layer_shape(layer) -> tuple[int, ...]:
+    """The shape of the intensities (an RGB layer without its colour axis)."""
+    layer = unwrap(layer)
+    shape = tuple(int(s) for s in layer.data.shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def layer_array(session, layer):
+    """The intensities to train on or denoise: the raw data (the kept original of a layer
+    denoised in place), or the one channel of a colour-mapped RGB layer."""
+    found = rgb_channel(layer)
+    return found[0] if found is not None else session.raw_data(layer)
+
+
+# ---- axes -----------------------------------------------------------------------------------
 def _label_letter(label) -> str | None:
     text = str(label).strip().lower()
     for letter, names in _LABELS.items():
@@ -70,16 +121,11 @@ def _label_letter(label) -> str | None:
     return None
 
 
-def default_axes(ndim: int) -> str:
-    """The axes proposed for ``ndim`` dimensions without labels: every leading axis a sample
-    axis (safe: it never mixes channels into one network input by guess)."""
-    return SAMPLE_AXES[: max(0, ndim - 2)] + "YX"
-
-
-def infer_axes(layer) -> str:
-    """Axes for ``layer``: its metadata['axes'] if valid, else its napari axis labels if they
-    name axes (t, z, c, y, x, ...), else 'YX' / 'TYX' / 'TZYX' by dimensions."""
-    ndim = layer.ndim
+def layer_axes(layer) -> str | None:
+    """The axes ``layer`` itself declares: its metadata['axes'] if valid, else its napari axis
+    labels if they name axes (t, z, c, y, x, ...); None if it declares none."""
+    layer = unwrap(layer)
+    ndim = len(layer_shape(layer))
     meta = layer.metadata.get("axes")
     if isinstance(meta, str):
         try:
@@ -90,13 +136,43 @@ def infer_axes(layer) -> str:
     if (len(letters) == ndim and None not in letters and len(set(letters)) == ndim
             and "Y" in letters and "X" in letters):
         return "".join(letters)
-    return default_axes(ndim)
+    return None
+
+
+def propose_axes(layer, model_axes: str | None = None) -> tuple[str, bool]:
+    """(axes, guessed) for ``layer``: what the layer declares, else ``model_axes`` (the axes a
+    model was trained with) when they fit its dimensions, else the core's guess."""
+    declared = layer_axes(layer)
+    if declared:
+        return declared, False
+    ndim = len(layer_shape(layer))
+    if model_axes and len(model_axes) == ndim:
+        return model_axes, False
+    try:
+        return default_axes(ndim, guess=True), True
+    except InputError:
+        return "", True
+
+
+def infer_axes(layer) -> str:
+    """Axes for ``layer``: declared (metadata, axis labels), else the core's guess
+    ('YX', 'TYX', 'TZYX', ...)."""
+    return propose_axes(layer)[0]
+
+
+def axes_warnings(layer, axes: str, guessed: bool = False) -> list[str]:
+    """The core's warnings about a valid but probably wrong axes choice for ``layer``."""
+    try:
+        ax = parse_axes(axes, len(layer_shape(layer)))
+    except InputError:
+        return []
+    return axes_notes(layer_shape(layer), ax, guessed)
 
 
 def layout_of(layer, axes: str) -> Layout:
     """The core's layout for ``layer`` with ``axes`` (raises InputError with a plain message)."""
-    ax = parse_axes(axes, layer.ndim)
-    return Layout(ax, tuple(int(s) for s in layer.data.shape))
+    shape = layer_shape(layer)
+    return Layout(parse_axes(axes, len(shape)), shape)
 
 
 def describe_layout(layout: Layout) -> str:
@@ -145,13 +221,14 @@ def view_target(viewer, layer, layout: Layout, size: int):
     return frame, (y0, x0, ph, pw)
 
 
-def preview_placement(preview: np.ndarray, region, layout: Layout, layer):
-    """A (C, h, w) preview as an array with the layer's dimensions (sample axes of size 1) and
-    the translate that puts it over its crop and frame in world coordinates."""
+def preview_placement(image: np.ndarray, frame: int, region, layout: Layout, layer):
+    """A (C, h, w) preview of ``region`` (y0, x0, h, w) of ``frame`` as an array with the
+    layer's dimensions (sample axes of size 1), and the translate that puts it over its crop
+    and frame in world coordinates."""
     axes = layout.axes
-    frame, y0, x0, _, _ = region
+    y0, x0 = region[0], region[1]
     sub = "CYX" if "C" in axes else "YX"
-    arr = preview if "C" in axes else preview[0]
+    arr = image if "C" in axes else image[0]
     order = [a for a in axes if a in sub]
     arr = np.transpose(arr, [sub.index(a) for a in order])
     shape = [arr.shape[order.index(a)] if a in order else 1 for a in axes]
@@ -170,7 +247,7 @@ def preview_placement(preview: np.ndarray, region, layout: Layout, layer):
 def output_kwargs(layer, name: str, note: dict) -> dict:
     """Keyword arguments for a new Image layer holding denoised data in ``layer``'s place: scale,
     translate, rotation, units, axis labels, metadata, contrast and colormap are kept."""
-    _, state, _ = layer.as_layer_data_tuple()
+    _, state, _ = unwrap(layer).as_layer_data_tuple()
     state = dict(state)
     for key in ("rgb", "multiscale", "locked_data_level"):
         state.pop(key, None)

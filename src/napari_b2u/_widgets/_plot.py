@@ -1,6 +1,8 @@
-"""Live training plot (pyqtgraph): the method's loss terms (smoothed, left axis: log scale, or
-linear once a term goes negative, as the likelihood losses of B2S and D-BSN do), the
-self-supervised validation error (points) and the scheduled weight, B2U's λ (right axis)."""
+"""Live training plot (pyqtgraph): the method's ``plot_term`` — the loss term that does not move
+with the method's schedule — smoothed on the left axis (log scale, or linear once it goes
+negative, as a negative log-likelihood does), the self-supervised validation error (points) on
+the same axis, and the scheduled weight on its own right axis, labelled as the method labels
+it."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import pyqtgraph as pg
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-_COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373", "#ba68c8", "#fff176"]
-_SCHEDULE_LABELS = {"lambda": "λ"}
+_TERM_COLOR = "#4fc3f7"
+_SCHED_COLOR = "#bdbdbd"
 
 
 class LossPlot(QWidget):
-    """Call :meth:`reset` with the method's terms, then :meth:`add` with (step, terms, sched,
-    val_error) rows as they arrive."""
+    """Call :meth:`reset` with the term to plot, its legend text and the schedule's label (None:
+    no schedule), then :meth:`add` with (step, terms, schedule, val_error) rows as they
+    arrive."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -27,18 +30,17 @@ class LossPlot(QWidget):
         lay.addWidget(self.widget)
         item = self.widget.getPlotItem()
         item.setLabel("bottom", "step")
-        item.setLabel("left", "loss")
         self._log = None
         self._set_log(True)
         item.getAxis("left").enableAutoSIPrefix(False)
         item.showGrid(x=True, y=True, alpha=0.15)
         self.legend = item.addLegend(offset=(-5, 5), labelTextSize="8pt",
                                      brush=pg.mkBrush(0, 0, 0, 140))
-        # a second view box for the schedule (λ), sharing the x axis, on the right axis
+        # a second view box for the schedule, sharing the x axis, on the right axis
         self.sched_box = pg.ViewBox()
         item.showAxis("right")
         right = item.getAxis("right")
-        right.setLogMode(False)  # λ is linear
+        right.setLogMode(False)  # the schedule is linear
         right.enableAutoSIPrefix(False)
         item.scene().addItem(self.sched_box)
         right.linkToView(self.sched_box)
@@ -47,10 +49,12 @@ class LossPlot(QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.val_curve = None
         self.sched_curve = None
-        self.reset(("loss",), None)
+        self.term = "loss"
+        self.schedule_label = None
+        self.reset("loss", "loss", None)
 
     def _set_log(self, on: bool) -> None:
-        """Log y for positive losses; linear when a term is ≤ 0 (a negative log-likelihood),
+        """Log y for positive values; linear when the term is ≤ 0 (a negative log-likelihood),
         which a log axis cannot show."""
         if on == self._log:
             return
@@ -58,7 +62,7 @@ class LossPlot(QWidget):
         item = self.widget.getPlotItem()
         item.setLogMode(y=on)
         item.getAxis("left").setStyle(maxTextLevel=0 if on else 2)  # log: label decades only
-        if item.getAxis("right").logMode:  # PlotItem sets every axis; λ stays linear
+        if item.getAxis("right").logMode:  # PlotItem sets every axis; the schedule stays linear
             item.getAxis("right").setLogMode(False)
 
     @property
@@ -70,7 +74,9 @@ class LossPlot(QWidget):
         self.sched_box.setGeometry(item.vb.sceneBoundingRect())
         self.sched_box.linkedViewChanged(item.vb, self.sched_box.XAxis)
 
-    def reset(self, terms, schedule_name: str | None) -> None:
+    def reset(self, term: str, legend: str, schedule_label: str | None) -> None:
+        """Start a new run: plot ``term`` (shown in the legend as ``legend``) and, when
+        ``schedule_label`` is given, the schedule on the right axis under that label."""
         item = self.widget.getPlotItem()
         for c in list(self.curves.values()) + [self.val_curve]:
             if c is not None:
@@ -79,40 +85,43 @@ class LossPlot(QWidget):
             self.sched_box.removeItem(self.sched_curve)
             self.legend.removeItem(self.sched_curve)
         self.legend.clear()
+        self.term = term
+        self.schedule_label = schedule_label
         self._steps: list[int] = []
-        self._raw: dict[str, list[float]] = {t: [] for t in terms}
-        self._smooth: dict[str, list[float]] = {t: [] for t in terms}
+        self._raw: list[float] = []
+        self._smooth: list[float] = []
         self._sched: list[float] = []
         self._val: list[tuple[int, float]] = []
         self._set_log(True)
-        self.curves = {}
-        for i, term in enumerate(terms):
-            pen = pg.mkPen(_COLORS[i % len(_COLORS)], width=2 if term == "loss" else 1.3)
-            self.curves[term] = item.plot([], [], pen=pen, name=term)
+        item.setLabel("left", term)
+        self.curves = {term: item.plot([], [], pen=pg.mkPen(_TERM_COLOR, width=2), name=legend)}
         self.val_curve = item.plot([], [], pen=None, symbol="o", symbolSize=6,
                                    symbolBrush="#ffffff", symbolPen=None,
                                    name="validation error")
         self.sched_curve = None
-        label = _SCHEDULE_LABELS.get(schedule_name, schedule_name)
-        item.getAxis("right").setLabel(label or "")
-        item.getAxis("right").setVisible(schedule_name is not None)
-        if schedule_name is not None:
+        right = item.getAxis("right")
+        right.setLabel(schedule_label or "")
+        right.setVisible(schedule_label is not None)
+        if schedule_label is not None:
             self.sched_curve = pg.PlotDataItem(
-                [], [], pen=pg.mkPen("#bdbdbd", width=1.3, style=Qt.PenStyle.DashLine))
+                [], [], pen=pg.mkPen(_SCHED_COLOR, width=1.3, style=Qt.PenStyle.DashLine))
             self.sched_box.addItem(self.sched_curve)
-            self.legend.addItem(self.sched_curve, f"{label} (right axis)")
+            self.legend.addItem(self.sched_curve, f"{schedule_label} (right axis)")
+
+    def legend_texts(self) -> list[str]:
+        return [label.text for _, label in self.legend.items]
 
     def add(self, rows) -> None:
-        """rows: iterable of (step, terms dict, schedule value or None, val_error or None)."""
+        """rows: iterable of (step, terms dict or None, schedule value or None, val_error or
+        None)."""
         changed = False
         for step, terms, sched, val in rows:
-            if terms:
+            if terms and self.term in terms:
+                v = float(terms[self.term])
                 self._steps.append(step)
-                for t in self._raw:
-                    v = float(terms.get(t, np.nan))
-                    self._raw[t].append(v)
-                    prev = self._smooth[t][-1] if self._smooth[t] else v
-                    self._smooth[t].append(prev + 0.1 * (v - prev) if np.isfinite(prev) else v)
+                self._raw.append(v)
+                prev = self._smooth[-1] if self._smooth else v
+                self._smooth.append(prev + 0.1 * (v - prev) if np.isfinite(prev) else v)
                 self._sched.append(np.nan if sched is None else float(sched))
                 changed = True
             if val is not None:
@@ -123,12 +132,11 @@ class LossPlot(QWidget):
 
     def _redraw(self) -> None:
         x = np.asarray(self._steps, float)
-        shown = np.concatenate([np.asarray(v, float) for v in self._smooth.values()]
-                               + [np.asarray(self._val, float).reshape(-1, 2)[:, 1]])
+        shown = np.concatenate([np.asarray(self._smooth, float),
+                                np.asarray(self._val, float).reshape(-1, 2)[:, 1]])
         shown = shown[np.isfinite(shown)]
         self._set_log(bool((shown > 0).all()))
-        for t, c in self.curves.items():
-            c.setData(x, np.asarray(self._smooth[t], float))
+        self.curves[self.term].setData(x, np.asarray(self._smooth, float))
         if self._val:
             v = np.asarray(self._val, float)
             self.val_curve.setData(v[:, 0], v[:, 1])

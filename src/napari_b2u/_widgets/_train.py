@@ -1,169 +1,45 @@
 """The "Blind2Unblind: Train" dock widget.
 
-It holds no training logic: it builds a :class:`~napari_b2u.engine.Trainer` through
-``napari_b2u.api.make_trainer`` in a napari thread worker and shows what the trainer reports.
-The worker yields to the GUI at most ``_GUI_INTERVAL`` apart (plus every preview, validation,
-message and the end), carrying the loss rows of all steps in between, so the plot is complete
-while the GUI thread stays idle. Layers and Qt are touched only in the worker's signal handlers,
-which run on the main thread.
+It holds no training logic: the form (:mod:`._train_form`) gives the options, the core checks
+them (``build_config``) and says what the run will do (``plan_training``), and a napari thread
+worker (:mod:`._train_job`) builds the trainer with ``napari_b2u.api.make_trainer`` and reports
+to the GUI. Everything about a method — its previews, the term plotted, the schedule's label —
+comes from the method's own description. Layers and Qt are touched only in the worker's signal
+handlers, which run on the main thread.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QButtonGroup,
-    QComboBox,
-    QDoubleSpinBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QRadioButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
 
-from ..data import InputError
-from ..methods import get_method, method_titles
-from ._common import (
-    DeviceCombo,
-    LayerCombo,
-    ModelBar,
-    Panel,
-    StatusLabel,
-    button,
-    fmt_time,
-    form_section,
-    hbox,
-    log,
-    notify,
-    plain_error,
-    start_worker,
-)
+from ..config import FIELDS
+from ..errors import InputError
+from ._forms import button
 from ._layers import (
-    META_KEY,
     camera_of,
     describe_layout,
-    infer_axes,
+    layer_array,
     layer_problem,
-    layout_of,
-    preview_placement,
     preview_size,
     view_target,
 )
+from ._model_bar import ModelBar
+from ._names import DENOISE_WIDGET, PLUGIN
+from ._panel import Panel, start_worker
+from ._previews import PreviewLayers
+from ._session import in_viewer, same_layer, unwrap
+from ._text import MODEL_FILTER, StatusLabel, fmt_time, notify, plain_error, sentence
+from ._train_form import TrainForm, method_class
+from ._train_job import Control, Packet, train_job
 
-#: the longest the GUI waits between two updates from the training thread (seconds)
-_GUI_INTERVAL = 0.1
 #: the shortest time between two preview requests that follow the viewer's slider/camera
 _VIEW_DEBOUNCE_MS = 300
-
-#: TrainConfig fields whose default is the device preset (shown in the form)
-_PRESET_KEYS = ("steps", "patch_size", "batch_size", "lr", "width", "depth", "preview_every")
-
-_OUTPUT_HELP = {
-    "blind": "blind h(f(Ωy)): every pixel predicted by the copy in which it was masked",
-    "visible": "visible f(y): the network on the unmasked image (the fast denoiser)",
-    "weighted": "weighted (h + λ·f)/(λ + 1): B2U's re-visible combination (best quality)",
-    "mu": "μ: the blind-spot network's estimate (D-BSN)",
-    "bayes": "Bayes: μ combined with the noisy pixel by the estimated noise (D-BSN)",
-    "noise_std": "the estimated noise standard deviation, in the input's units",
-}
-
-
-def default_preview(method) -> str:
-    """The preview shown first: B2U's weighted output, else the method's default output."""
-    names = list(method.preview_names)
-    for name in ("weighted", method.outputs[0]):
-        if name in names:
-            return name
-    return names[0]
-
-
-def is_noise_map(name: str) -> bool:
-    """Previews that are not intensities (e.g. a noise level) get their own contrast."""
-    return "noise" in name or "std" in name
-
-
-# ---- the training thread -----------------------------------------------------------------------
-class _Control:
-    """Shared by the GUI thread and the training thread (everything here is thread-safe)."""
-
-    def __init__(self, preview):
-        self.trainer = None
-        self.stop_requested = threading.Event()
-        self.preview = preview  # (frame, region) the previews should show
-
-    def stop(self) -> None:
-        self.stop_requested.set()
-        trainer = self.trainer
-        if trainer is not None:
-            trainer.stop()
-
-
-@dataclass
-class Packet:
-    kind: str  # "ready", "progress" or "error"
-    event: object = None  # the latest TrainEvent
-    rows: list = field(default_factory=list)  # (step, terms, sched, val_error) since last packet
-    info: dict = field(default_factory=dict)
-    error: BaseException | None = None
-
-
-def train_job(ctl: _Control, data, axes: str, val_data, kwargs: dict):
-    """Generator run by the worker thread: builds the trainer, trains, returns the Denoiser
-    (or None). Errors are yielded as packets, so the GUI words them and recovers."""
-    from .. import api
-
-    try:
-        trainer = api.make_trainer(data, axes=axes, val_stack=val_data,
-                                   preview_frame=ctl.preview[0], **kwargs)
-    except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
-        log.debug("creating the trainer failed", exc_info=True)
-        yield Packet("error", error=exc)
-        return None
-    ctl.trainer = trainer
-    if ctl.stop_requested.is_set():
-        trainer.stop()
-    trainer.set_preview(*ctl.preview, now=False)
-    method, cfg = trainer.method, trainer.config
-    yield Packet("ready", info={
-        "method": method.title, "loss_terms": method.loss_terms,
-        "schedule_name": method.schedule_name, "preview_names": method.preview_names,
-        "steps": cfg.steps, "max_time": cfg.max_time, "patch_size": trainer.patch_size,
-        "batch_size": trainer.batch_size, "device": str(trainer.device),
-        "split": trainer.data.split,
-        "compile": bool(cfg.compile and trainer.device.type == "cuda"),
-    })
-    rows, last, last_terms = [], time.monotonic(), None
-    events = iter(trainer)
-    try:
-        for ev in events:
-            fresh = ev.terms if ev.terms and ev.terms != last_terms else None
-            if fresh is not None or ev.validated:
-                rows.append((ev.step, fresh, ev.lam, ev.val_error if ev.validated else None))
-                last_terms = ev.terms
-            now = time.monotonic()
-            if (ev.done or ev.previews is not None or ev.message or ev.validated
-                    or now - last >= _GUI_INTERVAL):
-                yield Packet("progress", event=ev, rows=rows)
-                rows, last = [], now
-    except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
-        log.debug("training failed", exc_info=True)
-        yield Packet("error", error=exc)
-        return None
-    finally:
-        events.close()  # an early close keeps the model trained so far
-        ctl.trainer = None  # napari may keep the worker (and ctl) alive: drop the frames
-    try:
-        return trainer.result()
-    except RuntimeError:
-        return None
+#: what the preview row offers besides the method's previews
+HIDDEN = "hidden"
 
 
 @dataclass
@@ -172,156 +48,67 @@ class _Run:
 
     layer: object
     layout: object
-    ctl: _Control
+    data: object
+    ctl: Control
     gen: object
-    worker: object = None
-    info: dict = field(default_factory=dict)
-    layer_gone: bool = False
+    method: str | None  # None until the trainer says (a resumed run)
     target: tuple = (0, None)
     preview_size: int = 256
+    worker: object = None
+    info: object = None  # the RunInfo of the "ready" packet
     val_layer: object = None
+    layer_gone: bool = False
     last_event: object = None
+    previewed: bool = False  # a preview arrived (else the preview layers show the input)
+    model: object = None  # the model kept, once returned
 
 
-# ---- the widget -------------------------------------------------------------------------------
+def plot_legend(method) -> str:
+    """What the plotted loss term is, in the method's words."""
+    term = method.plot_term
+    text = method.describe(term)
+    return text if text != term else term
+
+
 class TrainWidget(Panel):
     """Train a self-supervised denoiser on an image layer, with live progress and previews."""
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
         self._run: _Run | None = None
-        self._loading = False
-        self._edited: set[str] = set()
-        self.preview_layers: dict = {}  # preview name -> napari layer
-        self._preview_choice = "weighted"
+        self.previews = PreviewLayers(self.viewer)
         self._build()
         self._on_method_changed()
         self._on_layer_changed()
-        ev = napari_viewer.layers.events
-        ev.removed.connect(self._on_layer_removed)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._view_timer = QTimer(self)
         self._view_timer.setSingleShot(True)
         self._view_timer.setInterval(_VIEW_DEBOUNCE_MS)
         self._view_timer.timeout.connect(self._push_view_target)
-        napari_viewer.dims.events.current_step.connect(self._on_view_changed)
-        camera = camera_of(napari_viewer)
+        self.viewer.dims.events.current_step.connect(self._on_view_changed)
+        camera = camera_of(self.viewer)
         camera.events.center.connect(self._on_view_changed)
         camera.events.zoom.connect(self._on_view_changed)
 
-    # ---- form ----------------------------------------------------------------------------------
-    def _spin(self, key, lo, hi, step=1, tip="", decimals=None, special=None):
-        if decimals is None:
-            w = QSpinBox()
-        else:
-            w = QDoubleSpinBox()
-            w.setDecimals(decimals)
-        w.setRange(lo, hi)
-        w.setSingleStep(step)
-        if special:
-            w.setSpecialValueText(special)
-        w.setToolTip(tip)
-        w.valueChanged.connect(lambda *_: self._mark_edited(key))
-        self.fields[key] = w
-        return w
-
+    # ---- building ------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.fields: dict[str, QWidget] = {}
         lay = QVBoxLayout(self)
-        form = self._settings_form(lay)
-
-        self.layer_combo = LayerCombo(self.viewer)
-        self.layer_combo.setToolTip("The image to train on: every frame of a time series or "
-                                    "z-stack is a training sample")
-        self.layer_combo.layer_changed.connect(self._on_layer_changed)
-        form.addRow("Image", self.layer_combo)
-        self.val_combo = LayerCombo(self.viewer, none_text="(hold out part of the image)")
-        self.val_combo.setToolTip(
-            "Optional separate stack for the self-supervised validation that picks the best "
-            "model; by default some frames (or, for < 5 frames, a band of each frame) are held "
-            "out of training")
-        form.addRow("Validation", self.val_combo)
-        self.axes_edit = QLineEdit()
-        self.axes_edit.setToolTip(
-            "One letter per dimension: T time, Z depth, S/I/Q other samples, C channel "
-            "(denoised jointly), Y and X the image. Inferred from the layer; edit if wrong.")
-        self.axes_edit.textEdited.connect(lambda *_: self._update_shape_hint())
-        self.shape_hint = QLabel()
-        form.addRow("Axes", hbox(self.axes_edit, self.shape_hint))
-        self.method_combo = QComboBox()
-        for name, title in method_titles().items():
-            self.method_combo.addItem(title, name)
-        self.method_combo.currentIndexChanged.connect(lambda *_: self._on_method_changed())
-        form.addRow("Method", self.method_combo)
-        self.length_unit = QComboBox()
-        self.length_unit.addItem("steps", "steps")
-        self.length_unit.addItem("epochs", "epochs")
-        self.length_unit.setToolTip(
-            "Count the training length in steps (one batch of random patches each) or in "
-            "epochs (passes over the layer's pixels: steps = epochs × pixels / (batch × "
-            "patch²)). Switching converts the number for the selected layer.")
-        self.length_unit.currentIndexChanged.connect(lambda *_: self._on_length_unit_changed())
-        form.addRow("Length", hbox(
-            self._spin("steps", 1, 10_000_000, 50, "Training length, in the unit on the right. "
-                       "The default is the device preset's number of steps."),
-            self.length_unit,
-            QLabel("time limit"),
-            self._spin("max_minutes", 0, 100_000, 1, "Stop after this many minutes (off: "
-                       "steps only). With a limit and untouched steps, only the time counts; "
-                       "λ and the learning rate then follow the time used.", 1, "off")))
-        form.addRow("Patch, batch", hbox(
-            self._spin("patch_size", 8, 4096, 16, "Side of the square training patches (a "
-                       "multiple of 2^depth; reduced automatically to fit small images)"),
-            self._spin("batch_size", 1, 1024, 1, "Patches per step")))
-        form.addRow("Cells s, lr", hbox(
-            self._spin("cells", 2, 8, 1, "B2U's global-mask cell size s: s² masked copies per "
-                       "patch"),
-            self._spin("lr", 1e-6, 1.0, 1e-4, "Learning rate (Adam), decayed over training",
-                       decimals=6)))
-        self.device_combo = DeviceCombo()
-        self.device_combo.currentIndexChanged.connect(lambda *_: self._apply_presets())
-        form.addRow("Device", self.device_combo)
-        form.addRow("Seed", self._spin("seed", 0, 2**31 - 1, 1, "Random seed (same seed, same "
-                                                               "data, same device: same model)"))
-
-        self.advanced, adv = form_section("Advanced settings")
-        adv.addRow("Network width", self._spin("width", 4, 512, 4, "Channels of the U-Net's "
-                                                                   "first level"))
-        adv.addRow("Network depth", self._spin("depth", 1, 7, 1, "U-Net levels"))
-        adv.addRow("Validation fraction", self._spin(
-            "val_fraction", 0.0, 0.5, 0.05, "Fraction of frames held out to choose the best "
-                                            "model (0: keep the last model)", decimals=2))
-        adv.addRow("Preview every", self._spin("preview_every", 0, 1_000_000, 5,
-                                               "Steps between live previews (0: off)",
-                                               special="off"))
-        self.compile_combo = QComboBox()
-        self.amp_combo = QComboBox()
-        for combo in (self.compile_combo, self.amp_combo):
-            for text, value in (("auto (device preset)", None), ("on", True), ("off", False)):
-                combo.addItem(text, value)
-        self.compile_combo.setToolTip("torch.compile on CUDA (faster after a slow first minute)")
-        self.amp_combo.setToolTip("bf16/fp16 mixed precision on CUDA")
-        adv.addRow("torch.compile", self.compile_combo)
-        adv.addRow("Mixed precision", self.amp_combo)
-        self.autosave_edit = QLineEdit()
-        self.autosave_edit.setPlaceholderText("off")
-        self.autosave_edit.setToolTip(
-            "A checkpoint file (.b2u) rewritten every 5 minutes and at the end: if napari or "
-            "the computer stops, at most 5 minutes are lost. Continue with 'Resume…'; it also "
-            "opens as a model for denoising.")
-        adv.addRow("Autosave", hbox(self.autosave_edit, button(
-            "…", self._choose_autosave, "Choose the autosave file")))
-        adv.addRow(hbox(
-            button("Resume…", self._choose_resume, "Continue training from an autosaved "
-                   "checkpoint of this layer's data (its settings come from the file; a larger "
-                   "'Length' or a time limit extends the run)"),
-            button("Reset to defaults", self.reset_defaults,
-                   "Show the device preset and method defaults again")))
-        lay.addWidget(self.advanced)
-
+        self.form = self.settings = TrainForm(self.viewer, self.session,
+                                              on_resume=self._choose_resume)
+        self.form.layer_changed.connect(self._on_layer_changed)
+        self.form.layer_removed.connect(self._on_chosen_layer_removed)
+        self.form.method_changed.connect(self._on_method_changed)
+        f = self.form  # its inputs, as attributes of the widget (tests, scripts)
+        self.layer_combo, self.val_combo, self.axes_edit = f.layer_combo, f.val_combo, f.axes_edit
+        self.shape_hint, self.method_combo, self.fields = f.shape_hint, f.method_combo, f.fields
+        self.length_unit, self.device_combo = f.length_unit, f.device_combo
+        lay.addWidget(self.form)
+        lay.addWidget(self.form.advanced)
+        self._locked += [self.form, self.form.advanced]
         self.start_button, self.stop_button = self._action_row(
             lay, ("Start training", self.start),
-            ("Stop", self.stop, "End training after the current step and keep the best model "
-                                "so far"))
+            ("Stop", self.stop, "End training now (the step in progress is dropped) and keep "
+                                "the best model so far"))
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
         lay.addWidget(self.metrics)
@@ -343,70 +130,46 @@ class TrainWidget(Panel):
         self.model_bar.layout().addWidget(self.denoise_button)
         lay.addWidget(self.model_bar)
 
-    def _mark_edited(self, key: str) -> None:
-        if not self._loading:
-            self._edited.add(key)
+    # ---- the form (delegated; also used by tests and scripts) ---------------------------------
+    def configure(self, **values) -> None:
+        """Set form inputs by name (see :meth:`TrainForm.configure`)."""
+        self.form.configure(**values)
 
-    def _set_field(self, key: str, value) -> None:
-        self._loading = True
-        try:
-            self.fields[key].setValue(value)
-        finally:
-            self._loading = False
-
-    def _apply_presets(self) -> None:
-        """Show the device preset (and method defaults) in every field the user left alone."""
-        from ..engine import PRESETS, TrainConfig
-
-        preset = PRESETS.get(self.device_combo.device_type(), PRESETS["cpu"])
-        defaults = {k: preset[k] for k in _PRESET_KEYS}
-        method = get_method(self.method_combo.currentData())
-        defaults["cells"] = method.params.get("cells", 2)
-        defaults["max_minutes"] = 0
-        defaults["seed"] = TrainConfig.seed
-        defaults["val_fraction"] = TrainConfig.val_fraction
-        for key, value in defaults.items():
-            if key not in self._edited:
-                self._set_field(key, value)
-
-    def _steps_per_epoch(self) -> float | None:
-        """Steps in one pass over the selected layer's pixels (None without a usable layer)."""
-        layer = self.layer_combo.current_layer()
-        if layer is None or layer_problem(layer) is not None:
-            return None
-        try:
-            layout = layout_of(layer, self.axes_edit.text())
-        except InputError:
-            return None
-        h, w = layout.frame_shape
-        patch = min(self.fields["patch_size"].value(), h, w)
-        return layout.n_frames * h * w / (self.fields["batch_size"].value() * patch**2)
-
-    def _on_length_unit_changed(self) -> None:
-        # keep the same training length in the new unit when a layer tells how long an epoch is
-        per_epoch = self._steps_per_epoch()
-        spin = self.fields["steps"]
-        if per_epoch:
-            value = spin.value()
-            new = value / per_epoch if self.length_unit.currentData() == "epochs" else \
-                value * per_epoch
-            self._set_field("steps", max(1, round(new)))
-        self._edited.add("steps")  # a length in epochs is always the user's choice
+    def params(self) -> dict:
+        """The ``api.make_trainer`` keyword arguments of the form."""
+        return self.form.params()
 
     def reset_defaults(self) -> None:
-        self._edited.clear()
-        self.length_unit.blockSignals(True)
-        self.length_unit.setCurrentIndex(0)
-        self.length_unit.blockSignals(False)
-        self.compile_combo.setCurrentIndex(0)
-        self.amp_combo.setCurrentIndex(0)
-        self._apply_presets()
+        self.form.reset_defaults()
+
+    @property
+    def preview_layers(self) -> dict:
+        """Preview name -> its napari layer."""
+        return self.previews.layers
+
+    @property
+    def is_training(self) -> bool:
+        return self._run is not None
+
+    def _on_layer_changed(self) -> None:
+        if self._run is not None:
+            return
+        layer = self.form.layer()
+        problem = layer_problem(layer)
+        if layer is None and self.form.layer_combo.removed_text:
+            return  # _on_chosen_layer_removed said what happened
+        self.status.show_message(problem or "", "info" if problem is None or layer is None
+                                 else "error")
+
+    def _on_chosen_layer_removed(self, name: str) -> None:
+        if self._run is None:
+            self.status.show_message(f"'{name}' was removed from the viewer: pick the layer to "
+                                     "train on.", "warning")
 
     def _on_method_changed(self) -> None:
-        method = get_method(self.method_combo.currentData())
-        self.fields["cells"].setEnabled("cells" in method.defaults)
-        self._edited.discard("cells")
-        self._apply_presets()
+        self._set_preview_row(self.form.method_class())
+
+    def _set_preview_row(self, method) -> None:
         for b in self.preview_buttons.buttons():
             self.preview_buttons.removeButton(b)
             b.deleteLater()
@@ -416,205 +179,129 @@ class TrainWidget(Panel):
             if item.widget() is not None:
                 item.widget().deleteLater()
         names = list(method.preview_names)
+        self.previews.set_choice(method.first_preview())
         if not names:
             return
-        self._preview_choice = default_preview(method)
         row.addWidget(QLabel("Preview:"))
-        for name in names + ["hidden"]:
+        for name in names + [HIDDEN]:
             rb = QRadioButton(name)
-            rb.setToolTip(_OUTPUT_HELP.get(name, "hide the preview layers"))
-            rb.setChecked(name == self._preview_choice)
+            rb.setToolTip(method.describe(name) if name != HIDDEN else
+                          "hide the preview layers")
+            rb.setChecked(name == self.previews.choice)
             self.preview_buttons.addButton(rb)
             row.addWidget(rb)
 
     def _on_preview_choice(self, rb) -> None:
-        self._preview_choice = rb.text()
-        for name, layer in self.preview_layers.items():
-            layer.visible = name == self._preview_choice
+        name = rb.text()
+        self.previews.set_choice(None if name == HIDDEN else name)
 
-    def _on_layer_changed(self) -> None:
-        layer = self.layer_combo.current_layer()
-        problem = layer_problem(layer)
-        if problem is None:
-            self.axes_edit.setText(infer_axes(layer))
-            self.status.show_message("")
-        else:
-            self.axes_edit.setText("")
-            if self._run is None:
-                self.status.show_message(problem, "error" if layer is not None else "info")
-        self._update_shape_hint()
-
-    def _update_shape_hint(self) -> None:
-        layer = self.layer_combo.current_layer()
-        if layer_problem(layer) is not None:
-            self.shape_hint.setText("")
-            return
-        try:
-            self.shape_hint.setText(describe_layout(layout_of(layer, self.axes_edit.text())))
-        except InputError:
-            self.shape_hint.setText(f"shape {tuple(layer.data.shape)}")
-
-    # ---- public API (also used by tests and scripts) -----------------------------------------
-    def configure(self, **values) -> None:
-        """Set form fields by their TrainConfig names (steps or epochs, patch_size, batch_size,
-        cells, lr, width, depth, val_fraction, preview_every, seed, max_minutes) and ``device``,
-        ``axes``, ``layer``, ``method``; set fields count as chosen by the user."""
-        if "layer" in values:
-            self.layer_combo.set_layer(values.pop("layer"))
-        if "method" in values:
-            self.method_combo.setCurrentIndex(self.method_combo.findData(values.pop("method")))
-        if "device" in values:
-            self.device_combo.set_device(values.pop("device"))
-        if "axes" in values:
-            self.axes_edit.setText(values.pop("axes"))
-        if "autosave" in values:
-            self.autosave_edit.setText(str(values.pop("autosave") or ""))
-        if "epochs" in values:  # the length in epochs instead of steps
-            self.length_unit.blockSignals(True)
-            self.length_unit.setCurrentIndex(self.length_unit.findData("epochs"))
-            self.length_unit.blockSignals(False)
-            values["steps"] = values.pop("epochs")
-        for key, value in values.items():
-            if key not in self.fields:
-                raise KeyError(f"unknown setting {key!r}; known: {sorted(self.fields)}")
-            self.fields[key].setValue(value)
-            self._edited.add(key)
-
-    def params(self) -> dict:
-        """make_trainer keyword arguments from the form; untouched preset fields are None, so
-        the core's device preset decides."""
-        f = self.fields
-
-        def chosen(key):
-            return f[key].value() if key in self._edited else None
-
-        out = {key: chosen(key) for key in _PRESET_KEYS}
-        if self.length_unit.currentData() == "epochs":
-            out["epochs"], out["steps"] = float(f["steps"].value()), None
-        minutes = f["max_minutes"].value()
-        out["max_time"] = minutes * 60.0 if minutes > 0 else None
-        out["cells"] = chosen("cells") if f["cells"].isEnabled() else None
-        out["method"] = self.method_combo.currentData()
-        out["device"] = self.device_combo.device()
-        out["seed"] = f["seed"].value()
-        out["val_fraction"] = f["val_fraction"].value()
-        out["compile"] = self.compile_combo.currentData()
-        out["amp"] = self.amp_combo.currentData()
-        autosave = self.autosave_edit.text().strip()
-        if autosave:
-            out["autosave"] = autosave
-        return out
-
-    @property
-    def is_training(self) -> bool:
-        return self._run is not None
-
-    def _choose_autosave(self) -> None:
-        from qtpy.QtWidgets import QFileDialog
-
-        path, _ = QFileDialog.getSaveFileName(self, "Autosave checkpoint", "",
-                                              "napari-b2u model (*.b2u)")
-        if path:
-            self.autosave_edit.setText(path if path.endswith(".b2u") else path + ".b2u")
-
+    # ---- start / stop ----------------------------------------------------------------------------
     def _choose_resume(self) -> None:
         from qtpy.QtWidgets import QFileDialog
 
-        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", "",
-                                              "napari-b2u model (*.b2u)")
+        path, _ = QFileDialog.getOpenFileName(self, "Resume from checkpoint", "", MODEL_FILTER)
         if path:
             self.start(resume=path)
 
     def start(self, resume: str | None = None) -> bool:
         """Check the choices and start training in a worker thread; False (with a message in
         the widget and a notification) if something is wrong. ``resume``: continue from this
-        autosaved checkpoint (same data) instead of starting afresh."""
+        autosaved checkpoint (same data) instead of starting afresh; its settings come from the
+        file, only the length, the time limit and the autosave are taken from the form."""
         if self._run is not None:
             return False
-        layer = self.layer_combo.current_layer()
+        f = self.form
+        layer = f.layer()
+        if layer is None and f.layer_combo.removed_text:
+            self._refuse("The layer chosen to train on was removed: pick a layer in 'Image'.")
+            return False
         problem = layer_problem(layer)
         if problem is not None:
             self._refuse(problem)
             return False
         try:
-            layout = layout_of(layer, self.axes_edit.text())
+            layout = f.layout()
         except InputError as exc:
             self._refuse(f"Axes: {exc}")
             return False
-        params = self.params()
-        h, w = layout.frame_shape
-        if params["patch_size"] is not None and params["patch_size"] > min(h, w):
-            self._refuse(
-                f"The frames of '{layer.name}' are {h}×{w} pixels, smaller than the patch size "
-                f"{params['patch_size']}. Lower 'Patch' to at most {min(h, w)} or pick a larger "
-                "image.")
-            return False
-        val_layer = self.val_combo.current_layer()
+        val_layer = f.val_layer()
         val_data = None
         if val_layer is not None:
             problem = layer_problem(val_layer)
             if problem is not None:
                 self._refuse(f"Validation: {problem}")
                 return False
-            if val_layer is layer:
+            if same_layer(val_layer, layer):
                 self._refuse("Validation: choose a different layer from the training image, "
                              "or leave it on '(hold out part of the image)'.")
                 return False
-            val_data = self.session.raw_data(val_layer)
-        autosave = params.get("autosave")
+            val_data = layer_array(self.session, val_layer)
+        options = f.options()
+        autosave = options.get("autosave")
         if autosave and Path(autosave).exists() and (
                 resume is None or Path(autosave).resolve() != Path(resume).resolve()):
             self._refuse(f"Autosave: {autosave} exists; choose another file name (an autosave "
                          "rewrites its file), or resume from it.")
             return False
-        if resume is not None:
-            from ..inference import read_checkpoint
-
-            try:
-                ck = read_checkpoint(resume)
+        if resume is None:
+            try:  # the core's checks, on the GUI thread, before anything starts
+                config = f.config()
+                f.plan()
             except InputError as exc:
-                self._refuse(f"Resume: {exc}")
+                self._refuse(sentence(str(exc)))
                 return False
-            if not ck.get("training"):
-                self._refuse(f"Resume: {Path(resume).name} holds no training state (it was "
-                             "saved after training, not autosaved during it).")
+            kwargs = {"method": f.method_name(), "device": f.device(), **options}
+            method, cap = f.method_name(), config.preview_size
+            previews_on = config.preview_every != 0
+        else:
+            if f.length_in_epochs():
+                self._refuse("Resume: give the length in steps (a resumed run is extended to "
+                             "that many steps), or leave it at the checkpoint's length.")
                 return False
-            params = {**params, "resume": str(resume), "method": ck["method"]}
-        if not self._launch(layer, layout, params, val_data):
-            return False
+            kwargs = {"device": f.device(), "resume": str(resume), "steps": options["steps"],
+                      "max_time": options["max_time"], "autosave": autosave}
+            method, cap, previews_on = None, FIELDS["preview_size"].default, True
+        self.session.choose_axes(layer, layout.axes)
+        self._launch(layer, layout, kwargs, val_data, method, cap, previews_on)
         self._run.val_layer = val_layer
         return True
 
-    def _launch(self, layer, layout, params, val_data) -> bool:
-        from ..engine import TrainConfig
-
-        data = self.session.raw_data(layer)
-        size = preview_size(layout, TrainConfig.preview_size)
+    def _launch(self, layer, layout, kwargs, val_data, method, cap, previews_on) -> None:
+        data = layer_array(self.session, layer)
+        size = preview_size(layout, cap)
         target = view_target(self.viewer, layer, layout, size)
-        ctl = _Control(target)
-        gen = train_job(ctl, data, layout.axes, val_data, params)
-        run = self._run = _Run(layer=layer, layout=layout, ctl=ctl, gen=gen, target=target,
-                               preview_size=size)
+        ctl = Control(target)
+        gen = train_job(ctl, data, layout.axes, val_data, kwargs)
+        run = self._run = _Run(layer=layer, layout=layout, data=data, ctl=ctl, gen=gen,
+                               method=method, target=target, preview_size=size)
         worker = run.worker = start_worker(f"training on '{layer.name}'", gen, self._on_packet,
                                            self._on_finished, ctl.stop)
         worker.returned.connect(self._on_result)
         self._set_busy(True)
         note = ("" if not self.session.has_original(layer) else
                 " (on its raw data: the layer is shown denoised in place)")
-        what = (f"Resuming '{layer.name}' from {Path(params['resume']).name}"
-                if params.get("resume") else f"Preparing '{layer.name}'")
+        what = (f"Resuming '{layer.name}' from {Path(kwargs['resume']).name}"
+                if kwargs.get("resume") else f"Preparing '{layer.name}'")
         self.status.show_message(f"{what}{note}…")
         self.progress.setValue(0)
         self.progress.setFormat("starting…")
         self.metrics.setText("")
-        method = get_method(params["method"])
-        self.plot.reset(method.loss_terms, method.schedule_name)
-        self._prepare_preview_layers(layer, method.preview_names)
+        if method is not None:
+            self._show_method(method_class(method), previews_on)
         worker.start()
-        return True
+
+    def _show_method(self, method, previews_on: bool) -> None:
+        """Reset the plot for ``method`` and make its preview layers (at the start of a run:
+        adding layers is what costs the GUI thread time, not updating them)."""
+        run = self._run
+        self.plot.reset(method.plot_term, plot_legend(method),
+                        method.schedule_label if method.schedule_name else None)
+        if method.preview_names and previews_on:
+            self.previews.prepare(run.layer, run.data, run.layout, method.preview_names,
+                                  method.spread_previews, *run.target)
 
     def stop(self) -> None:
-        """End training after the current step; the best model so far is kept."""
+        """End training now: the step in progress is dropped, the best model so far kept."""
         if self._run is not None:
             self._run.ctl.stop()
             self.stop_button.setEnabled(False)
@@ -622,24 +309,28 @@ class TrainWidget(Panel):
 
     def open_denoise(self):
         """Dock the Blind2Unblind: Denoise widget (or show it if it is open)."""
-        return self.viewer.window.add_plugin_dock_widget("napari-b2u", "Blind2Unblind: Denoise")
+        return self.viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
 
     # ---- shutdown: viewer closing, panel closed, layer removed --------------------------------
     def shutdown(self) -> None:
-        """Stop training now (the worker thread ends after the current step)."""
+        """Stop training now (the worker thread ends within the current step)."""
         run = getattr(self, "_run", None)
         if run is not None:
             run.ctl.stop()
 
     def _on_layer_removed(self, event) -> None:
-        run, layer = self._run, event.value
+        layer = unwrap(event.value)
+        if same_layer(layer, self.previews.source):
+            self.previews.remove_all()  # previews of a layer that is gone mean nothing
+        run = self._run
         if run is None:
             return
-        if layer is run.layer or layer is run.val_layer:
+        if same_layer(layer, run.layer) or same_layer(layer, run.val_layer):
             run.layer_gone = True
             run.ctl.stop()
             self.status.show_message(
-                f"'{layer.name}' was removed: training stops and keeps the model so far.")
+                f"'{layer.name}' was removed: training stops and keeps the model so far.",
+                "warning")
 
     # ---- following the viewer ------------------------------------------------------------------
     def _on_view_changed(self, event=None) -> None:
@@ -656,47 +347,6 @@ class TrainWidget(Panel):
             run.ctl.preview = target
             run.ctl.trainer.set_preview(*target, now=True)
 
-    # ---- previews ------------------------------------------------------------------------------
-    def _prepare_preview_layers(self, layer, names) -> None:
-        """Keep the preview layers of an earlier run if they still fit this layer and method."""
-        for name, ply in list(self.preview_layers.items()):
-            if ply not in self.viewer.layers or ply.ndim != layer.ndim or name not in names:
-                if ply in self.viewer.layers:
-                    self.viewer.layers.remove(ply)
-                del self.preview_layers[name]
-            elif not is_noise_map(name):
-                ply.scale = layer.scale
-                ply.colormap = layer.colormap
-                ply.contrast_limits = layer.contrast_limits
-
-    def _show_previews(self, previews: dict) -> None:
-        run = self._run
-        src, region = run.layer, previews["_region"]
-        selected = set(self.viewer.layers.selection)
-        added = False
-        for name in run.info.get("preview_names", ()):
-            if name not in previews:
-                continue
-            arr, translate = preview_placement(previews[name], region, run.layout, src)
-            layer = self.preview_layers.get(name)
-            look = ({"colormap": "magma"} if is_noise_map(name) else
-                    {"colormap": src.colormap, "contrast_limits": src.contrast_limits})
-            if layer is None:
-                self.preview_layers[name] = self.viewer.add_image(
-                    arr, name=f"preview: {name}", translate=translate, scale=src.scale,
-                    axis_labels=src.axis_labels, units=src.units,
-                    visible=name == self._preview_choice, metadata={META_KEY: {"preview": name}},
-                    **look)
-                added = True
-            elif layer in self.viewer.layers:  # (a preview the user removed stays removed)
-                layer.data = arr
-                layer.translate = translate
-                if is_noise_map(name):
-                    layer.reset_contrast_limits()
-        if added:  # adding a layer selects it; give the user their selection back
-            self.viewer.layers.selection.clear()
-            self.viewer.layers.selection.update(selected)
-
     # ---- worker signals (main thread) ---------------------------------------------------------
     def _on_packet(self, packet: Packet) -> None:
         run = self._run
@@ -708,26 +358,37 @@ class TrainWidget(Panel):
             notify(msg, "error")
             return
         if packet.kind == "ready":
-            run.info = packet.info
-            i = packet.info
-            length = (f"{i['steps']} steps" if i["steps"] else "") + (
-                f"{' or ' if i['steps'] else ''}{fmt_time(i['max_time'])} (time limit)"
-                if i["max_time"] else "")
-            note = (" The first steps compile the network: expect a minute before progress."
-                    if i["compile"] else "")
-            self.status.show_message(
-                f"Training {i['method']} on '{run.layer.name}' ({run.layout.axes}, "
-                f"{describe_layout(run.layout)}) on {i['device']}: {length}, patch "
-                f"{i['patch_size']} × batch {i['batch_size']}; {i['split']}.{note}")
+            self._on_ready(run, packet.info)
             return
         ev = run.last_event = packet.event
         self.plot.add(packet.rows)
         self._show_progress(ev)
         if ev.previews is not None and not run.layer_gone:
-            self._show_previews(ev.previews)
+            self.previews.show(ev.previews, run.layout)
+            run.previewed = True
         if ev.message and not ev.done:
-            self.status.show_message(ev.message)
-            notify(ev.message, "info")
+            self.status.show_message(sentence(ev.message))
+            notify(sentence(ev.message), "info")
+
+    def _on_ready(self, run: _Run, info) -> None:
+        run.info = info
+        if run.method is None or run.method != info.method_name:  # a resumed run
+            run.method = info.method_name
+            method = method_class(info.method_name)
+            self._set_preview_row(method)
+            self._show_method(method, info.previews)
+        length = " or ".join(
+            ([f"{info.steps:,} steps"] if info.steps else [])
+            + ([f"{fmt_time(info.max_time)} (time limit)"] if info.max_time else []))
+        split = f"; {info.split}" if info.split else ""
+        notes = "".join(f" {sentence(n)}" for n in info.notes)
+        compile_note = (" The first steps compile the network: expect a minute before "
+                        "progress." if info.compile else "")
+        self.status.show_message(
+            f"Training {info.method} on '{run.layer.name}' ({run.layout.axes}, "
+            f"{describe_layout(run.layout)}) on {info.device}: {length}, patch "
+            f"{info.patch_size} × batch {info.batch_size}{split}.{notes}{compile_note}",
+            "warning" if info.notes else "info")
 
     def _show_progress(self, ev) -> None:
         self.progress.setValue(int(round(1000 * ev.progress)))
@@ -739,11 +400,14 @@ class TrainWidget(Panel):
         if self._run is not None and self._run.ctl.stop_requested.is_set() and not ev.done:
             parts.append("stopping…")
         self.progress.setFormat(" · ".join(parts))
+        method = method_class(self._run.method) if self._run and self._run.method else None
         m = []
         if ev.loss is not None:
             m.append(f"loss {ev.loss:.4g}")
-        if ev.lam is not None:
-            m.append(f"λ {ev.lam:.3g}")
+        if method is not None and method.plot_term != "loss" and method.plot_term in ev.terms:
+            m.append(f"{method.plot_term} {ev.terms[method.plot_term]:.4g}")
+        if ev.schedule is not None and method is not None and method.schedule_label:
+            m.append(f"{method.schedule_label} {ev.schedule:.3g}")
         m.append(f"lr {ev.lr:.2g}")
         if ev.best_val_error is not None:
             m.append(f"validation {ev.val_error:.4g} (best {ev.best_val_error:.4g} at step "
@@ -755,21 +419,25 @@ class TrainWidget(Panel):
         if run is None:
             return
         ev = run.last_event
-        if model is None or not model.info.get("steps"):
-            if run.ctl.stop_requested.is_set() and model is not None:
-                self.status.show_message("Stopped before the first step: no model.")
+        if model is None:  # an error (said already), or stopped before the first step
+            if ev is not None and ev.done and ev.message:
+                self.status.show_message(sentence(ev.message), "warning")
             return
+        run.model = model
         info = model.info
         self.session.set_model(
             model, f"trained on '{run.layer.name}' ({info['steps']} steps, {info['chosen']})",
             layer=run.layer)
         how = "Stopped" if (ev is not None and ev.stopped) else "Done"
-        msg = (f"{how}: kept the {info['chosen']} model after {info['steps']} steps in "
-               f"{fmt_time(info.get('seconds'))}. Denoise with the Denoise panel "
-               "(Denoise ▸), or save the model.")
-        if model.readout():  # B2S: a photon-transfer estimate of the detector
-            line = model.describe_readout()
-            msg += f" {line[:1].upper()}{line[1:]}."
+        if run.layer_gone:
+            gone = run.val_layer if in_viewer(self.viewer, run.layer) else run.layer
+            how = f"'{gone.name}' was removed, training stopped"
+        kept = (ev.message if ev is not None and ev.done and ev.message else
+                f"kept the {info['chosen']} model after {info['steps']} steps")
+        msg = (f"{how}: {kept} in {fmt_time(info.get('seconds'))}. Denoise with the Denoise "
+               "panel (Denoise ▸), or save the model.")
+        if model.readout():  # e.g. a fitted noise model
+            msg += f" {sentence(model.describe_readout())}"
         self.status.show_message(msg, "ok")
         notify(msg)
 
@@ -778,8 +446,11 @@ class TrainWidget(Panel):
         if run is None:
             return
         try:
+            if run.model is None or not run.previewed:
+                self.previews.remove_all()  # they would show the input, not a model's output
             self._set_busy(False)
             if run.last_event is None:
                 self.progress.setFormat("idle")
+            self.form.update_plan()
         except RuntimeError:  # the widget was deleted with its viewer
             pass

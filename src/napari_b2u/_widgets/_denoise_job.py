@@ -1,0 +1,49 @@
+"""The denoising thread of the Denoise widget: a generator run by a napari worker that denoises
+one layer after the other with ``Denoiser.denoise_iter`` and sends :class:`DenoiseMessage` s to
+the GUI thread. Qt-free."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__.split(".")[0])  # the package's logger
+
+
+@dataclass(frozen=True)
+class DenoiseMessage:
+    """What the denoising thread tells the GUI about the layer at ``index`` of its list."""
+
+    kind: str  # "progress", "result", "error" or "cancelled"
+    index: int
+    done: int = 0  # frames done ("progress")
+    total: int = 0  # frames in the layer ("progress")
+    result: object = None  # the denoised array ("result")
+    error: BaseException | None = None  # ("error")
+
+
+def denoise_job(cancel: threading.Event, model, items, options: dict):
+    """Generator run by the worker thread. ``items``: (data, axes) per layer; ``options``:
+    keyword arguments of ``denoise_iter``. Stops at the first error or when ``cancel`` is set
+    (within one batch or tile)."""
+    for k, (data, axes) in enumerate(items):
+        frames = model.denoise_iter(data, axes=axes, **options)
+        try:
+            while True:
+                if cancel.is_set():
+                    yield DenoiseMessage("cancelled", k)
+                    return
+                try:
+                    done, n = next(frames)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                yield DenoiseMessage("progress", k, done=done, total=n)
+        except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
+            log.debug("denoising failed", exc_info=True)
+            yield DenoiseMessage("error", k, error=exc)
+            return
+        finally:
+            frames.close()  # a cancelled run frees its memory now
+        yield DenoiseMessage("result", k, result=result)

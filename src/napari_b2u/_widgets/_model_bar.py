@@ -1,0 +1,109 @@
+"""'Model: …' with Load… / Save… buttons, bound to the viewer's session, and loading a model file
+into a session (also used by the model file reader)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QSizePolicy, QWidget
+from superqt import QElidingLabel
+
+from ._forms import button
+from ._session import session_for
+from ._text import MODEL_FILTER, MODEL_SUFFIX, log, notify, plain_error
+
+
+class ModelBar(QWidget):
+    """'Model: …' with Load… / Save… buttons, bound to the viewer's session."""
+
+    def __init__(self, viewer, allow_load: bool = True, parent=None):
+        super().__init__(parent)
+        self.session = session_for(viewer)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.label = QElidingLabel()
+        self.label.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.label, 1)
+        self.load_button = None
+        if allow_load:
+            self.load_button = button("Load…", self.load_model,
+                                      f"Load a model file ({MODEL_SUFFIX}) saved earlier")
+            lay.addWidget(self.load_button)
+        self.save_button = button("Save…", self.save_model,
+                                  f"Save the current model ({MODEL_SUFFIX})")
+        lay.addWidget(self.save_button)
+        self.session.model_changed.connect(self._update)
+        self._update()
+
+    def _update(self) -> None:
+        s = self.session
+        try:
+            if s.model is None:
+                self.label.setText(f"Model: none yet — train one or load a {MODEL_SUFFIX} file")
+                self.label.setToolTip("")
+            else:
+                self.label.setText(f"Model: {s.model_source}")
+                self.label.setToolTip(f"{s.model_source}\n{s.model!r}")
+            self.save_button.setEnabled(s.model is not None)
+        except RuntimeError:  # the Qt side was deleted with its panel
+            pass
+
+    def _default_path(self) -> str:
+        layer = self.session.trained_layer()
+        folder = Path.home()
+        name = f"model{MODEL_SUFFIX}"
+        if layer is not None:
+            src = getattr(getattr(layer, "source", None), "path", None)
+            if src:
+                folder = Path(src).parent
+            name = f"{layer.name}{MODEL_SUFFIX}".replace("/", "_")
+        return str(folder / name)
+
+    def save_model(self, path: str | None = None):
+        """Save the current model (asks for a file unless ``path`` is given); returns the path
+        written, or None."""
+        model = self.session.model
+        if model is None:
+            notify("There is no model to save yet: train one first.", "warning")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", self._default_path(),
+                                                  MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            written = model.save(path)
+        except OSError as exc:  # the core's OutputError says what failed and what it kept
+            from ..errors import B2UError
+
+            notify(str(exc) if isinstance(exc, B2UError) else
+                   f"Could not save the model to {path}: {exc}", "error")
+            return None
+        notify(f"Model saved to {written}")
+        return written
+
+    def load_model(self, path: str | None = None):
+        """Load a model file into the session (asks for a file unless ``path`` is given)."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load model", str(Path.home()),
+                                                  MODEL_FILTER)
+            if not path:
+                return None
+        return load_into_session(self.session, path)
+
+
+def load_into_session(session, path):
+    """Load the model file at ``path`` as the session's model; a notification either way."""
+    from .. import api
+
+    try:
+        model = api.load(path)
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, none crashes napari
+        log.debug("loading %s failed", path, exc_info=True)
+        notify(plain_error(exc, f"Loading {Path(path).name}"), "error")
+        return None
+    steps = model.info.get("steps")
+    session.set_model(model, f"{Path(path).name}" + (f" ({steps} steps)" if steps else ""))
+    notify(f"Loaded model {Path(path).name}: {model.method.title}, "
+           f"{model.n_channels} channel(s)")
+    return model

@@ -1,0 +1,129 @@
+"""The live preview layers of the Train widget: one napari layer per preview of the method,
+placed exactly over the crop of the frame they show.
+
+They are made when training starts, holding the input's crop (so they are invisible against the
+layer they cover until the first preview arrives): adding layers is what costs the GUI thread
+time (hundreds of milliseconds), so it happens at the click on Start rather than as a freeze in
+the middle of training; a preview then only replaces their data. Spreads (noise-level maps, as
+the method names them) get their own colormap and contrast.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from ..data import SAMPLE_AXES
+from ._layers import preview_placement
+from ._session import META_KEY, in_viewer, unwrap
+
+SPREAD_COLORMAP = "magma"
+
+
+def input_crop(data, layout, frame: int, region) -> np.ndarray:
+    """(C, h, w) float32 of ``region`` (y0, x0, h, w) of ``frame`` of ``data`` laid out as
+    ``layout`` (the frame index over all frames in the core's order)."""
+    axes = layout.axes
+    batch = [i for i, a in enumerate(axes) if a in SAMPLE_AXES]
+    where = dict(zip(batch, np.unravel_index(frame, [layout.shape[i] for i in batch])))
+    y0, x0, h, w = region
+    index = tuple(int(where[i]) if i in where else slice(y0, y0 + h) if a == "Y" else
+                  slice(x0, x0 + w) if a == "X" else slice(None) for i, a in enumerate(axes))
+    crop = np.asarray(data[index], dtype=np.float32)
+    kept = [a for a in axes if a in "CYX"]
+    if "C" not in kept:
+        crop, kept = crop[None], ["C", *kept]
+    return np.transpose(crop, [kept.index(a) for a in "CYX"])
+
+
+class PreviewLayers:
+    """The preview layers of one Train widget (``layers``: preview name -> napari layer)."""
+
+    def __init__(self, viewer):
+        self.viewer = unwrap(viewer)
+        self.layers: dict = {}
+        self.choice: str | None = None  # the preview shown (None: all hidden)
+        self._source = None  # weakref to the layer previewed
+
+    @property
+    def source(self):
+        return self._source() if self._source is not None else None
+
+    def _alive(self, layer) -> bool:
+        return in_viewer(self.viewer, layer)
+
+    def prepare(self, source, data, layout, names, spreads, frame: int, region) -> None:
+        """Make (or keep, when they fit) one layer per preview name for ``source``, holding the
+        input's crop of ``frame``/``region`` until the first preview."""
+        source = unwrap(source)
+        if self.source is not source:
+            self.remove_all()
+        for name, layer in list(self.layers.items()):
+            if not self._alive(layer) or layer.ndim != source.ndim or name not in names:
+                self._remove(name)
+        self._source = weakref.ref(source)
+        crop = input_crop(data, layout, frame, region)
+        selected = list(self.viewer.layers.selection)
+        added = False
+        for name in names:
+            spread = name in spreads
+            image = np.zeros_like(crop) if spread else crop
+            arr, translate = preview_placement(image, frame, region, layout, source)
+            layer = self.layers.get(name)
+            if layer is not None:
+                layer.data, layer.translate = arr, translate
+                if not spread:
+                    self._match(layer, source)
+                continue
+            self.layers[name] = self.viewer.add_image(
+                arr, name=f"preview: {name}", translate=translate, scale=source.scale,
+                axis_labels=source.axis_labels, units=source.units,
+                visible=name == self.choice, metadata={META_KEY: {"preview": name}},
+                **({"colormap": SPREAD_COLORMAP} if spread else self._look(source)))
+            added = True
+        if added:  # adding a layer selects it; give the user their selection back
+            self.viewer.layers.selection.clear()
+            self.viewer.layers.selection.update(selected)
+
+    @staticmethod
+    def _look(source) -> dict:
+        return {"colormap": source.colormap, "contrast_limits": source.contrast_limits}
+
+    @staticmethod
+    def _match(layer, source) -> None:
+        layer.scale = source.scale
+        layer.colormap = source.colormap
+        layer.contrast_limits = source.contrast_limits
+
+    def show(self, preview, layout) -> None:
+        """Put a :class:`~napari_b2u.engine.Preview` into the layers (a layer the user removed
+        stays removed)."""
+        source = self.source
+        if source is None:
+            return
+        for name, layer in self.layers.items():
+            image = preview.images.get(name)
+            if image is None or not self._alive(layer):
+                continue
+            arr, translate = preview_placement(image, preview.frame, preview.region, layout,
+                                               source)
+            layer.data = arr
+            layer.translate = translate
+            if name in preview.spreads:
+                layer.reset_contrast_limits()
+
+    def set_choice(self, name: str | None) -> None:
+        self.choice = name
+        for n, layer in self.layers.items():
+            layer.visible = n == name
+
+    def _remove(self, name: str) -> None:
+        layer = self.layers.pop(name)
+        if self._alive(layer):
+            self.viewer.layers.remove(layer)
+
+    def remove_all(self) -> None:
+        for name in list(self.layers):
+            self._remove(name)
+        self._source = None

@@ -1,0 +1,259 @@
+"""The napari plugin: manifest, sample data, what both widgets share (layer pickers through napari's
+plugin proxy, axes, the loss plot), and the helpers of the other widget tests
+(test_widget_train.py, test_widget_denoise.py, test_widget_methods.py,
+test_widget_screenshots.py).
+
+Runs headless under Xvfb (pytest-xvfb starts it); napari needs OpenGL, so not with
+QT_QPA_PLATFORM=offscreen. Every widget is docked as a user gets it, through
+``viewer.window.add_plugin_dock_widget`` — which hands it a proxy of the viewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_b2u._widgets._session import session_for  # noqa: E402
+from napari_b2u.config import FIELDS  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+PLUGIN = "napari-b2u"
+TRAIN = "Blind2Unblind: Train"
+DENOISE = "Blind2Unblind: Denoise"
+#: the classical floor (where the core has one) off: a few steps test the network itself, as
+#: conftest.TINY does
+NO_FLOOR = {"floor": None} if "floor" in FIELDS else {}
+#: a network small enough for CPU tests (as in conftest.TINY)
+TINY_GUI = dict(width=16, depth=2, patch_size=32, batch_size=4, preview_every=3, **NO_FLOOR)
+WAIT = 60_000  # ms; generous: CPU cores are shared
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- helpers shared by the widget tests ---------------------------------------------------------
+def dock(viewer, name):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def train_widget(viewer, layer, **settings):
+    widget = dock(viewer, TRAIN)
+    widget.configure(layer=layer, device="cpu", **{**TINY_GUI, **settings})
+    return widget
+
+
+def train(qtbot, viewer, layer, **settings):
+    """Dock the Train widget, train on ``layer`` and wait for the end."""
+    w = train_widget(viewer, layer, **settings)
+    assert w.start(), w.status.text()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    return w
+
+
+def spy_packets(widget):
+    """Record what the training worker sends to the GUI (connected at start)."""
+    seen = []
+    handler = widget._on_packet
+
+    def spy(packet):
+        seen.append(packet)
+        handler(packet)
+
+    widget._on_packet = spy
+    return seen
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a CPU shared with other jobs, 2 spinning OpenMP threads per
+    process make a tiny training step ~20x slower (measured: 1.9 s vs 0.1 s)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def noisy(small_stack):
+    return small_stack[0].copy()  # (8, 64, 64) uint8
+
+
+# ---- manifest and samples ---------------------------------------------------------------------
+def test_manifest_validates_and_declares_everything():
+    from npe2 import PluginManifest
+
+    mf = PluginManifest.from_distribution(PLUGIN)
+    mf.validate_imports()
+    c = mf.contributions
+    assert {w.display_name for w in c.widgets} == {TRAIN, DENOISE}
+    assert {s.key for s in c.sample_data} == {"fmdd_like", "dsb2018_nuclei"}
+    assert c.readers[0].filename_patterns == ["*.b2u"]
+    menu = {item.command for item in c.menus["napari/layers/filter"]}
+    assert {"napari-b2u.denoise_widget", "napari-b2u.restore_original"} <= menu
+
+
+def test_widgets_load_from_manifest(viewer):
+    from napari_b2u._widgets import DenoiseWidget, TrainWidget
+
+    assert isinstance(dock(viewer, TRAIN), TrainWidget)
+    assert isinstance(dock(viewer, DENOISE), DenoiseWidget)
+
+
+def test_sample_data(viewer):
+    import tifffile
+
+    viewer.open_sample(PLUGIN, "fmdd_like")
+    clean, noisy = viewer.layers
+    assert noisy.data.shape == (20, 256, 256) and noisy.data.dtype == np.uint8
+    assert clean.data.shape == (256, 256)
+    # the noisy stack is on top and selected: the layer the Train panel offers
+    assert viewer.layers.selection.active is noisy
+    viewer.open_sample(PLUGIN, "dsb2018_nuclei")
+    nuclei = viewer.layers[-1]
+    src = ROOT / "src/napari_b2u/sample_files/dsb2018_nuclei.tif"
+    assert nuclei.data.shape == (512, 512) and nuclei.data.dtype == np.uint16
+    assert np.array_equal(nuclei.data, tifffile.imread(src))
+
+
+# ---- layers through napari's plugin proxy (issue 17.2) ------------------------------------------
+def test_widgets_get_a_proxy_viewer_and_compare_layers_through_it(viewer):
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from napari_b2u._widgets._session import same_layer, unwrap
+
+    layer = viewer.add_image(np.zeros((8, 8)), name="a")
+    proxy = PublicOnlyProxy(viewer)
+    active = proxy.layers.selection.active
+    assert active == layer and active is not layer  # what napari hands plugins
+    assert same_layer(active, layer) and unwrap(active) is layer
+    assert not same_layer(active, viewer.add_image(np.zeros((8, 8)), name="b"))
+    assert session_for(proxy) is session_for(viewer)
+    w = dock(viewer, TRAIN)
+    assert w.viewer is viewer  # the panels keep the viewer itself, not napari's proxy
+
+
+def test_train_offers_the_selected_layer(viewer):
+    # x_gt first, x_noisy selected: the Train panel opened from the Plugins menu must offer
+    # x_noisy (it offered x_gt: the proxy's selected layer is never `is` a listed layer)
+    rng = np.random.default_rng(0)
+    gt = viewer.add_image(rng.random((64, 64), np.float32), name="x_gt")
+    x_noisy = viewer.add_image(rng.random((64, 64), np.float32), name="x_noisy")
+    viewer.add_image(rng.random((64, 64), np.float32), name="other")
+    viewer.layers.selection.active = x_noisy
+    w = dock(viewer, TRAIN)
+    assert w.layer_combo.current_layer() is x_noisy
+    assert w.layer_combo.currentText() == "x_noisy"
+    # setting a layer through a proxy works as well
+    from napari.utils._proxies import PublicOnlyProxy
+
+    w.configure(layer=PublicOnlyProxy(viewer).layers["x_gt"])
+    assert w.layer_combo.current_layer() is gt
+
+
+def test_the_chosen_layer_removed_is_said_not_replaced(viewer, noisy):
+    a = viewer.add_image(noisy, name="a")
+    b = viewer.add_image(noisy.copy(), name="b")
+    viewer.layers.selection.active = a
+    w = dock(viewer, TRAIN)
+    assert w.layer_combo.current_layer() is a
+    viewer.layers.remove(a)
+    # no silent switch to 'b': the box says what happened and the status line too
+    assert w.layer_combo.current_layer() is None
+    assert "'a' was removed" in w.layer_combo.currentText()
+    assert "'a' was removed" in w.status.text()
+    assert not w.start() and "removed" in w.status.text()
+    w.configure(layer=b)
+    assert w.layer_combo.current_layer() is b and w.layer_combo.removed_text is None
+
+
+# ---- axes (issue 17.14) -------------------------------------------------------------------------
+def test_axes_inference(viewer):
+    from napari_b2u._widgets._layers import infer_axes
+
+    assert infer_axes(viewer.add_image(np.zeros((8, 8)))) == "YX"
+    assert infer_axes(viewer.add_image(np.zeros((2, 8, 8)))) == "TYX"
+    assert infer_axes(viewer.add_image(np.zeros((2, 3, 8, 8)))) == "TZYX"
+    assert infer_axes(viewer.add_image(np.zeros((2, 2, 3, 8, 8)))) == "TZSYX"  # the core's guess
+    labelled = viewer.add_image(np.zeros((2, 3, 8, 8)), axis_labels=("z", "c", "y", "x"))
+    assert infer_axes(labelled) == "ZCYX"
+    meta = viewer.add_image(np.zeros((3, 8, 8)), metadata={"axes": "cyx"})
+    assert infer_axes(meta) == "CYX"
+
+
+def test_axes_warnings_are_shown(viewer):
+    # a guessed (2, 256, 256) is read as 2 frames that may be channels; "YXC" on it makes 256
+    # channels: the core's notes, shown under the axes
+    two = viewer.add_image(np.zeros((2, 256, 256), np.float32), name="two")
+    w = dock(viewer, TRAIN)
+    w.configure(layer=two)
+    assert w.axes_edit.text() == "TYX"
+    note = w.form.axes_note
+    assert not note.isHidden() and "read as 2 frames" in note.text()
+    w.configure(axes="YXC")
+    assert "256 channels" in note.text()
+    w.configure(axes="CYX")
+    assert note.isHidden()
+    # labelled axes are not a guess: no note
+    labelled = viewer.add_image(np.zeros((2, 64, 64), np.float32), name="labelled",
+                                axis_labels=("t", "y", "x"))
+    w.configure(layer=labelled)
+    assert w.axes_edit.text() == "TYX" and note.isHidden()
+
+
+# ---- the loss plot (issue 17.13) ----------------------------------------------------------------
+def test_loss_plot_shows_negative_likelihood_losses(qtbot):
+    # a negative log-likelihood cannot be shown on a log axis: the plot goes linear and keeps
+    # the true values (no clamping to a tiny positive number)
+    from napari_b2u._widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.reset("loss", "the total loss", "a weight")
+    plot.add([(1, {"loss": 0.5, "mse": 0.02}, 2.0, None)])
+    assert plot.log_scale
+    plot.add([(2, {"loss": -4.0, "mse": 0.01}, 2.1, 0.03), (3, {"loss": -4.5, "mse": 0.01},
+                                                             2.2, None)])
+    assert not plot.log_scale
+    x, y = plot.curves["loss"].getData()
+    np.testing.assert_allclose(x, [1, 2, 3])
+    # exponential smoothing with weight 0.1 on the raw values
+    np.testing.assert_allclose(y, [0.5, 0.5 + 0.1 * (-4.0 - 0.5), 0.05 + 0.1 * (-4.5 - 0.05)])
+    assert not plot.widget.getPlotItem().getAxis("right").logMode  # the schedule stays linear
+    plot.reset("loss", "loss", None)  # a new run starts on a log axis again
+    assert plot.log_scale
+    assert not plot.widget.getPlotItem().getAxis("right").isVisible()
+
+
+def test_loss_plot_shows_the_methods_plot_term_and_schedule_label(qtbot):
+    from napari_b2u._widgets._plot import LossPlot
+    from napari_b2u._widgets._train import plot_legend
+    from napari_b2u.methods import get_method
+
+    b2u = type(get_method("b2u"))
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.reset(b2u.plot_term, plot_legend(b2u), b2u.schedule_label)
+    plot.add([(1, {"loss": 0.9, "revisible": 0.8, "regularizer": 0.1}, 2.0, None),
+              (2, {"loss": 3.0, "revisible": 2.9, "regularizer": 0.09}, 5.0, 0.2)])
+    # the λ-independent term on the main axis, not the total loss that climbs with λ
+    assert set(plot.curves) == {"regularizer"}
+    np.testing.assert_allclose(plot.curves["regularizer"].getOriginalDataset()[1],
+                               [0.1, 0.1 + 0.1 * (0.09 - 0.1)])
+    assert b2u.describe("regularizer") in plot.legend_texts()
+    assert "validation error" in plot.legend_texts()
+    right = plot.widget.getPlotItem().getAxis("right")
+    assert right.isVisible() and right.labelText == b2u.schedule_label
+    np.testing.assert_allclose(plot.sched_curve.getData()[1], [2.0, 5.0])
+    np.testing.assert_allclose(plot.val_curve.getOriginalDataset()[1], [0.2])

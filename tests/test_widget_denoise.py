@@ -1,0 +1,229 @@
+"""The Denoise widget: in place with a bit-exact restore, new layers, cancel, removed layers,
+closing the viewer, the model reader, which layers and axes it proposes. Helpers and fixtures in
+test_widget_common.py."""
+# ruff: noqa: F811 - pytest fixtures imported from test_widget_common are redefined as arguments
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_b2u._widgets._session import META_KEY, session_for  # noqa: E402
+
+from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by name
+    DENOISE,
+    PLUGIN,
+    WAIT,
+    _one_torch_thread,
+    dock,
+    noisy,
+    train,
+    viewer,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def denoise(qtbot, viewer, model, layers, in_place=True, **options):
+    session_for(viewer).set_model(model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers(layers)
+    (d.in_place if in_place else d.new_layer).setChecked(True)
+    if "output" in options:
+        d.output_combo.setCurrentIndex(d.output_combo.findData(options.pop("output")))
+    for key, value in options.items():
+        {"batch": d.batch_spin, "tile": d.tile_spin}[key].setValue(value)
+    assert d.denoise()
+    return d
+
+
+def test_denoise_in_place_and_restore_bit_exact(viewer, qtbot, noisy, tiny_model):
+    layer = viewer.add_image(noisy, name="noisy")
+    raw = layer.data
+    d = denoise(qtbot, viewer, tiny_model, [layer])
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data.dtype == np.uint8 and layer.data.shape == noisy.shape
+    assert not np.array_equal(layer.data, noisy)
+    # the (T, Y, X) stack is denoised frame by frame, exactly as the core does it
+    np.testing.assert_array_equal(layer.data, tiny_model.denoise(noisy, axes="TYX"))
+    for t in (0, 7):
+        frame = tiny_model.denoise(noisy[t], axes="YX").astype(int)
+        assert np.abs(layer.data[t].astype(int) - frame).max() <= 1
+    assert layer.metadata[META_KEY]["denoised_in_place"]
+    assert "(denoised in place)" in d.layer_list.item(0).text()
+    assert d.restore_button.isEnabled()
+    # denoising again in place starts from the raw data, and restore still gives it back
+    first = layer.data
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    np.testing.assert_array_equal(layer.data, first)
+    assert d.restore() == [layer]
+    assert layer.data is raw
+    assert np.array_equal(layer.data, noisy) and layer.data.dtype == noisy.dtype
+    assert META_KEY not in layer.metadata and not d.restore_button.isEnabled()
+
+
+def test_restore_from_the_layers_menu_command(viewer, qtbot, noisy, tiny_model):
+    from napari._app_model import get_app_model
+
+    layer = viewer.add_image(noisy, name="noisy")
+    d = denoise(qtbot, viewer, tiny_model, [layer])
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    viewer.window.remove_dock_widget(d)  # the panel is closed: the raw data is still kept
+    viewer.layers.selection.active = layer
+    get_app_model().commands.execute_command("napari-b2u.restore_original").result()
+    assert np.array_equal(layer.data, noisy) and layer.data.dtype == np.uint8
+
+
+def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, tiny_model):
+    layer = viewer.add_image(noisy, name="cells", scale=(2.0, 0.5, 0.5),
+                             translate=(0.0, 10.0, 20.0), axis_labels=("t", "y", "x"),
+                             metadata={"axes": "TYX", "note": "kept"})
+    before = noisy.copy()
+    d = denoise(qtbot, viewer, tiny_model, [layer], in_place=False, output="visible")
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is noisy and np.array_equal(noisy, before)
+    out = viewer.layers["cells_denoised"]
+    np.testing.assert_array_equal(out.data, tiny_model.denoise(noisy, axes="TYX"))
+    assert tuple(out.scale) == (2.0, 0.5, 0.5) and tuple(out.translate) == (0.0, 10.0, 20.0)
+    assert tuple(out.axis_labels) == ("t", "y", "x")
+    assert out.metadata["note"] == "kept" and out.metadata[META_KEY]["denoised_from"] == "cells"
+    # again: the same output layer is updated, not a second one added
+    d.output_combo.setCurrentIndex(d.output_combo.findData("weighted"))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert [ly.name for ly in viewer.layers].count("cells_denoised") == 1
+    np.testing.assert_array_equal(
+        out.data, tiny_model.denoise(noisy, axes="TYX", output="weighted"))
+
+
+def test_outputs_are_described_by_the_method(viewer, tiny_model):
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    method = tiny_model.method
+    assert [d.output_combo.itemData(i) for i in range(d.output_combo.count())] == list(
+        tiny_model.outputs)
+    assert [d.output_combo.itemText(i) for i in range(d.output_combo.count())] == [
+        method.describe(name) for name in tiny_model.outputs]
+
+
+def test_cancel_denoising(viewer, qtbot, tiny_model):
+    big = np.random.default_rng(1).integers(0, 255, (64, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=1, output="weighted")
+    qtbot.waitUntil(lambda: "frame 1/64" in d.progress.format() or not d.is_busy, timeout=WAIT)
+    d.cancel()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert "Cancelled" in d.status.text()
+    assert layer.data is big and not session_for(viewer).has_original(layer)
+
+
+def test_removing_the_layer_cancels_denoising(viewer, qtbot, tiny_model):
+    big = np.random.default_rng(2).integers(0, 255, (64, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=1, output="weighted")
+    qtbot.waitUntil(lambda: "frame 1/64" in d.progress.format() or not d.is_busy, timeout=WAIT)
+    viewer.layers.remove(layer)
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert "'big' was removed: denoising cancelled" in d.status.text()
+    # nothing was written anywhere: not into the removed layer, not into a new one
+    assert layer.data is big and len(viewer.layers) == 0
+    assert d.denoise_button.isEnabled()
+
+
+def test_closing_the_viewer_during_denoising_stops_the_thread(make_napari_viewer, qtbot,
+                                                             tiny_model):
+    from qtpy.QtCore import QThreadPool
+
+    viewer = make_napari_viewer()
+    big = np.random.default_rng(3).integers(0, 255, (64, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=1, output="weighted")
+    qtbot.waitUntil(lambda: "frame 1/64" in d.progress.format(), timeout=WAIT)
+    cancel = d._job.cancel
+    viewer.close()
+    # the job is cancelled at the next batch and its thread ends; the raw array is untouched
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=WAIT)
+    assert cancel.is_set() and layer.data is big
+
+
+def test_restore_while_denoising_cancels_and_restores(viewer, qtbot, tiny_model):
+    big = np.random.default_rng(4).integers(0, 255, (48, 256, 256), dtype=np.uint8)
+    layer = viewer.add_image(big, name="big")
+    d = denoise(qtbot, viewer, tiny_model, [layer], batch=8, output="visible")
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is not big
+    # denoise it again, slowly, and restore in the middle: always available
+    d.batch_spin.setValue(1)
+    d.output_combo.setCurrentIndex(d.output_combo.findData("weighted"))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: "frame 1/48" in d.progress.format(), timeout=WAIT)
+    assert d.restore_button.isEnabled()
+    assert d.restore() == [layer]
+    assert layer.data is big  # the raw array back, at once
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is big  # and the cancelled job wrote nothing into it afterwards
+    assert "denoising cancelled" in d.status.text()
+    assert not session_for(viewer).has_original(layer)
+
+
+def test_a_model_for_other_channels_is_refused_in_the_cores_words(viewer, qtbot, tiny_model):
+    two = np.random.default_rng(5).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    layer = viewer.add_image(two, name="two", axis_labels=("c", "y", "x"))
+    d = denoise(qtbot, viewer, tiny_model, [layer])
+    assert d.axes_edit.text() == "CYX"
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert d.status.kind == "error"
+    assert "'two': this model was trained on 1 channel(s) but the stack has 2" in d.status.text()
+    assert layer.data is two and not session_for(viewer).has_original(layer)
+
+
+def test_a_single_channel_rgb_layer_is_denoised_into_a_new_layer(viewer, qtbot, noisy,
+                                                                 tiny_model):
+    # a single green channel exported as RGB: denoised as that channel, with a note; a
+    # colour layer cannot show one channel in place, so the result is a new layer
+    green = np.zeros((64, 64, 3), np.uint8)
+    green[..., 1] = noisy[0]
+    layer = viewer.add_image(green, rgb=True, name="green")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])
+    assert "one colour channel (green" in d.axes_note.text()
+    assert d.in_place.isChecked() and d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data is green  # untouched
+    out = viewer.layers["green_denoised"]
+    np.testing.assert_array_equal(out.data, tiny_model.denoise(noisy[0], axes="YX"))
+    assert not out.rgb and d.status.kind == "ok" and "new layer" in d.status.text()
+
+
+def test_axes_the_model_was_trained_with_are_proposed(viewer, qtbot, noisy):
+    # a (2, 64, 64) layer trained as two z planes (ZYX): another such layer without labels is
+    # proposed ZYX (the model's axes), not the guess TYX with its "frames or channels?" note
+    two = np.stack([noisy[0], noisy[1]])
+    trained = viewer.add_image(two, name="trained")
+    w = train(qtbot, viewer, trained, axes="ZYX", steps=2, patch_size=16)
+    assert session_for(viewer).model.info["axes"] == "ZYX"
+    other = viewer.add_image(two.copy(), name="other")
+    d = dock(viewer, DENOISE)
+    assert d.layer_list.checked_layers() == [trained]
+    assert d.axes_edit.text() == "ZYX"
+    d.set_layers([other])
+    assert d.axes_edit.text() == "ZYX" and "2 frames of 64×64" in d.axes_hint.text()
+    assert d.axes_note.isHidden()  # not a guess: no "2 frames or channels?" note
+    # a layer of another dimensionality gets its own (guessed) axes
+    d.set_layers([viewer.add_image(noisy[0], name="frame")])
+    assert d.axes_edit.text() == "YX"
+    assert w.axes_edit.text() == "ZYX"
+
+
+def test_model_file_opens_with_the_reader(viewer, tiny_model, tmp_path):
+    path = tiny_model.save(tmp_path / "cells.b2u")
+    viewer.open(str(path), plugin=PLUGIN)
+    session = session_for(viewer)
+    assert session.model is not None and "cells.b2u" in session.model_source
+    assert len(viewer.layers) == 0
+    assert any(DENOISE in name for name in viewer.window.dock_widgets)
