@@ -10,6 +10,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QFormLayout, QProgressBar, QPushButton, QWidget
 
 from ._forms import button, hbox
+from ._names import PLUGIN
 from ._session import session_for, unwrap
 from ._text import StatusLabel, notify
 
@@ -82,7 +83,7 @@ def start_worker(title: str, gen, on_yielded, on_finished, stop):
     def job():
         return (yield from gen)
 
-    job.__qualname__ = f"napari-b2u {title}"
+    job.__qualname__ = f"{PLUGIN} {title}"
     worker = create_worker(job, _start_thread=False)
     worker.yielded.connect(on_yielded)
     worker.aborted.connect(partial(close_job, stop, gen))
