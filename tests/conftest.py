@@ -3,9 +3,11 @@ import pytest
 
 from napari_b2u.sample_data import fmdd_like_stack
 
-#: a network small enough for CPU tests: 16 wide, 2 levels (inputs multiple of 4)
+#: a network small enough for CPU tests: 16 wide, 2 levels (inputs multiple of 4); the
+#: classical floor off, so that these few steps test the network itself (tests/test_floor.py
+#: tests the floor)
 TINY = dict(width=16, depth=2, patch_size=32, batch_size=4, device="cpu", progress=False,
-            compile=False)
+            compile=False, floor="none")
 #: the same for api.make_trainer (which shows no progress bar)
 TINY_T = {k: v for k, v in TINY.items() if k != "progress"}
 

@@ -213,3 +213,65 @@ def test_flop_count_matches_hand_formula():
     assert speed.conv_flops(unet, (1, 1, 128, 128)) == pytest.approx(9.24e9, rel=0.01)
     assert speed.b2u_step_flops(unet, 4, 128, 2) == speed.conv_flops(
         unet, (1, 1, 128, 128)) * (3 * 16 + 4)
+
+
+# ---- the real-data benchmark, on a stand-in folder of the same layout -----------------------
+@pytest.fixture(scope="module")
+def real_root(tmp_path_factory):
+    """pairs/<name>_{noisy,gt}.tif and w2s/{noisy,gt}/w2s_NNN_chC.tif, synthetic, 48x48."""
+    import tifffile
+
+    root = tmp_path_factory.mktemp("real")
+    (root / "pairs").mkdir()
+    for d in ("noisy", "gt"):
+        (root / "w2s" / d).mkdir(parents=True)
+    for i in range(1, 21):
+        noisy, clean = fmdd_like_stack(1, (48, 48), seed=i)
+        for ch in ("ch0", "ch1", "ch2"):
+            tifffile.imwrite(root / "w2s" / "noisy" / f"w2s_{i:03d}_{ch}.tif", noisy[0])
+            tifffile.imwrite(root / "w2s" / "gt" / f"w2s_{i:03d}_{ch}.tif",
+                             np.rint(clean).astype(np.uint8))
+    noisy, clean = fmdd_like_stack(1, (48, 48), seed=99, photons=10)
+    tifffile.imwrite(root / "pairs" / "demo_noisy.tif", noisy[0])
+    tifffile.imwrite(root / "pairs" / "demo_gt.tif", (clean * 0.5 + 7).astype(np.float32))
+    return root
+
+
+def test_affine_psnr_ignores_scale_and_offset():
+    import real
+
+    gt = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    assert real.affine_psnr(3.0 * gt - 11.0, gt) > 200  # exact up to rounding
+    noisy = gt + np.random.default_rng(1).normal(0, 5, gt.shape)
+    assert real.affine_psnr(noisy * 0.01, gt) == pytest.approx(real.affine_psnr(noisy, gt))
+    assert real.score(np.stack([noisy, noisy]), np.stack([gt, gt])) == pytest.approx(
+        real.affine_psnr(noisy, gt))
+
+
+def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monkeypatch):
+    import json
+
+    import real
+
+    from napari_b2u.config import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2,
+                                         "patch_size": 32})
+    out = tmp_path / "r.json"
+    rows = "noisy,gaussian,default,b2u[warm_start=none;tta=false],gauss,n2v-peer"
+    cases = "w2s-stack,pair:demo,w2s:003_ch1"
+    assert real.main(["--data", str(real_root), "--cases", cases, "--methods", rows,
+                      "--budget", "1", "--careamics-python", str(tmp_path / "none"),
+                      "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    assert set(res) == set(cases.split(","))
+    stack = res["w2s-stack"]
+    assert stack["gaussian"]["psnr"] > stack["noisy"]["psnr"]
+    assert stack["default"]["steps"] >= 1 and stack["default"]["train_s"] > 0
+    assert "psnr_one_pass" not in stack["b2u[warm_start=none;tta=false]"]
+    assert "no CAREamics peer" in stack["n2v-peer"]["error"]
+    text = capsys.readouterr().out
+    assert "| row | w2s-stack | pair:demo | w2s:003_ch1 | mean |" in text
+    assert real.parse_row("b2u[ema=0.99;warm_start=none]") == ("b2u", {"ema": 0.99,
+                                                                       "warm_start": "none"})
+    assert real.main(["--data", str(tmp_path)]) == 2  # no data: a message, not a traceback

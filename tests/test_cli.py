@@ -13,7 +13,7 @@ def noisy_tif(tmp_path, small_stack):
     return p
 
 
-TINY_ARGS = ["--device", "cpu", "--patch-size", "32", "-q"]
+TINY_ARGS = ["--device", "cpu", "--patch-size", "32", "--floor", "none", "-q"]
 
 
 def test_train_then_denoise(tmp_path, noisy_tif, monkeypatch, capsys):

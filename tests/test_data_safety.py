@@ -16,7 +16,7 @@ from napari_b2u.errors import InputError, OutputError, TrainingError
 
 from .conftest import TINY
 
-TINY_ARGS = ["--device", "cpu", "--patch-size", "32", "-q"]
+TINY_ARGS = ["--device", "cpu", "--patch-size", "32", "--floor", "none", "-q"]
 DEN_ARGS = ["--device", "cpu", "-q"]
 
 

@@ -176,7 +176,7 @@ def test_load_refuses_foreign_and_unsafe_files(tmp_path, tiny_model):
 
 def test_denoise_iter_reports_progress_and_cancels(tiny_model, small_stack):
     noisy, _ = small_stack
-    it = tiny_model.denoise_iter(noisy, batch_size=2)
+    it = tiny_model.denoise_iter(noisy, batch_size=2, tta=False)
     first = [next(it) for _ in range(3)]
     assert first == [(0, 8), (2, 8), (4, 8)]
     it.close()  # cancelling leaves nothing half-done in the caller's data
@@ -191,11 +191,15 @@ def test_repr_and_readout(tiny_model):
 def test_denoise_iter_yields_between_tiles_and_cancels_within_one(tiny_model, monkeypatch):
     # one 100×300 frame in 192-px tiles with 64 px overlap: 3 tiles along X
     frame = np.random.default_rng(0).integers(0, 255, (100, 300)).astype(np.uint8)
-    full = tiny_model.denoise(frame, tile_size=192)
-    seen = list(_drain(tiny_model.denoise_iter(frame, tile_size=192)))
+    full = tiny_model.denoise(frame, tile_size=192, tta=False)
+    seen = list(_drain(tiny_model.denoise_iter(frame, tile_size=192, tta=False)))
     assert seen == [(0, 1), (0, 1), (0, 1), (1, 1)]  # start, between tiles, done
     # tiles agree with the whole frame up to 8-bit rounding
-    np.testing.assert_allclose(full.astype(int), tiny_model.denoise(frame).astype(int), atol=1)
+    np.testing.assert_allclose(full.astype(int),
+                               tiny_model.denoise(frame, tta=False).astype(int), atol=1)
+    # with ensembling, a cancel waits for one view of one tile, not eight
+    views = list(_drain(tiny_model.denoise_iter(frame, tile_size=192, tta=True)))
+    assert len(views) == 2 + 3 * 8 - 1
     calls = {"n": 0}
     real = type(tiny_model._method).predict
 
@@ -204,7 +208,7 @@ def test_denoise_iter_yields_between_tiles_and_cancels_within_one(tiny_model, mo
         return real(self, *a, **k)
 
     monkeypatch.setattr(type(tiny_model._method), "predict", counting)
-    it = tiny_model.denoise_iter(frame, tile_size=192)
+    it = tiny_model.denoise_iter(frame, tile_size=192, tta=False)
     next(it), next(it)  # started, first tile done
     it.close()  # cancel: no further tile runs
     assert calls["n"] == 1
@@ -235,10 +239,59 @@ def test_cpu_weighted_output_of_large_frames_uses_smaller_tiles(tiny_model, monk
         return real(self, model, x, output)
 
     monkeypatch.setattr(type(tiny_model._method), "predict", counting)
-    tiny_model.denoise(frame, output="weighted", device="cpu")
+    tiny_model.denoise(frame, output="weighted", device="cpu", tta=False)
     n = len(tile_starts(600, 320, TILE_OVERLAP))
     assert calls == [("weighted", 320)] * n * n
     calls.clear()
-    tiny_model.denoise(frame, output="visible", device="cpu")  # one copy: the usual tiles
+    tiny_model.denoise(frame, output="visible", device="cpu", tta=False)  # the usual tiles
     n = len(tile_starts(600, 512, TILE_OVERLAP))
     assert calls == [("visible", 512)] * n * n
+
+
+def test_test_time_ensembling_is_the_mean_of_the_eight_views(tiny_model, small_stack):
+    import torch
+
+    from napari_b2u.inference import dihedral
+
+    noisy, _ = small_stack
+    x = noisy[:2]
+    one = tiny_model.denoise(x, dtype="float32", tta=False)
+    ens = tiny_model.denoise(x, dtype="float32", tta=True)
+    assert not np.allclose(one, ens)
+    # by hand: each view denoised and mapped back, then averaged
+    views = []
+    for v in range(8):
+        t = torch.from_numpy(x.copy())
+        z = dihedral(t, v).numpy().copy()
+        d = torch.from_numpy(tiny_model.denoise(z, dtype="float32", tta=False))
+        views.append(dihedral(d, v, inverse=True).numpy())
+    np.testing.assert_allclose(ens, np.mean(views, 0), atol=1e-3)
+    # 'auto': on for small inputs, off beyond the device's budget
+    np.testing.assert_array_equal(tiny_model.denoise(x, dtype="float32"), ens)
+    with pytest.raises(ValueError, match="tta="):
+        tiny_model.denoise(x, tta="always")
+
+
+def test_check_stack_refuses_a_channel_mismatch_without_data(tiny_model):
+    lay = tiny_model.check_stack((4, 32, 32), "TYX")
+    assert lay.n_frames == 4
+    with pytest.raises(ValueError, match="trained on 1 channel"):
+        tiny_model.check_stack((2, 32, 32), "CYX")
+
+
+def test_info_with_str_subclasses_still_loads(tiny_model, tmp_path):
+    """torch.__version__ is a str subclass; weights_only loading refuses such classes."""
+    import torch
+
+    from napari_b2u.inference import Denoiser
+
+    m = Denoiser(tiny_model.method_name, tiny_model.method_params, tiny_model.model_config,
+                 tiny_model.state_dict, tiny_model.normalization,
+                 {**tiny_model.info, "torch": torch.__version__})
+    assert api_load(m.save(tmp_path / "v.b2u")).info["torch"] == str(torch.__version__)
+
+
+def api_load(path):
+    from napari_b2u import api
+
+    return api.load(path)

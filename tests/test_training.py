@@ -113,8 +113,9 @@ def test_time_budget(small_stack, monkeypatch):
 def test_validation_keeps_best_model(small_stack):
     """The returned weights are those of the lowest validation error seen."""
     noisy, _ = small_stack
+    # a high lr makes validation bumpy
     trainer = api.make_trainer(noisy, steps=30, val_every=3, lr=3e-2, width=16, depth=2,
-                               patch_size=32, device="cpu")  # a high lr makes validation bumpy
+                               patch_size=32, device="cpu", floor="none")
     for _ in trainer:
         pass
     model = trainer.result()
@@ -215,3 +216,53 @@ def test_trainer_accepts_explicit_validation_stack(small_stack):
     assert "separate stack of 4" in t.data.split
     assert t.data.train.shape[0] == 4
     t.result()
+
+
+def test_weight_average_is_what_is_validated_and_kept(small_stack):
+    """With ema, the kept model is the moving average of the weights, not the last weights."""
+    noisy, _ = small_stack
+    trainer = api.make_trainer(noisy, steps=12, ema=0.9, **TINY_T)
+    model = trainer.result()
+    last = {k: v.float() for k, v in trainer.model.state_dict().items()}
+    assert trainer.average.state is None  # released with the other training tensors
+    assert model.info["train_config"]["ema"] == 0.9
+    differs = [k for k in last if not torch.allclose(model.state_dict[k], last[k])]
+    assert not differs  # the trainer ends holding the kept (averaged) weights...
+    plain = api.train_stack(noisy, steps=12, **TINY)
+    assert any(not torch.allclose(plain.state_dict[k], model.state_dict[k])
+               for k in plain.state_dict)  # ...which differ from training without the average
+
+
+def test_warm_start_from_an_earlier_model(small_stack, tmp_path):
+    noisy, _ = small_stack
+    first = api.train_stack(noisy, steps=30, **TINY)
+    path = first.save(tmp_path / "first.b2u")
+    trainer = api.make_trainer(noisy, steps=1, warm_start=str(path), lr=1e-9, **TINY_T)
+    for k, v in first.state_dict.items():  # starts exactly from the earlier weights
+        torch.testing.assert_close(trainer.model.state_dict()[k].float(), v)
+    model = trainer.result()
+    assert model.info["warm_start"] == "from first.b2u (30 steps)"
+    with pytest.raises(ValueError, match="holds another network"):
+        api.make_trainer(noisy, warm_start=str(path), **{**TINY_T, "width": 8})
+    scratch = api.make_trainer(noisy, steps=1, warm_start=False, **TINY_T)
+    assert scratch.warm_start is None
+
+
+def test_packaged_pretrained_weights_load_and_fine_tune(small_stack):
+    """The shipped generic model (CPU network) warm-starts training on CPU in the test suite."""
+    from napari_b2u.pretrained import packaged_path
+
+    noisy, clean = small_stack
+    cfg = dict(width=24, depth=4, patch_size=32, batch_size=4, device="cpu", compile=False,
+               floor="none")
+    path = packaged_path({"arch": "unet", "in_channels": 1, "out_channels": 1, "width": 24,
+                          "depth": 4})
+    assert path is not None and path.stat().st_size < 5 * 2**20  # small enough to ship
+    trainer = api.make_trainer(noisy, steps=3, warm_start="pretrained", **cfg)
+    assert trainer.warm_start.startswith("pretrained: napari-b2u generic fluorescence model")
+    before = mean_psnr(trainer.result().denoise(noisy, dtype="float32", tta=False), clean)
+    assert before > mean_psnr(noisy, clean) + 3  # a denoiser from the start
+    # no pretrained weights for this network: said, and training starts from scratch
+    with pytest.warns(UserWarning, match="no pretrained weights for this network"):
+        t = api.make_trainer(noisy, steps=1, warm_start="pretrained", **TINY_T)
+    assert t.warm_start is None

@@ -19,7 +19,6 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_b2u._widgets._session import session_for  # noqa: E402
-from napari_b2u.config import FIELDS  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -28,7 +27,7 @@ TRAIN = "Blind2Unblind: Train"
 DENOISE = "Blind2Unblind: Denoise"
 #: the classical floor (where the core has one) off: a few steps test the network itself, as
 #: conftest.TINY does
-NO_FLOOR = {"floor": None} if "floor" in FIELDS else {}
+NO_FLOOR = {"floor": "none"}
 #: a network small enough for CPU tests (as in conftest.TINY)
 TINY_GUI = dict(width=16, depth=2, patch_size=32, batch_size=4, preview_every=3, **NO_FLOOR)
 WAIT = 60_000  # ms; generous: CPU cores are shared

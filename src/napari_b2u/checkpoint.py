@@ -17,15 +17,17 @@ from .data import Normalization, data_fingerprint
 from .errors import InputError
 from .files import atomic_write
 from .modelfile import read_checkpoint
+from .results import make_denoiser
 
 
 def make_checkpoint(trainer) -> dict:
     """A model file (the best model so far) that also holds everything to resume training."""
     best = trainer.best_record()
     if trainer._best_state is not None and best is not None:
-        ck = trainer._denoiser(trainer._best_state, f"best (step {best['step']})")
+        ck = make_denoiser(trainer, trainer._best_state,
+                           f"best by validation (step {best['step']})")
     else:
-        ck = trainer._denoiser(trainer._snapshot(), "last")
+        ck = make_denoiser(trainer, trainer.average.kept(trainer.model), "last")
     ck = ck.to_checkpoint()
     lay = trainer.data.layout
     method = trainer.method
@@ -42,6 +44,8 @@ def make_checkpoint(trainer) -> dict:
         "best_val": float(trainer._best_val) if math.isfinite(trainer._best_val) else None,
         "history": list(trainer.history),
         "nan_retries": trainer._nan_retries,
+        "ema": ({k: v.detach().cpu() for k, v in trainer.average.state.items()}
+                if trainer.average.on else None),
         "sampler_rng": trainer.sampler.gen.get_state(),
         "method_rng": (method.generator.get_state() if method.generator is not None else None),
         "rng_device": trainer.device.type,
@@ -59,14 +63,21 @@ def save_checkpoint(trainer, path) -> None:
         torch.save(make_checkpoint(trainer), tmp)
 
 
+def check_resumable(checkpoint) -> dict:
+    """The checkpoint (a path or a loaded dict) if training can resume from it, else the
+    InputError saying why — cheap, for a GUI to refuse before it starts a thread."""
+    ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    if not ck.get("training"):
+        raise InputError("this model file holds no training state to resume from (it was "
+                         "saved after training, not autosaved during it)")
+    return ck
+
+
 def resume_trainer(cls, checkpoint, stack, axes=None, device="auto", val_stack=None,
                    steps=None, max_time=None, autosave=None, **changes):
     """A ``cls`` (Trainer) continuing the run saved in ``checkpoint`` on the same ``stack``."""
-    ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    tr = ck.get("training")
-    if not tr:
-        raise InputError("this model file holds no training state to resume from (it was "
-                         "saved after training, not autosaved during it)")
+    ck = check_resumable(checkpoint)
+    tr = ck["training"]
     cfg = TrainConfig.from_dict(tr["config"], "this checkpoint")
     if steps is not None:
         cfg.steps = steps
@@ -134,6 +145,8 @@ def restore(trainer, tr: dict) -> None:
     trainer.elapsed = float(tr["elapsed"])
     trainer.history = list(tr["history"])
     trainer._nan_retries = int(tr.get("nan_retries", 0))
+    if tr.get("ema") is not None and trainer.average.on:
+        trainer.average.state = {k: v.to(trainer.device) for k, v in tr["ema"].items()}
     if tr.get("best_state") is not None:
         trainer._best_state = {k: v.to(trainer.device) for k, v in tr["best_state"].items()}
         trainer._best_val = float(tr["best_val"])

@@ -53,6 +53,18 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
           help="also preview when this many seconds passed since the last preview (0: off)"),
     Param("preview_size", int, 256, 16, 4096, user=False, help="side of the preview crop"),
     Param("augment", bool, True, user=False, help="random flips and rotations of the patches"),
+    Param("warm_start", str, None, optional=True, label="warm start",
+          help="start from trained weights instead of random ones: 'pretrained' (the generic "
+               "fluorescence model shipped with napari-b2u, where one exists for the network) "
+               "or the path of an earlier .b2u model of the same network (e.g. from the same "
+               "microscope); None or 'none': from scratch"),
+    Param("floor", str, "gauss", choices=("gauss", "bm3d", "none"), label="classical floor",
+          help="after training, compare the network with this classical denoiser by the same "
+               "self-supervised validation error and return whichever is better ('none': "
+               "always the network)"),
+    Param("ema", float, None, 0.0, 0.99999, optional=True, user=False, label="weight average",
+          help="decay of an exponential moving average of the weights, which is validated and "
+               "kept instead of the last weights (0 or None: off)"),
     Param("seed", int, 0, 0, 2**63 - 1, help="random seed: same seed, data and device, same "
                                               "model"),
     Param("amp", bool, None, optional=True, label="mixed precision",
@@ -113,6 +125,9 @@ class TrainConfig:
     preview_seconds: float = 10.0
     preview_size: int = 256
     augment: bool = True
+    warm_start: str | None = None
+    floor: str = "gauss"
+    ema: float | None = None
     seed: int = 0
     amp: bool | None = None
     channels_last: bool | None = None
@@ -129,8 +144,12 @@ class TrainConfig:
             value = getattr(self, name)
             if name == "normalization" and not isinstance(value, str):
                 continue  # a fitted Normalization, reused on resume
-            if name == "autosave" and value is not None:
-                value = str(value)
+            if name in ("autosave", "warm_start") and value is not None:
+                value = _path_or_word(value)
+            if name == "floor" and value is not None:
+                value = "none" if _path_or_word(value) is None else value
+            if value is None and not spec.optional:
+                value = spec.default  # None means "the default" everywhere
             setattr(self, name, spec.check(value, "training setting"))
         if self.steps is not None and self.epochs is not None:
             raise InputError("give the training length as steps or as epochs, not both")
@@ -170,6 +189,15 @@ class TrainConfig:
             raise InputError(f"{source} has unknown training settings {', '.join(unknown)}: "
                              "the file is damaged or from another program")
         return cls(**d).validate()
+
+
+def _path_or_word(value):
+    """warm_start=True/False and paths as given by the API: the strings the config stores."""
+    if value is True:
+        return "pretrained"
+    if value is False or (isinstance(value, str) and value.lower() in ("none", "off", "")):
+        return None
+    return str(value)
 
 
 def _from_v1(d: dict) -> dict:

@@ -15,61 +15,23 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import checkpoint as _ckpt
+from ._runtime import NoOptimizer, Released, StopNow, abort_hooks, is_compile_error
+from .averaging import WeightAverage
 from .config import PRESETS, TrainConfig, resolve_config, steps_for_epochs
 from .device import amp_dtype, is_oom, release_memory, resolve_device
 from .errors import OutputError, TrainingError
+from .events import Preview, TrainEvent, build_event, compute_preview
 from .losses import lr_factor
 from .methods import Method, get_method
+from .results import finish
 from .sampling import CropSampler, prepare_data, validation_crops
+from .validation import validate_safe
 
 __all__ = ["Trainer", "TrainEvent", "Preview", "TrainConfig", "PRESETS"]
-
-
-@dataclass
-class Preview:
-    """What the model makes of a crop of one frame, in the input's units."""
-
-    frame: int  # index over all frames, in the core's (N, C, Y, X) order
-    region: tuple[int, int, int, int]  # (y0, x0, h, w) of the crop in the frame
-    images: dict  # name -> (C, h, w) float32; "input" is the noisy crop
-    spreads: tuple[str, ...] = ()  # names that are spreads (noise std maps), not intensities
-
-
-@dataclass
-class TrainEvent:
-    step: int
-    total_steps: int | None  # None until it can be estimated (time budget)
-    progress: float  # 0..1 of the step or time budget
-    loss: float | None
-    terms: dict
-    schedule: float | None  # the method's scheduled weight (B2U: λ; see Method.schedule_name)
-    lr: float
-    steps_per_s: float | None
-    elapsed: float
-    eta: float | None
-    val_error: float | None = None  # last validation error
-    best_val_error: float | None = None
-    best_step: int | None = None
-    validated: bool = False  # this event carries a fresh validation error
-    previews: Preview | None = None
-    message: str | None = None  # something the user should know (a retry, a rollback)
-    done: bool = False
-    stopped: bool = False
-
-    @property
-    def lam(self) -> float | None:
-        """Deprecated name of :attr:`schedule`."""
-        return self.schedule
-
-
-class _StopNow(Exception):
-    """Raised inside a step when a stop is requested: the step is dropped, weights unchanged."""
 
 
 class Trainer:
@@ -99,6 +61,17 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = self.method.build(self.model_config)
+        self.messages: list[str] = []
+        self.warm_start = None  # where the starting weights came from (None: random)
+        if cfg.warm_start and self.method.trainable:
+            from .pretrained import warm_start_weights
+
+            state, said = warm_start_weights(cfg.warm_start, self.model_config)
+            if state is None:
+                self._note(said)
+            else:
+                self.model.load_state_dict(state)
+                self.warm_start = said
         self.model.to(self.device)
         self.method.seed(cfg.seed + 1, self.device)
         if cfg.channels_last:
@@ -124,7 +97,6 @@ class Trainer:
         self._best_state = None
         self._good_state = None
         self.history: list[dict] = []  # validation history: step, val_error
-        self.messages: list[str] = []
         self._compiled = False
         self._gen = None
         self.step = 0
@@ -137,6 +109,8 @@ class Trainer:
         self._sched = self.method.schedule(0.0)
         self._lr = self.base_lr
         self._abort_hooks: list = []
+        #: moving average of the weights (config.ema): what is validated and kept when on
+        self.average = WeightAverage(self.model, cfg.ema if self.method.trainable else None)
 
     # ---- public control (thread-safe) --------------------------------------------------------
     def stop(self) -> None:
@@ -202,6 +176,8 @@ class Trainer:
 
     # ---- internals ---------------------------------------------------------------------------
     def _make_optimizer(self):
+        if not self.method.trainable:  # a classical method: nothing to optimize
+            return NoOptimizer()
         kw = dict(lr=self.base_lr, weight_decay=self.config.weight_decay)
         if self.device.type == "cuda":
             kw["fused"] = True
@@ -236,7 +212,7 @@ class Trainer:
         try:
             return fn(*args)
         except Exception as exc:
-            if not (self._compiled and _is_compile_error(exc)):
+            if not (self._compiled and is_compile_error(exc)):
                 raise
             self.optimizer.zero_grad(set_to_none=True)
             self._uncompile(exc)
@@ -261,12 +237,7 @@ class Trainer:
         never waits for a whole step (seconds on a CPU with a large network). Not with
         torch.compile: a compiled graph would freeze the check (and CUDA steps are short)."""
         if on and not self._abort_hooks and not self._compiled:
-            def check(module, args):
-                if self._stop.is_set():
-                    raise _StopNow
-
-            self._abort_hooks = [m.register_forward_pre_hook(check) for m in
-                                 self.model.modules() if isinstance(m, torch.nn.Conv2d)]
+            self._abort_hooks = abort_hooks(self.model, self._stop.is_set)
         elif not on:
             for h in self._abort_hooks:
                 h.remove()
@@ -274,24 +245,7 @@ class Trainer:
 
     # ---- validation and previews -------------------------------------------------------------
     def _validate_safe(self) -> float:
-        """Validation, retried in smaller chunks when the GPU runs out of memory (the smaller
-        chunk is kept for the rest of the run)."""
-        vb = max(1, min(self.batch_size, self._val_batch or self.batch_size))
-        while True:
-            oom = False
-            try:
-                err = self._guarded(self._validate, vb)
-                self._val_batch = vb
-                return err
-            except Exception as exc:
-                if not is_oom(exc) or vb == 1:
-                    raise
-                oom = True
-            if oom:  # outside the except block so the traceback frees its tensors
-                self.model.train()
-                release_memory(self.device)
-                vb = max(1, vb // 2)
-                self._note(f"out of GPU memory in validation: validating {vb} crops at a time")
+        return validate_safe(self)
 
     @torch.no_grad()
     def _validate(self, vb: int | None = None) -> float:
@@ -305,6 +259,14 @@ class Trainer:
                 n += part.shape[0]
         self.model.train()
         return tot / n
+
+    def _previews(self, sched) -> Preview:
+        with self._lock:
+            frame, region = self._preview
+            self._preview_now = False
+        return compute_preview(self.method, self.model, self.data.frames,
+                               self.data.normalization, frame, region,
+                               self.config.preview_size, sched, self._autocast, self.device)
 
     def _previews_safe(self, sched) -> Preview | None:
         """Previews are optional: out of GPU memory skips this one (said once) and goes on."""
@@ -322,98 +284,6 @@ class Trainer:
                 self._note("out of GPU memory while computing a preview: previews are skipped "
                            "when memory is short; training goes on")
             return None
-
-    @torch.no_grad()
-    def _previews(self, sched) -> Preview:
-        with self._lock:
-            frame, region = self._preview
-            self._preview_now = False
-        frames = self.data.frames
-        frame = min(max(frame, 0), frames.shape[0] - 1)
-        _, c, h, w = frames.shape
-        if region is None:
-            ph, pw = min(self.config.preview_size, h), min(self.config.preview_size, w)
-            region = ((h - ph) // 2, (w - pw) // 2, ph, pw)
-        y0, x0, ph, pw = (int(v) for v in region)
-        y0, x0 = min(max(y0, 0), h - 1), min(max(x0, 0), w - 1)
-        crop = frames[frame:frame + 1, :, y0:y0 + ph, x0:x0 + pw]
-        x = torch.from_numpy(np.ascontiguousarray(crop)).to(self.device)
-        self.model.eval()
-        with self._autocast():
-            out = self.method.previews(self.model, x, sched)
-        self.model.train()
-        norm = self.data.normalization
-        images = {"input": norm.invert(crop)[0]}
-        _, scale = norm.as_arrays(c)
-        spreads = self.method.spread_previews
-        for k, v in out.items():
-            v = v.float().cpu().numpy()
-            # back to the input's units so that previews share the input layer's contrast
-            images[k] = (v * scale)[0] if k in spreads else norm.invert(v)[0]
-        hh, ww = crop.shape[-2:]
-        return Preview(frame, (y0, x0, hh, ww), images, tuple(spreads))
-
-    # ---- the result --------------------------------------------------------------------------
-    def _finish(self, stopped: bool = False):
-        """Choose the model to keep. A user's stop keeps the best validated model without
-        validating the unfinished last one (a stop should be quick)."""
-        self._finished = True
-        step = self.step
-        if step == 0:  # nothing was learned: a random network is not a model
-            self._result = None
-            return
-        chosen, state = "last", None
-        if self.val is not None:
-            last_seen = self.history and self.history[-1]["step"] == step
-            if not last_seen and not (stopped and self.history):
-                self.history.append({"step": step, "val_error": self._validate_safe()})
-            best = self.best_record()
-            if self._best_state is not None and best["step"] != step:
-                state, chosen = self._best_state, f"best by validation (step {best['step']})"
-        if state is None:
-            state = self._snapshot()
-            if self.history and self.best_record()["step"] == step:
-                chosen = f"last, also best by validation (step {step})"
-        else:
-            self.model.load_state_dict(state)  # the readout below describes the kept model
-        self._result = self._denoiser(state, chosen)
-
-    def _denoiser(self, state: dict, chosen: str):
-        from .inference import Denoiser
-
-        info = {
-            "steps": self.step,
-            "seconds": round(self.elapsed, 2),
-            "device": str(self.device),
-            "chosen": chosen,
-            "split": self.data.split,
-            "patch_size": self.patch_size,
-            "batch_size": self.batch_size,
-            "history": list(self.history),
-            "train_config": self.config.to_dict(),
-            "axes": self.data.layout.axes,
-            "messages": list(self.messages),
-            "readout": self._readout(),
-        }
-        return Denoiser(
-            method=self.method.name,
-            method_params=dict(self.method.params),
-            model_config=self.model_config,
-            state_dict={k: v.float().cpu() for k, v in state.items()},
-            normalization=self.data.normalization,
-            info=info,
-        )
-
-    @torch.no_grad()
-    def _readout(self) -> dict:
-        norm = self.data.normalization
-        y = torch.from_numpy(validation_crops(self.data.train, self.patch_size, 8)).to(
-            self.device)
-        self.model.eval()
-        try:
-            return self.method.readout(self.model, y, norm.offset[0], norm.scale[0])
-        finally:
-            self.model.train()
 
     # ---- one step ----------------------------------------------------------------------------
     def _train_step(self, sched_t, use_sched: bool) -> dict:
@@ -436,6 +306,7 @@ class Trainer:
             if self.method.clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.method.clip_grad_norm)
             opt.step()
+        self.average.update(self.model, self.step)
         return {k: v.detach().float() for k, v in terms.items()}
 
     def _step(self, sched_t, use_sched: bool):
@@ -445,7 +316,7 @@ class Trainer:
         self._set_abortable(True)
         try:
             return self._guarded(self._train_step, sched_t, use_sched), None
-        except _StopNow:
+        except StopNow:
             self.optimizer.zero_grad(set_to_none=True)
             return None, None
         except Exception as exc:
@@ -484,53 +355,68 @@ class Trainer:
         return self._gen
 
     def _run(self):
+        t0 = time.perf_counter() - self.elapsed  # a resumed run continues its clock
+        loop = self._train_loop(t0) if self.method.trainable else self._fit_loop(t0)
+        try:
+            yield from loop
+        except BaseException as exc:
+            # Ctrl-C or a closed generator keep what was learned; real errors propagate. The
+            # GPU memory is released in every case.
+            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) and self._result is None:
+                finish(self, stopped=True)
+            self._cleanup()
+            raise
+        yield self._end(t0)
+
+    def _train_loop(self, t0: float):
         cfg, method = self.config, self.method
         self.model.train()
         self._maybe_compile()
-        t0 = time.perf_counter() - self.elapsed  # a resumed run continues its clock
         self._acc, self._acc_n = {}, 0
         self._rate_mark = (time.perf_counter(), self.step)
         last_save = last_preview = time.perf_counter()
         self._good_state = self._snapshot()
         sched_t = torch.zeros((), device=self.device)
-        try:
-            while True:
-                self.elapsed = time.perf_counter() - t0
-                p = self._progress(self.step, self.elapsed)
-                if p >= 1.0 or self._stop.is_set():
-                    break
-                self._sched = sched = method.schedule(p)
-                if sched is not None:
-                    sched_t.fill_(sched)  # a 0-d tensor: no recompiles as λ ramps
-                self._lr = self.base_lr * lr_factor(p)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = self._lr * g.get("lr_scale", 1.0)
-                terms, message = self._step(sched_t, sched is not None)
-                if terms is None:
-                    if message:
-                        yield self._event(message=message)
-                    continue
-                self.step += 1
-                message = self._record(terms)
-                now = time.perf_counter()
-                self.elapsed = now - t0
-                validated = self._maybe_validate()
-                if cfg.autosave and now - last_save >= cfg.autosave_every:
-                    message = self._autosave() or message
-                    last_save = time.perf_counter()
-                previews = None
-                if self._preview_due(now - last_preview):
+        while True:
+            self.elapsed = time.perf_counter() - t0
+            p = self._progress(self.step, self.elapsed)
+            if p >= 1.0 or self._stop.is_set():
+                return
+            self._sched = sched = method.schedule(p)
+            if sched is not None:
+                sched_t.fill_(sched)  # a 0-d tensor: no recompiles as λ ramps
+            self._lr = self.base_lr * lr_factor(p)
+            for g in self.optimizer.param_groups:
+                g["lr"] = self._lr * g.get("lr_scale", 1.0)
+            terms, message = self._step(sched_t, sched is not None)
+            if terms is None:
+                if message:
+                    yield self._event(message=message)
+                continue
+            self.step += 1
+            message = self._record(terms)
+            now = time.perf_counter()
+            self.elapsed = now - t0
+            validated = self._maybe_validate()
+            if cfg.autosave and now - last_save >= cfg.autosave_every:
+                message = self._autosave() or message
+                last_save = time.perf_counter()
+            previews = None
+            if self._preview_due(now - last_preview):
+                with self.average.applied(self.model):
                     previews = self._previews_safe(sched)
-                    last_preview = time.perf_counter()
-                yield self._event(validated=validated, previews=previews, message=message)
-        except BaseException as exc:
-            # Ctrl-C or a closed generator keep what was learned; real errors propagate. The
-            # GPU memory is released in every case.
-            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)) and self._result is None:
-                self._finish(stopped=True)
-            self._cleanup()
-            raise
-        yield self._end(t0)
+                last_preview = time.perf_counter()
+            yield self._event(validated=validated, previews=previews, message=message)
+
+    def _fit_loop(self, t0: float):
+        """A classical method calibrates on training crops (one event per candidate)."""
+        crops = validation_crops(self.data.train, max(self.patch_size, 128), 16)
+        for done, total in self.method.fit(self.model, torch.from_numpy(crops).to(
+                self.device)):
+            self.config.steps = total
+            self.step = done
+            self.elapsed = time.perf_counter() - t0
+            yield self._event()
 
     def _record(self, terms: dict) -> str | None:
         """Accumulate the step's loss terms; read them out every ``log_every`` steps (the only
@@ -562,10 +448,11 @@ class Trainer:
     def _maybe_validate(self) -> bool:
         if self.val is None or self.step % self.config.val_every != 0:
             return False
-        err = self._validate_safe()
+        with self.average.applied(self.model):
+            err = self._validate_safe()
         self.history.append({"step": self.step, "val_error": err})
         if err < self._best_val:
-            self._best_state = self._snapshot()
+            self._best_state = self.average.kept(self.model)
             self._best_val = err
         return True
 
@@ -584,7 +471,7 @@ class Trainer:
         stopped = self._stop.is_set() and (cfg.steps is None or self.step < cfg.steps)
         if cfg.autosave and self.step > 0:
             self._autosave()
-        self._finish(stopped)
+        finish(self, stopped)
         p = self._progress(self.step, self.elapsed)
         self._sched = self.method.schedule(p)
         previews = None
@@ -598,54 +485,16 @@ class Trainer:
     def _cleanup(self) -> None:
         """Free the GPU: whatever ended the run (done, stop, error), nothing stays held."""
         self._set_abortable(False)
-        self.sampler = _Released(self.sampler)
+        self.sampler = Released(self.sampler)
         self.val = None
         self._best_state = None
         self._good_state = None
+        self.average.release()
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
         if self.device.type != "cpu":  # the Denoiser holds its own CPU copy of the weights
             self.model.to("cpu")
         release_memory(self.device)
 
-    def _event(self, validated=False, previews=None, message=None, done=False,
-               stopped=False) -> TrainEvent:
-        cfg, step = self.config, self.step
-        p = 1.0 if (done and not stopped) else self._progress(step, self.elapsed)
-        if cfg.steps:
-            total = cfg.steps
-        elif p > 0.02:
-            total = int(round(step / p))
-        else:
-            total = None
-        if done:
-            eta = 0.0
-        elif cfg.max_time and not cfg.steps:
-            eta = max(0.0, cfg.max_time - self.elapsed)
-        elif self._rate and total:
-            eta = max(0.0, (total - step) / self._rate)
-        else:
-            eta = None
-        best = self.best_record()
-        return TrainEvent(
-            step=step, total_steps=total, progress=p, loss=self._loss, terms=dict(self._terms),
-            schedule=self._sched, lr=self._lr, steps_per_s=self._rate, elapsed=self.elapsed,
-            eta=eta, val_error=self.history[-1]["val_error"] if self.history else None,
-            best_val_error=best["val_error"] if best else None,
-            best_step=best["step"] if best else None, validated=validated, previews=previews,
-            message=message, done=done, stopped=stopped)
-
-
-def _is_compile_error(exc: BaseException) -> bool:
-    mod = type(exc).__module__ or ""
-    return mod.startswith(("torch._dynamo", "torch._inductor")) or "triton" in mod
-
-
-class _Released:
-    """Stands in for a sampler after training ended; holds no tensors."""
-
-    def __init__(self, sampler):
-        self.device = getattr(sampler, "device", None)
-
-    def sample(self, *a, **k):
-        raise RuntimeError("this trainer has finished; create a new Trainer to train again")
+    def _event(self, **kw) -> TrainEvent:
+        return build_event(self, **kw)

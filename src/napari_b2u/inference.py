@@ -42,6 +42,30 @@ TILE_SIZE = {"cuda": 2048, "mps": 1024, "cpu": 1024}
 TILE_OVERLAP = 64
 
 
+#: pixels (frames × channels × H × W × copies) up to which ``tta="auto"`` ensembles, by device
+#: type: on 2 CPU cores 4 Mpx take ~7 s per pass with the CPU preset network, so 8 passes stay
+#: under a minute; a GPU ensembles anything of ordinary size
+TTA_AUTO_PIXELS = {"cuda": 2**31, "mps": 2**28, "cpu": 2**22}
+
+
+def _use_tta(tta, dev, pixels: int) -> bool:
+    if tta == "auto":
+        return pixels <= TTA_AUTO_PIXELS.get(dev.type, TTA_AUTO_PIXELS["cpu"])
+    if isinstance(tta, bool):
+        return tta
+    raise InputError(f"tta={tta!r}: use True, False or 'auto'")
+
+
+def dihedral(t: torch.Tensor, view: int, inverse: bool = False) -> torch.Tensor:
+    """View ``view`` (0..7) of the 8 flips/rotations of (…, H, W), or its inverse."""
+    k, flip = view % 4, view >= 4
+    if not inverse:
+        t = torch.rot90(t, k, (-2, -1)) if k else t
+        return t.flip(-1) if flip else t
+    t = t.flip(-1) if flip else t
+    return torch.rot90(t, -k, (-2, -1)) if k else t
+
+
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     if size <= tile:
         return [0]
@@ -116,17 +140,38 @@ class Denoiser:
         return self._model
 
     # ---- denoising --------------------------------------------------------------------------
+    def check_stack(self, shape, axes: str | None) -> Layout:
+        """The layout of a stack of ``shape``/``axes`` if this model can denoise it (the
+        channel count matches), else the InputError — without touching data or the network,
+        so a GUI can check every layer before denoising any."""
+        from .data import parse_axes
+
+        ax = parse_axes(axes, len(shape))
+        layout = Layout(ax, tuple(int(v) for v in shape))
+        if layout.n_channels != self.n_channels:
+            raise InputError(
+                f"this model was trained on {self.n_channels} channel(s) but the stack has "
+                f"{layout.n_channels} (axes {ax!r}); check the axes string (C is the channel "
+                "axis) or use a model trained on matching data"
+            )
+        return layout
+
+
     def denoise(self, stack, axes: str | None = None, output: str | None = None, dtype=None,
                 device="auto", batch_size: int | None = None, tile_size: int | None = None,
-                tile_overlap: int = TILE_OVERLAP, progress: bool = False) -> np.ndarray:
+                tile_overlap: int = TILE_OVERLAP, progress: bool = False,
+                tta: bool | str = "auto") -> np.ndarray:
         """Denoise a stack laid out as ``axes`` (default 'YX'/'TYX' by ndim).
 
         output: 'visible' (fast, f(y)) or, for B2U, 'weighted' (best quality, s²+1 passes) or
         'blind'. dtype: None keeps the input dtype (integers rounded and clipped), or e.g.
-        'float32'. The input is never modified.
+        'float32'. tta: test-time ensembling — the mean over the 8 flips/rotations of the
+        input, each denoised and mapped back (8× the time, measured +0.1 … +1 dB on real
+        data); 'auto' uses it when that stays cheap (:func:`tta_auto`). The input is never
+        modified.
         """
         it = self.denoise_iter(stack, axes, output, dtype, device, batch_size, tile_size,
-                               tile_overlap)
+                               tile_overlap, tta)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -146,17 +191,13 @@ class Denoiser:
                 bar.close()
 
     def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
-                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP):
+                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto"):
         """Generator form of :meth:`denoise`: yields ``(frames_done, n_frames)`` after each batch
-        and between the tiles of a batch (``frames_done`` unchanged), and returns the result
-        (``StopIteration.value``). Closing it early cancels cleanly, within one tile."""
+        and between the tiles (and ensemble passes) of a batch (``frames_done`` unchanged), and
+        returns the result (``StopIteration.value``). Closing it early cancels cleanly, within
+        one tile pass."""
         arr, ax = validate_stack(stack, axes)
-        layout = Layout(ax, arr.shape)
-        if layout.n_channels != self.n_channels:
-            raise InputError(
-                f"this model was trained on {self.n_channels} channel(s) but the stack has "
-                f"{layout.n_channels} (axes {ax!r}); check the axes string"
-            )
+        layout = self.check_stack(arr.shape, ax)
         output = self._method.check_output(output)
         out_dtype = check_output_dtype(dtype) if dtype is not None else arr.dtype
         dev = resolve_device(device)
@@ -164,6 +205,7 @@ class Denoiser:
         raw = layout.to_frames(arr)
         n, c, h, w = raw.shape
         copies = self._method.copies_per_image(output)
+        views = 8 if _use_tta(tta, dev, n * c * h * w * copies) else 1
         tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
         if tile_size is None and dev.type == "cpu" and copies > 1 and max(h, w) > tile:
             # frames tiled anyway: one tile is what a cancel waits for, so keep a tile's network
@@ -183,7 +225,7 @@ class Denoiser:
                 b = min(batch_size, n - i)
                 x = self.normalization.apply(raw[i:i + b])
                 oom = False
-                tiles = self._predict_tiles(model, x, output, dev, tile, tile_overlap)
+                tiles = self._predict_tiles(model, x, output, dev, tile, tile_overlap, views)
                 try:
                     while True:
                         try:
@@ -218,18 +260,28 @@ class Denoiser:
                 release_memory(dev)
         return layout.from_frames(cast_output(result, out_dtype))
 
-    def _predict_tiles(self, model, x: np.ndarray, output: str, dev, tile: int, overlap: int):
-        """Generator: predicts ``x`` tile by tile, yielding after each tile but the last;
-        returns the assembled prediction."""
+    def _predict_tiles(self, model, x: np.ndarray, output: str, dev, tile: int, overlap: int,
+                       views: int = 1):
+        """Generator: predicts ``x`` tile by tile (each tile as the mean over ``views``
+        dihedral views: 1 or 8), yielding after every pass but the last; returns the assembled
+        prediction."""
         b, c, h, w = x.shape
         out = np.empty_like(x)
         ys, xs = tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)
         starts = [(y0, x0) for y0 in ys for x0 in xs]
         for k, (y0, x0) in enumerate(starts):
             th, tw = min(tile, h), min(tile, w)
-            t = torch.from_numpy(np.ascontiguousarray(x[:, :, y0:y0 + th, x0:x0 + tw]))
-            with torch.no_grad():
-                pred = self._method.predict(model, t.to(dev), output).float().cpu().numpy()
+            t = torch.from_numpy(np.ascontiguousarray(x[:, :, y0:y0 + th, x0:x0 + tw])).to(dev)
+            acc = None
+            for v in range(views):
+                with torch.no_grad():
+                    z = dihedral(t, v)
+                    pred = dihedral(self._method.predict(model, z, output).float(), v,
+                                    inverse=True)
+                acc = pred if acc is None else acc + pred
+                if v < views - 1:
+                    yield
+            pred = (acc / views).cpu().numpy()
             ylo, yhi = _keep(y0, th, h, overlap)
             xlo, xhi = _keep(x0, tw, w, overlap)
             out[:, :, ylo:yhi, xlo:xhi] = pred[:, :, ylo - y0:yhi - y0, xlo - x0:xhi - x0]

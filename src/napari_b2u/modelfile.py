@@ -38,8 +38,8 @@ def weights_checksum(state_dict: dict) -> str:
     """sha256 over the weights' names, dtypes, shapes and bytes, in name order."""
     h = hashlib.sha256()
     for key in sorted(state_dict):
-        t = state_dict[key].detach().cpu().contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        t = state_dict[key].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key}|{t.dtype}|{tuple(state_dict[key].shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
@@ -169,6 +169,9 @@ def jsonable(obj):
         return [jsonable(v) for v in obj]
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, (np.integer, int, bool, str)) or obj is None:
-        return obj.item() if isinstance(obj, np.generic) else obj
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    # str subclasses too (torch.__version__ is one): weights_only loading refuses their class
     return str(obj)

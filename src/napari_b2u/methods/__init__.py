@@ -5,6 +5,7 @@ from __future__ import annotations
 from .b2s import Blind2Sound
 from .b2u import Blind2Unblind
 from .base import Method
+from .classical import BM3DMethod, GaussMethod
 from .dbsn import DBSNMethod
 from .n2v import Noise2Void
 from .nbr2nbr import Neighbor2Neighbor
@@ -17,8 +18,14 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-for _cls in (Blind2Unblind, Blind2Sound, DBSNMethod, Noise2Void, Neighbor2Neighbor):
+for _cls in (Blind2Unblind, Blind2Sound, DBSNMethod, Noise2Void, Neighbor2Neighbor,
+             GaussMethod, BM3DMethod):
     register(_cls)
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method (plugins and tests that registered their own)."""
+    _REGISTRY.pop(name, None)
 
 
 def method_names() -> list[str]:
@@ -40,4 +47,5 @@ def get_method(name: str, **params) -> Method:
 
 
 __all__ = ["Method", "Blind2Unblind", "Blind2Sound", "DBSNMethod", "Noise2Void",
-           "Neighbor2Neighbor", "get_method", "method_names", "method_titles", "register"]
+           "Neighbor2Neighbor", "GaussMethod", "BM3DMethod", "get_method", "method_names",
+           "method_titles", "register", "unregister"]

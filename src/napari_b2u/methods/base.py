@@ -54,6 +54,8 @@ class Method(ABC):
     spread_previews: ClassVar[tuple[str, ...]] = ()
     #: gradient-norm clipping applied by the engine (None: off)
     clip_grad_norm: ClassVar[float | None] = None
+    #: False for classical methods: no gradient steps, the engine calls :meth:`fit` instead
+    trainable: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -152,6 +154,11 @@ class Method(ABC):
     @abstractmethod
     def predict(self, model, y: torch.Tensor, output: str | None = None) -> torch.Tensor:
         """Denoise normalized (B, C, H, W) with the chosen output."""
+
+    def fit(self, model, crops: torch.Tensor):
+        """Classical methods (``trainable = False``): calibrate ``model`` on training crops,
+        yielding ``(done, total)`` as it goes."""
+        raise TypeError(f"method {self.name!r} is trained, not fitted")
 
     def previews(self, model, y: torch.Tensor, sched: float | None) -> dict[str, torch.Tensor]:
         return {"visible": self.predict(model, y, "visible")}

@@ -1,0 +1,305 @@
+"""Denoising quality on real noisy microscopy with high-SNR ground truth, at the budgets users have.
+
+Data: ``../shared/data/real`` (see its README; W2S widefield frames and low/high-SNR pairs, cited
+in docs/benchmarks.md). Score: PSNR (data range 255) after a least-squares affine fit of each
+output frame to its ground truth (each image was scaled to 8 bits on its own), averaged over
+frames; the same for every row and for the noisy input.
+
+Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train on it, denoise
+it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) and ``w2s:<NNN_chC>``
+(single W2S frames). Rows: ``noisy``; ``gaussian`` (σ chosen against the ground truth: an oracle);
+``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``n2v-peer``
+(CAREamics Noise2Void with the same wall-clock budget, run in its own venv:
+../shared/tools/install-careamics-peer.sh); ``default`` (``api.train_stack(stack,
+max_time=BUDGET)``, nothing else set, and ``model.denoise(stack)``); any method name (that method,
+its defaults, no classical floor); and variants ``name[key=value;...]`` for ablations
+(e.g. ``b2u[warm_start=none]``, ``default[tta=false]``: ``tta`` is an inference option).
+
+    python benchmarks/real.py                                   # the default rows, ~40 min CPU
+    python benchmarks/real.py --cases pair:gigadb_actin_20x --methods default,bm3d
+    python benchmarks/real.py --methods "default,b2u[warm_start=none],gauss" --json r.json
+    python benchmarks/real.py --device cuda --budget 60          # the GPU rows
+
+Every learned row trains for ``--budget`` seconds (120 on CPU, 60 on a GPU by default); run one
+benchmark at a time on an otherwise idle machine, since the budget is wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+W2S_SINGLES = ["003_ch1", "012_ch2", "018_ch0"]
+DEFAULT_ROWS = ["noisy", "gaussian", "bm3d", "n2v-peer", "default"]
+GAUSS_SIGMAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5)
+
+
+def affine_psnr(out: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR (range 255) of ``out`` after the least-squares fit a·out + b to ``gt``."""
+    o = np.asarray(out, np.float64).ravel()
+    g = np.asarray(gt, np.float64).ravel()
+    a = np.stack([o, np.ones_like(o)], 1)
+    coef, *_ = np.linalg.lstsq(a, g, rcond=None)
+    mse = float(np.mean((a @ coef - g) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def score(out: np.ndarray, gt: np.ndarray) -> float:
+    """Mean of the per-frame affine-fit PSNR of (N, Y, X) or (Y, X) arrays."""
+    if out.ndim == 2:
+        return affine_psnr(out, gt)
+    return float(np.mean([affine_psnr(o, g) for o, g in zip(out, gt)]))
+
+
+# ---- cases -------------------------------------------------------------------------------------
+def case_names(root: Path) -> list[str]:
+    pairs = sorted(p.name[:-len("_noisy.tif")] for p in (root / "pairs").glob("*_noisy.tif"))
+    return ["w2s-stack"] + [f"pair:{p}" for p in pairs] + [f"w2s:{s}" for s in W2S_SINGLES]
+
+
+def load_case(root: Path, name: str, crop: int | None = None):
+    """(noisy, gt, axes) of a case; ``crop``: the central crop×crop pixels (fast tests)."""
+    import tifffile
+
+    if name == "w2s-stack":
+        ids = [f"{i:03d}" for i in range(1, 21)]
+        noisy = np.stack([tifffile.imread(root / "w2s" / "noisy" / f"w2s_{i}_ch0.tif")
+                          for i in ids])
+        gt = np.stack([tifffile.imread(root / "w2s" / "gt" / f"w2s_{i}_ch0.tif") for i in ids])
+        axes = "TYX"
+    elif name.startswith("pair:"):
+        base = name[5:]
+        noisy = tifffile.imread(root / "pairs" / f"{base}_noisy.tif")
+        gt = tifffile.imread(root / "pairs" / f"{base}_gt.tif")
+        axes = "YX"
+    elif name.startswith("w2s:"):
+        f = f"w2s_{name[4:]}.tif"
+        noisy = tifffile.imread(root / "w2s" / "noisy" / f)
+        gt = tifffile.imread(root / "w2s" / "gt" / f)
+        axes = "YX"
+    else:
+        raise ValueError(f"unknown case {name!r}; cases: {', '.join(case_names(root))}")
+    if crop:
+        h, w = noisy.shape[-2:]
+        y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        noisy = noisy[..., y0:y0 + crop, x0:x0 + crop]
+        gt = gt[..., y0:y0 + crop, x0:x0 + crop]
+    return np.ascontiguousarray(noisy), np.ascontiguousarray(gt), axes
+
+
+# ---- rows --------------------------------------------------------------------------------------
+def parse_row(spec: str) -> tuple[str, dict]:
+    """'b2u[warm_start=none;ema=0.99]' -> ('b2u', {'warm_start': 'none', 'ema': 0.99})."""
+    if "[" not in spec:
+        return spec, {}
+    name, _, rest = spec.partition("[")
+    opts = {}
+    for item in rest.rstrip("]").split(";"):
+        if item.strip():
+            k, _, v = item.partition("=")
+            opts[k.strip()] = _value(v.strip())
+    return name, opts
+
+
+def _value(v: str):
+    low = v.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return v
+
+
+def frames(a: np.ndarray) -> np.ndarray:
+    return a if a.ndim == 3 else a[None]
+
+
+def run_classical(row: str, noisy: np.ndarray, gt: np.ndarray) -> dict:
+    t = time.perf_counter()
+    if row == "noisy":
+        out = noisy.astype(np.float64)
+        extra = {}
+    elif row == "gaussian":
+        from scipy import ndimage
+
+        best = None
+        for s in GAUSS_SIGMAS:
+            cand = np.stack([ndimage.gaussian_filter(f.astype(np.float64), s)
+                             for f in frames(noisy)]).reshape(noisy.shape)
+            p = score(cand, gt)
+            if best is None or p > best[0]:
+                best = (p, s, cand)
+        out, extra = best[2], {"sigma": best[1]}
+    elif row == "bm3d":
+        from napari_b2u.methods.classical import vst_bm3d
+        from napari_b2u.noise import estimate_poisson_gaussian
+
+        outs = []
+        for f in frames(noisy):
+            a, b = estimate_poisson_gaussian(f)
+            outs.append(vst_bm3d(f, a, b))
+        out, extra = np.stack(outs).reshape(noisy.shape), {}
+    else:
+        raise ValueError(row)
+    return {"psnr": score(out, gt), "infer_s": time.perf_counter() - t, **extra}
+
+
+def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed) -> dict:
+    from napari_b2u import api
+
+    opts = dict(opts)
+    tta = opts.pop("tta", "auto")
+    kw = {} if name == "default" else {"method": name, "floor": opts.pop("floor", "none")}
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = api.train_stack(noisy, axes=axes, max_time=budget, device=device,
+                                progress=False, seed=seed, **kw, **opts)
+    t_train = time.perf_counter() - t
+    t = time.perf_counter()
+    out = model.denoise(noisy, axes=axes, dtype="float32", device=device, tta=tta)
+    t_inf = time.perf_counter() - t
+    info = model.info
+    res = {"psnr": score(out, gt), "train_s": t_train, "steps": info["steps"],
+           "infer_s": t_inf, "kept": model.method_name + ": " + str(info["chosen"]),
+           "warm_start": info.get("warm_start")}
+    if tta is not False and tta != "false":  # the one-pass output too, to show what TTA buys
+        res["psnr_one_pass"] = score(model.denoise(noisy, axes=axes, dtype="float32",
+                                                   device=device, tta=False), gt)
+    return res
+
+
+def run_peer(python: str, noisy, gt, axes, budget) -> dict:
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
+        np.save(src, noisy)
+        peer_axes = {"TYX": "SYX", "YX": "YX"}[axes]
+        t = time.perf_counter()
+        proc = subprocess.run([python, str(here / "careamics_peer.py"), str(src), str(dst),
+                               peer_axes, str(budget)], capture_output=True, text=True,
+                              cwd=tmp)
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1][:200] if proc.stderr
+                    else f"exit {proc.returncode}"}
+        out = np.load(dst)
+        times = json.loads((Path(tmp) / "out.json").read_text())
+    return {"psnr": score(out, gt), **times, "wall_s": time.perf_counter() - t}
+
+
+# ---- main --------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("B2U_REAL_DATA",
+                                                                    DEFAULT_DATA)))
+    p.add_argument("--cases", help="comma-separated (default: all; see the module doc)")
+    p.add_argument("--methods", default=",".join(DEFAULT_ROWS),
+                   help=f"comma-separated rows (default {','.join(DEFAULT_ROWS)})")
+    p.add_argument("--budget", type=float, help="training seconds (default 120 CPU, 60 GPU)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop", type=int, help="central crop of each case (fast tests)")
+    p.add_argument("--careamics-python",
+                   default=str(Path(__file__).resolve().parents[1] / ".venv-careamics" / "bin"
+                               / "python"),
+                   help="python of the CAREamics peer venv (the n2v-peer row)")
+    p.add_argument("--json", type=Path, help="merge results into this JSON file")
+    a = p.parse_args(argv)
+    if not (a.data / "pairs").is_dir():
+        print(f"no real data at {a.data} (pairs/, w2s/): give --data", file=sys.stderr)
+        return 2
+    budget = a.budget or (60.0 if a.device.startswith("cuda") else 120.0)
+    cases = a.cases.split(",") if a.cases else case_names(a.data)
+    rows = [r for r in _split_rows(a.methods)]
+    import torch
+
+    from napari_b2u.device import device_info
+
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": device_info(a.device).describe(),
+            "torch": str(torch.__version__), "budget_s": budget, "crop": a.crop,
+            "command": "python benchmarks/real.py " + " ".join(sys.argv[1:] if argv is None
+                                                               else argv)}
+    results: dict = {}
+    if a.json and a.json.exists():
+        results = json.loads(a.json.read_text()).get("results", {})
+    print(f"# real-data benchmark, {meta['device']}, budget {budget:g} s", flush=True)
+    for case in cases:
+        noisy, gt, axes = load_case(a.data, case, a.crop)
+        for row in rows:
+            name, opts = parse_row(row)
+            if name in ("noisy", "gaussian", "bm3d"):
+                res = run_classical(name, noisy, gt)
+            elif name == "n2v-peer":
+                if not Path(a.careamics_python).exists():
+                    res = {"error": f"no CAREamics peer at {a.careamics_python}"}
+                else:
+                    res = run_peer(a.careamics_python, noisy, gt, axes, budget)
+            else:
+                res = run_learned(name, opts, noisy, gt, axes, budget, a.device, a.seed)
+            results.setdefault(case, {})[row] = res
+            print(json.dumps({"case": case, "row": row, **_rounded(res)}), flush=True)
+            if a.json:
+                a.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print()
+    print(table(results, cases, rows))
+    return 0
+
+
+def _split_rows(spec: str) -> list[str]:
+    """Commas inside [...] belong to the row."""
+    rows, depth, cur = [], 0, ""
+    for ch in spec:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            rows.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        rows.append(cur.strip())
+    return rows
+
+
+def _rounded(res: dict) -> dict:
+    return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items()}
+
+
+def table(results: dict, cases=None, rows=None) -> str:
+    """Markdown: PSNR per row and case (best learned/classical in bold), then the mean."""
+    cases = cases or list(results)
+    rows = rows or sorted({r for c in results.values() for r in c})
+    head = "| row | " + " | ".join(cases) + " | mean |"
+    lines = [head, "|" + "---|" * (len(cases) + 2)]
+    best = {c: max((results[c][r]["psnr"] for r in rows if r != "noisy" and
+                    "psnr" in results.get(c, {}).get(r, {})), default=None) for c in cases}
+    for r in rows:
+        cells, vals = [], []
+        for c in cases:
+            res = results.get(c, {}).get(r, {})
+            if "psnr" not in res:
+                cells.append("–")
+                continue
+            v = res["psnr"]
+            vals.append(v)
+            cells.append(f"**{v:.2f}**" if v == best[c] else f"{v:.2f}")
+        mean = f"{np.mean(vals):.2f}" if len(vals) == len(cases) else "–"
+        lines.append(f"| {r} | " + " | ".join(cells) + f" | {mean} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""What training reports: a :class:`TrainEvent` per step, with a :class:`Preview` now and then.
+
+Plain dataclasses (numpy arrays, floats): the GUI thread and callbacks consume them without
+touching the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Preview:
+    """What the model makes of a crop of one frame, in the input's units."""
+
+    frame: int  # index over all frames, in the core's (N, C, Y, X) order
+    region: tuple[int, int, int, int]  # (y0, x0, h, w) of the crop in the frame
+    images: dict  # name -> (C, h, w) float32; "input" is the noisy crop
+    spreads: tuple[str, ...] = ()  # names that are spreads (noise std maps), not intensities
+
+
+@dataclass
+class TrainEvent:
+    step: int
+    total_steps: int | None  # None until it can be estimated (time budget)
+    progress: float  # 0..1 of the step or time budget
+    loss: float | None
+    terms: dict
+    schedule: float | None  # the method's scheduled weight (B2U: λ; see Method.schedule_name)
+    lr: float
+    steps_per_s: float | None
+    elapsed: float
+    eta: float | None
+    val_error: float | None = None  # last validation error
+    best_val_error: float | None = None
+    best_step: int | None = None
+    validated: bool = False  # this event carries a fresh validation error
+    previews: Preview | None = None
+    message: str | None = None  # something the user should know (a retry, a rollback)
+    done: bool = False
+    stopped: bool = False
+
+    @property
+    def lam(self) -> float | None:
+        """Deprecated name of :attr:`schedule`."""
+        return self.schedule
+
+
+@torch.no_grad()
+def compute_preview(method, model, frames: np.ndarray, normalization, frame: int, region,
+                    size: int, sched, autocast, device) -> Preview:
+    """The method's previews on a crop of ``frames`` (normalized, all frames): ``region``
+    (y0, x0, h, w) of ``frame``, or a centred ``size`` square when None; in the input's units
+    (spreads by the scale only)."""
+    frame = min(max(frame, 0), frames.shape[0] - 1)
+    _, c, h, w = frames.shape
+    if region is None:
+        ph, pw = min(size, h), min(size, w)
+        region = ((h - ph) // 2, (w - pw) // 2, ph, pw)
+    y0, x0, ph, pw = (int(v) for v in region)
+    y0, x0 = min(max(y0, 0), h - 1), min(max(x0, 0), w - 1)
+    crop = frames[frame:frame + 1, :, y0:y0 + ph, x0:x0 + pw]
+    x = torch.from_numpy(np.ascontiguousarray(crop)).to(device)
+    model.eval()
+    try:
+        with autocast():
+            out = method.previews(model, x, sched)
+    finally:
+        model.train()
+    images = {"input": normalization.invert(crop)[0]}
+    _, scale = normalization.as_arrays(c)
+    spreads = method.spread_previews
+    for k, v in out.items():
+        v = v.float().cpu().numpy()
+        # back to the input's units so that previews share the input layer's contrast
+        images[k] = (v * scale)[0] if k in spreads else normalization.invert(v)[0]
+    hh, ww = crop.shape[-2:]
+    return Preview(frame, (y0, x0, hh, ww), images, tuple(spreads))
+
+
+def build_event(trainer, validated=False, previews=None, message=None, done=False,
+                stopped=False) -> TrainEvent:
+    """The event for the trainer's current state: progress, the total steps (estimated from
+    the time used under a time budget), the ETA, the last and best validation errors."""
+    cfg, step = trainer.config, trainer.step
+    p = 1.0 if (done and not stopped) else trainer._progress(step, trainer.elapsed)
+    if cfg.steps:
+        total = cfg.steps
+    elif p > 0.02:
+        total = int(round(step / p))
+    else:
+        total = None
+    rate = trainer._rate
+    if done:
+        eta = 0.0
+    elif cfg.max_time and not cfg.steps:
+        eta = max(0.0, cfg.max_time - trainer.elapsed)
+    elif rate and total:
+        eta = max(0.0, (total - step) / rate)
+    else:
+        eta = None
+    history = trainer.history
+    best = trainer.best_record()
+    return TrainEvent(
+        step=step, total_steps=total, progress=p, loss=trainer._loss,
+        terms=dict(trainer._terms), schedule=trainer._sched, lr=trainer._lr, steps_per_s=rate,
+        elapsed=trainer.elapsed, eta=eta,
+        val_error=history[-1]["val_error"] if history else None,
+        best_val_error=best["val_error"] if best else None,
+        best_step=best["step"] if best else None, validated=validated, previews=previews,
+        message=message, done=done, stopped=stopped)

@@ -1,0 +1,65 @@
+"""Starting weights for training ("warm start").
+
+``warm_start="pretrained"`` starts from a generic fluorescence model shipped here (trained by
+``benchmarks/pretrain.py`` on the project's own synthetic generator; see MODELS.md for the data,
+the command and the time it took); ``warm_start="path/to/earlier.b2u"`` starts from a model the
+user trained before, e.g. on another stack of the same microscope. Either way the file is
+checked like any model file, and its network must be the one being trained.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from ..errors import InputError
+
+#: packaged models, by the network they hold: (arch, channels, width, depth) -> file name
+PACKAGED = {
+    ("unet", 1, 24, 4): "generic_unet_w24_d4.b2u",
+    ("unet", 1, 48, 5): "generic_unet_w48_d5.b2u",
+}
+
+
+def _key(config: dict):
+    return (config.get("arch"), config.get("in_channels"), config.get("width"),
+            config.get("depth"))
+
+
+def packaged_path(model_config: dict) -> Path | None:
+    """The shipped model for this network, if there is one."""
+    name = PACKAGED.get(_key(model_config))
+    if name is None or model_config.get("out_channels") != model_config.get("in_channels"):
+        return None
+    path = Path(str(files(__name__) / name))
+    return path if path.is_file() else None
+
+
+def warm_start_weights(spec: str, model_config: dict):
+    """``(state_dict, description)`` to start training from, or ``(None, why not)`` when
+    ``spec`` is 'pretrained' and nothing fits this network (training then starts from
+    scratch). A path that does not fit is an InputError."""
+    from ..inference import Denoiser
+
+    if spec == "pretrained":
+        path = packaged_path(model_config)
+        if path is None:
+            w, d = model_config.get("width"), model_config.get("depth")
+            c = model_config.get("in_channels")
+            return None, (f"no pretrained weights for this network ({model_config.get('arch')}"
+                          f", {c} channel(s), width {w}, depth {d}); training from scratch")
+        model = Denoiser.load(path)
+        return model.state_dict, f"pretrained: {model.info.get('description', path.name)}"
+    model = Denoiser.load(spec)
+    mine = {k: v for k, v in model.model_config.items()}
+    if mine != dict(model_config):
+        raise InputError(
+            f"warm start: {spec} holds another network ({_describe(mine)}) than this training "
+            f"({_describe(model_config)}); train with the same width, depth and channels, or "
+            "start from scratch")
+    return model.state_dict, f"from {Path(spec).name} ({model.info.get('steps', '?')} steps)"
+
+
+def _describe(cfg: dict) -> str:
+    return (f"{cfg.get('arch')}, {cfg.get('in_channels')} channel(s), width {cfg.get('width')}, "
+            f"depth {cfg.get('depth')}")

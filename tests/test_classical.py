@@ -1,0 +1,98 @@
+"""The classical methods (self-calibrated Gaussian, VST+BM3D) run in the engine, are validated
+on the same self-supervised scale as the networks, and back the default as its floor."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_b2u import api
+from napari_b2u.methods.classical import GAUSS_SIGMAS, gaussian_filter
+from napari_b2u.sample_data import fmdd_like_stack
+
+from .conftest import TINY, mean_psnr
+
+
+def test_the_j_invariant_gaussian_ignores_each_pixels_own_value():
+    y = torch.rand(1, 2, 24, 24, dtype=torch.float64)
+    base = gaussian_filter(y, 1.3, j_invariant=True)
+    bumped = y.clone()
+    bumped[0, 1, 10, 12] += 5.0
+    diff = (gaussian_filter(bumped, 1.3, j_invariant=True) - base)[0, 1]
+    assert abs(float(diff[10, 12])) < 1e-12  # blind to itself
+    assert float(diff[10, 13]) > 0  # not to its neighbours
+    assert torch.equal((gaussian_filter(bumped, 1.3, True) - base)[0, 0],
+                       torch.zeros(24, 24, dtype=torch.float64))  # channels stay apart
+
+
+def test_gauss_calibrates_sigma_per_channel_and_denoises(small_stack, tmp_path):
+    noisy, clean = small_stack
+    two = np.stack([noisy, np.clip(noisy.astype(int) // 2 + 10, 0, 255).astype(np.uint8)], 1)
+    model = api.train_stack(two, axes="TCYX", method="gauss", device="cpu", progress=False)
+    sigmas = model.readout()["gauss_sigma"]
+    assert len(sigmas) == 2 and all(GAUSS_SIGMAS[0] <= s <= GAUSS_SIGMAS[-1] for s in sigmas)
+    out = model.denoise(two, axes="TCYX", dtype="float32")[:, 0]
+    assert mean_psnr(out, clean) > mean_psnr(noisy, clean) + 2
+    loaded = api.load(model.save(tmp_path / "g.b2u"))
+    np.testing.assert_array_equal(loaded.denoise(two[:2], axes="TCYX"),
+                                  model.denoise(two[:2], axes="TCYX"))
+    assert model.info["history"] and model.info["history"][-1]["val_error"] > 0
+
+
+def test_bm3d_estimates_the_noise_and_beats_the_gaussian():
+    pytest.importorskip("bm3d")
+    noisy, clean = fmdd_like_stack(4, (96, 96), seed=2)
+    g = api.train_stack(noisy, method="gauss", device="cpu", progress=False)
+    b = api.train_stack(noisy, method="bm3d", device="cpu", progress=False)
+    r = b.readout()
+    true_gain = 255 / 40  # fmdd_like_stack's photons=40 on the 0..255 scale
+    assert 0.5 * true_gain < r["noise_gain"] < 2 * true_gain
+    out_b, out_g = b.denoise(noisy[:1], dtype="float32"), g.denoise(noisy[:1], dtype="float32")
+    assert mean_psnr(out_b, clean) > mean_psnr(out_g, clean)
+    # the same self-supervised scale as the networks: BM3D's J-invariant error is lower
+    assert b.info["history"][-1]["val_error"] < g.info["history"][-1]["val_error"]
+
+
+def test_the_floor_returns_the_filter_when_the_network_validates_worse(small_stack):
+    noisy, _ = small_stack
+    opts = {**TINY, "floor": "gauss"}
+    weak = api.train_stack(noisy, steps=2, **opts)  # two steps: the filter is better
+    assert weak.method_name == "gauss" and weak.info["chosen"].startswith("classical floor")
+    assert weak.info["trained_method"] == "b2u"
+    f = weak.info["floor"]
+    assert f["val_error"] < f["network_val_error"]
+    assert any("scored a lower self-supervised error" in m for m in weak.info["messages"])
+    off = api.train_stack(noisy, steps=2, **{**opts, "floor": "none"})
+    assert off.method_name == "b2u" and "floor" not in off.info
+
+
+def test_the_floor_keeps_a_network_that_validates_better(monkeypatch, small_stack):
+    """The decision is the comparison itself: a network that validates better stays."""
+    from napari_b2u.methods.classical import GaussMethod
+
+    noisy, _ = small_stack
+    monkeypatch.setattr(GaussMethod, "validation_error",
+                        lambda self, model, y: torch.tensor(1e9))
+    model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
+    assert model.method_name == "b2u"
+    assert model.info["floor"]["val_error"] == 1e9
+
+
+def test_a_stop_skips_the_floor(small_stack):
+    noisy, _ = small_stack
+    trainer = api.make_trainer(noisy, steps=100, val_every=2, floor="gauss",
+                               **{k: v for k, v in TINY.items() if k not in ("progress",
+                                                                            "floor")})
+    for ev in trainer:
+        if ev.step == 4:
+            trainer.stop()
+    model = trainer.result()
+    assert model.method_name == "b2u" and "floor" not in model.info
+
+
+def test_floor_none_means_the_default():
+    from napari_b2u.config import build_config
+
+    assert build_config("b2u").floor == "gauss"
+    assert build_config("b2u", floor=None).floor == "gauss"
+    assert build_config("b2u", floor=False).floor == "none"
+    assert build_config("b2u", floor="none").floor == "none"

@@ -1,0 +1,56 @@
+"""The noise report: correlation between neighbours (known synthetic correlation recovered within
+±0.05), clipping, and the mask it recommends."""
+
+import numpy as np
+import pytest
+
+from napari_b2u.noise import clipping, noise_correlation, noise_report, recommend_mask
+from napari_b2u.sample_data import correlate, fmdd_like_stack
+
+
+@pytest.mark.parametrize("cx,cy", [(0.0, 0.0), (0.3, 0.0), (0.0, 0.3), (0.3, 0.3),
+                                   (0.45, 0.1)])
+def test_correlation_of_synthetic_noise_is_recovered(cx, cy):
+    noisy, _ = fmdd_like_stack(4, (192, 192), photons=30, corr_x=cx, corr_y=cy, seed=4,
+                               dtype=np.float32)
+    ex, ey = noise_correlation(noisy)
+    assert ex[0] == pytest.approx(cx, abs=0.05) and ey[0] == pytest.approx(cy, abs=0.05)
+    assert all(abs(v) < 0.05 for v in ex[1:] + ey[1:])  # a two-tap kernel: lag 1 only
+
+
+def test_correlate_gives_the_asked_lag1_correlation_and_keeps_the_variance():
+    w = np.random.default_rng(0).normal(0, 1, (512, 512))
+    n = correlate(w, 0.3, 0.0)
+    r = np.corrcoef(n[:, 1:].ravel(), n[:, :-1].ravel())[0, 1]
+    assert r == pytest.approx(0.3, abs=0.01) and n.std() == pytest.approx(1.0, abs=0.01)
+    with pytest.raises(ValueError):
+        correlate(w, 0.6)
+
+
+def test_recommended_masks():
+    assert recommend_mask([0.02, 0.0, 0.0], [0.03, 0.0, 0.0]) == "pixel"
+    assert recommend_mask([0.3, 0.0, 0.0], [0.05, 0.0, 0.0]) == "x-line:3"
+    assert recommend_mask([0.3, 0.15, 0.0], [0.0, 0.0, 0.0]) == "x-line:5"
+    assert recommend_mask([0.0, 0.0, 0.0], [0.3, 0.0, 0.0]) == "y-line:3"
+    assert recommend_mask([0.3, 0.0, 0.0], [0.3, 0.0, 0.0]) == "cross:3,3"
+
+
+def test_clipping_is_measured_and_reported():
+    noisy, _ = fmdd_like_stack(2, (96, 96), offset=-15, seed=1)  # background subtracted
+    low, high = clipping(noisy)
+    assert low > 0.05 and high < 0.01
+    report = noise_report(noisy)
+    assert any("clipped at the lower bound" in n for n in report.notes)
+    sat, _ = fmdd_like_stack(2, (96, 96), gain=1000, seed=1)  # saturated at 255
+    assert clipping(sat)[1] > 0.05
+    assert any("saturated" in n for n in noise_report(sat).notes)
+
+
+def test_report_describes_independent_and_correlated_noise():
+    plain, _ = fmdd_like_stack(3, (128, 128), seed=5)
+    r = noise_report(plain)
+    assert r.mask == "pixel" and "mask: pixel" in r.describe()
+    corr, _ = fmdd_like_stack(3, (128, 128), corr_x=0.3, seed=5, dtype=np.float32)
+    r = noise_report(corr)
+    assert r.mask == "x-line:3" and r.corr_x[0] > 0.2
+    assert r.to_dict()["mask"] == "x-line:3"
