@@ -88,3 +88,90 @@ def test_blind_output_does_not_see_its_own_pixel():
     moved = mask_mapper(net(global_mask(x2, 2)), 2)
     assert torch.equal(base[0, 0, 7, 9], moved[0, 0, 7, 9])
     assert not torch.equal(base, moved)  # neighbours do see it
+
+
+# ---- wider blind spots for correlated noise (issue 18) --------------------------------------
+from napari_b2u.errors import InputError  # noqa: E402
+from napari_b2u.masking import BlindSpot, hidden_masks  # noqa: E402
+
+
+@pytest.mark.parametrize("spec,ly,lx,cells", [("pixel", 0, 0, 2), ("x-line:3", 0, 1, 2),
+                                              ("y-line:5", 2, 0, 2), ("box:3,5", 2, 1, 4)])
+def test_blind_spot_shapes(spec, ly, lx, cells):
+    spot = BlindSpot.parse(spec)
+    assert (spot.ly, spot.lx) == (ly, lx) and spot.spec() == spec
+    assert spot.cells(2) == cells
+
+
+@pytest.mark.parametrize("bad", ["line", "x-line:2", "x-line:0", "box:3", "z-line:3",
+                                 "x-line:17"])
+def test_bad_blind_spots_are_refused(bad):
+    with pytest.raises(InputError, match="mask"):
+        BlindSpot.parse(bad)
+
+
+@pytest.mark.parametrize("spec", ["x-line:3", "y-line:3", "x-line:5", "box:3,3"])
+def test_wide_masks_hide_exactly_the_extent_and_nothing_leaks(spec):
+    spot = BlindSpot.parse(spec)
+    s = spot.cells(2)
+    h, w = 23, 26
+    x = torch.rand(1, 1, h, w, dtype=torch.float64)
+    copies = global_mask(x, s, spot)
+    hidden = hidden_masks(h, w, s, spot)[:, 0]
+    blind = cell_masks(h, w, s)[:, 0].bool()
+    for k in range(s * s):
+        # hidden = the blind pixels of copy k and their extent, exactly
+        expect = torch.zeros(h, w, dtype=torch.bool)
+        for yy, xx in blind[k].nonzero().tolist():
+            expect[max(0, yy - spot.ly):yy + spot.ly + 1, max(0, xx - spot.lx):xx + spot.lx + 1] = 1
+        assert torch.equal(hidden[k], expect)
+        # the rest of the copy is the input itself
+        assert torch.equal(copies[k, 0][~hidden[k]], x[0, 0][~hidden[k]])
+        # and nothing in the copy depends on any hidden pixel's value
+        bumped = x.clone()
+        bumped[0, 0][hidden[k]] += 100.0
+        assert torch.allclose(global_mask(bumped, s, spot)[k], copies[k])
+
+
+def test_blind_output_ignores_the_correlated_neighbours():
+    spot = BlindSpot.parse("x-line:3")
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.Conv2d(8, 1, 3, padding=1))
+    x = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        base = mask_mapper(net(global_mask(x, 2, spot)), 2)
+        for dx in (-1, 0, 1):
+            moved = x.clone()
+            moved[0, 0, 8, 8 + dx] += 5.0
+            out = mask_mapper(net(global_mask(moved, 2, spot)), 2)
+            assert abs(float(out[0, 0, 8, 8] - base[0, 0, 8, 8])) < 1e-6
+        far = x.clone()
+        far[0, 0, 9, 8] += 5.0  # the row below is not correlated: it is seen
+        out = mask_mapper(net(global_mask(far, 2, spot)), 2)
+        assert abs(float(out[0, 0, 8, 8] - base[0, 0, 8, 8])) > 1e-4
+
+
+def test_the_validation_error_is_honest_only_with_the_matching_mask():
+    """A filter that averages the left and right neighbours exploits noise correlated along X.
+    Its blind-spot error (h - y)² equals its true error plus the noise variance under the
+    x-line mask; under the one-pixel mask it looks far better than it is (it 'learns' the
+    noise)."""
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(0)
+    noise = correlate(rng.normal(0, 0.1, (1, 1, 256, 256)), corr_x=0.4)
+    y = torch.from_numpy(0.5 + noise)
+    lr = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        lr.weight.zero_()
+        lr.weight[0, 0, 1, 0] = lr.weight[0, 0, 1, 2] = 0.5
+        var = float(np.var(noise))
+        for spec, honest in (("x-line:3", True), ("pixel", False)):
+            spot = BlindSpot.parse(spec)
+            h = mask_mapper(lr(global_mask(y, 2, spot)), 2)[..., 4:-4, 4:-4]
+            true = float(torch.mean((h - 0.5) ** 2))
+            estimate = float(torch.mean((h - y[..., 4:-4, 4:-4]) ** 2)) - var
+            if honest:
+                assert estimate == pytest.approx(true, rel=0.1)
+            else:
+                assert estimate < true - var / 2

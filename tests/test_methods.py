@@ -13,6 +13,7 @@ from napari_b2u.methods.n2v import n2v_mask
 from napari_b2u.methods.nbr2nbr import draw_pairs, subsample
 from napari_b2u.models import UNet
 from napari_b2u.models.dbsn import DBSN
+from napari_b2u.sample_data import fmdd_like_stack
 
 from .conftest import TINY, mean_psnr
 
@@ -202,3 +203,67 @@ def test_b2s_reports_noise_parameters(small_stack):
     assert 5.1 / 2 < r["noise_sigma"] < 5.1 * 2
     line = model.describe_readout()
     assert f"{r['noise_gain']:.3g}" in line and f"{r['noise_sigma']:.3g}²" in line
+
+
+# ---- blind spots that follow correlated noise (issue 18) -------------------------------------
+def test_n2v_struct_mask_hides_the_extent_of_each_blind_pixel():
+    from napari_b2u.masking import BlindSpot
+    from napari_b2u.methods.n2v import n2v_mask
+
+    y = torch.rand(1, 1, 32, 32)
+    spot = BlindSpot.parse("x-line:5")
+    masked, mask = n2v_mask(y, 8, torch.Generator().manual_seed(3), spot)
+    for py, px in mask[0, 0].nonzero().tolist():
+        bumped = y.clone()
+        for dx in (-2, -1, 0, 1, 2):
+            if 0 <= px + dx < 32:
+                bumped[0, 0, py, px + dx] += 10.0
+        again, _ = n2v_mask(bumped, 8, torch.Generator().manual_seed(3), spot)
+        # what the network sees around the blind pixel carries none of the bumped values
+        lo, hi = max(0, px - 2), min(32, px + 3)
+        assert torch.equal(again[0, 0, py, lo:hi], masked[0, 0, py, lo:hi])
+
+
+@pytest.mark.parametrize("ly,lx", [(0, 0), (0, 1), (1, 0), (0, 2)])
+def test_dbsn_masked_kernels_skip_the_correlated_lags(ly, lx):
+    from napari_b2u.models.dbsn import DBSN
+
+    torch.manual_seed(0)
+    net = DBSN(1, 1, 16, 2, 8, ly, lx).eval()
+    x = torch.rand(1, 1, 40, 40)
+    with torch.no_grad():
+        base = net(x)[0][0, 0, 20, 20]
+        for dy in range(-ly, ly + 1):
+            for dx in range(-lx, lx + 1):
+                moved = x.clone()
+                moved[0, 0, 20 + dy, 20 + dx] += 10.0
+                assert abs(float(net(moved)[0][0, 0, 20, 20] - base)) < 1e-5
+
+
+def test_dbsn_refuses_a_box_and_auto_gives_it_a_line():
+    from napari_b2u import api
+    from napari_b2u.errors import InputError
+
+    with pytest.raises(InputError, match="cannot hide a box"):
+        get_method("dbsn", mask="box:3,3").model_config(1)
+    noisy, _ = fmdd_like_stack(6, (64, 64), corr_x=0.35, corr_y=0.25, seed=1,
+                               dtype=np.float32)
+    model = api.train_stack(noisy, method="dbsn", steps=2, **TINY)
+    assert model.method_params["mask"] == "x-line:3"  # X is the more correlated axis
+    assert any("cannot hide a box" in n for n in model.info["noise"]["notes"])
+
+
+@pytest.mark.parametrize("corr,expected", [((0.0, 0.0), "pixel"), ((0.3, 0.0), "x-line:3"),
+                                           ((0.0, 0.3), "y-line:3"), ((0.3, 0.3), "box:3,3")])
+def test_auto_mask_follows_the_measured_correlation(corr, expected):
+    from napari_b2u import api
+
+    noisy, _ = fmdd_like_stack(6, (96, 96), corr_x=corr[0], corr_y=corr[1], seed=2,
+                               dtype=np.float32)
+    model = api.train_stack(noisy, steps=2, **TINY)
+    assert model.method_params["mask"] == expected
+    assert model.info["noise"]["mask"] == expected
+    if expected != "pixel":
+        assert any("→ using" in m for m in model.info["messages"])
+    explicit = api.train_stack(noisy, steps=1, mask="pixel", **TINY)
+    assert explicit.method_params["mask"] == "pixel" and explicit.info["noise"] is None

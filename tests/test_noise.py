@@ -32,7 +32,7 @@ def test_recommended_masks():
     assert recommend_mask([0.3, 0.0, 0.0], [0.05, 0.0, 0.0]) == "x-line:3"
     assert recommend_mask([0.3, 0.15, 0.0], [0.0, 0.0, 0.0]) == "x-line:5"
     assert recommend_mask([0.0, 0.0, 0.0], [0.3, 0.0, 0.0]) == "y-line:3"
-    assert recommend_mask([0.3, 0.0, 0.0], [0.3, 0.0, 0.0]) == "cross:3,3"
+    assert recommend_mask([0.3, 0.0, 0.0], [0.3, 0.0, 0.0]) == "box:3,3"
 
 
 def test_clipping_is_measured_and_reported():

@@ -22,7 +22,7 @@ from .methods import method_names
 __all__ = [
     "train_stack", "denoise_stack", "load", "make_trainer", "Denoiser", "Trainer", "TrainConfig",
     "TrainEvent", "InputError", "available_devices", "device_info", "method_names", "PRESETS",
-    "build_config",
+    "build_config", "noise_report",
 ]
 
 
@@ -125,6 +125,16 @@ def denoise_stack(stack, model: Denoiser | str, axes: str | None = None, **kwarg
     if not isinstance(model, Denoiser):
         model = load(model)
     return model.denoise(stack, axes=axes, **kwargs)
+
+
+def noise_report(stack, axes: str | None = None):
+    """What the noise of ``stack`` looks like, measured from the stack alone: its correlation
+    between neighbours (lags 1–3 along X and Y), clipped fractions, a Poisson–Gaussian fit, and
+    the blind spot ``mask="auto"`` would use (:class:`~napari_b2u.noise.NoiseReport`;
+    ``.describe()`` for one line)."""
+    from .noise import noise_report as report
+
+    return report(stack, axes)
 
 
 def load(path) -> Denoiser:

@@ -27,6 +27,8 @@ from .errors import OutputError, TrainingError
 from .events import Preview, TrainEvent, build_event, compute_preview
 from .losses import lr_factor
 from .methods import Method, get_method
+from .noise import describe_mask, resolve_auto_mask
+from .pretrained import warm_start
 from .results import finish
 from .sampling import CropSampler, prepare_data, validation_crops
 from .validation import validate_safe
@@ -46,6 +48,7 @@ class Trainer:
         preview_region: tuple[int, int, int, int] | None = None,
     ):
         self.device = resolve_device(device)
+        self.messages: list[str] = []
         self.config = cfg = resolve_config(config or TrainConfig(), self.device)
         self.method: Method = get_method(cfg.method, **cfg.method_params)
         # The network's size multiple decides the usable patch; probe the config first.
@@ -53,6 +56,10 @@ class Trainer:
         self.data, self.patch_size = prepare_data(
             stack, axes, cfg.patch_size, multiple, cfg.val_fraction, val_stack,
             cfg.normalization)
+        #: the noise measured for mask='auto' (None when the mask was given)
+        self.noise = resolve_auto_mask(self.method, self.data.train)
+        if self.noise is not None and self.noise.mask != "pixel":
+            self.messages.append(describe_mask(self.noise.mask, self.noise))
         self.model_config = self.method.model_config(
             self.data.layout.n_channels, cfg.width, cfg.depth)
         if cfg.epochs is not None and cfg.steps is None:
@@ -61,17 +68,9 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = self.method.build(self.model_config)
-        self.messages: list[str] = []
-        self.warm_start = None  # where the starting weights came from (None: random)
-        if cfg.warm_start and self.method.trainable:
-            from .pretrained import warm_start_weights
-
-            state, said = warm_start_weights(cfg.warm_start, self.model_config)
-            if state is None:
-                self._note(said)
-            else:
-                self.model.load_state_dict(state)
-                self.warm_start = said
+        #: where the starting weights came from (None: random)
+        self.warm_start = (warm_start(self.model, cfg.warm_start, self.model_config, self._note)
+                           if self.method.trainable else None)
         self.model.to(self.device)
         self.method.seed(cfg.seed + 1, self.device)
         if cfg.channels_last:

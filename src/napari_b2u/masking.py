@@ -1,12 +1,84 @@
-"""The global masker Ω and the mask mapper h of Blind2Unblind (METHOD.md §1).
+"""The global masker Ω and the mask mapper h of Blind2Unblind (METHOD.md §1), and the blind
+spot's shape.
 
 Both are single vectorized tensor ops: no Python loop over the s² cell positions.
+
+For pixel-independent noise the blind spot is one pixel. When neighbouring pixels' noise is
+correlated (point-scanning confocals along X, some cameras), a neighbour shows the blind pixel's
+noise and the network learns part of the identity; a :class:`BlindSpot` then covers the
+correlated extent (a line along X or Y, or a box): in copy k every pixel within that extent of a
+blind pixel is replaced too, by a normalized convolution of the pixels outside every extent (so
+no replacement carries a blind pixel's noise either).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from .errors import InputError
+
+#: the blind-spot shapes a ``mask`` setting may name
+MASK_HELP = ("'pixel' (independent noise), 'x-line:L' / 'y-line:L' (L odd: the pixel and its "
+             "(L-1)/2 neighbours each side along X / Y), 'box:Lx,Ly', or 'auto' (measured "
+             "from the data)")
+MASK_PATTERN = r"auto|pixel|[xy]-line:\d+|box:\d+,\d+"
+
+
+@dataclass(frozen=True)
+class BlindSpot:
+    """The pixels hidden with each blind pixel: offsets |dy| <= ly, |dx| <= lx."""
+
+    ly: int = 0
+    lx: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> BlindSpot:
+        """'pixel', 'x-line:3', 'y-line:5', 'box:3,3' -> a BlindSpot ('auto' is resolved
+        elsewhere, from the data)."""
+        s = str(spec).strip().lower()
+        m = re.fullmatch(r"(x|y)-line:(\d+)|box:(\d+),(\d+)|pixel", s)
+        if not m:
+            raise InputError(f"mask {spec!r} is not a blind-spot shape: use {MASK_HELP}")
+        if s == "pixel":
+            return cls()
+        lengths = [int(v) for v in m.groups() if v and v.isdigit()]
+        if any(v < 1 or v % 2 == 0 or v > 15 for v in lengths):
+            raise InputError(f"mask {spec!r}: lengths must be odd, 1 to 15 (the pixel and as "
+                             "many neighbours on each side)")
+        if m.group(1) == "x":
+            return cls(0, lengths[0] // 2)
+        if m.group(1) == "y":
+            return cls(lengths[0] // 2, 0)
+        return cls(lengths[1] // 2, lengths[0] // 2)
+
+    @property
+    def is_pixel(self) -> bool:
+        return self.ly == 0 and self.lx == 0
+
+    def spec(self) -> str:
+        if self.is_pixel:
+            return "pixel"
+        if self.ly == 0:
+            return f"x-line:{2 * self.lx + 1}"
+        if self.lx == 0:
+            return f"y-line:{2 * self.ly + 1}"
+        return f"box:{2 * self.lx + 1},{2 * self.ly + 1}"
+
+    def cells(self, cells: int) -> int:
+        """The cell size s to use: at least ``cells``, and large enough that the hidden
+        extents of one copy leave pixels in between to interpolate from."""
+        return max(int(cells), 2 * min(self.ly, self.lx) + 2)
+
+    def offsets(self) -> list[tuple[int, int]]:
+        return [(dy, dx) for dy in range(-self.ly, self.ly + 1)
+                for dx in range(-self.lx, self.lx + 1)]
+
+
+PIXEL = BlindSpot()
 
 #: 3x3 interpolation weights for a blind pixel: its 8 neighbours, centre excluded.
 INTERP_KERNEL = torch.tensor([[0.5, 1.0, 0.5], [1.0, 0.0, 1.0], [0.5, 1.0, 0.5]]) / 6.0
@@ -41,22 +113,54 @@ def cell_masks(h: int, w: int, cells: int, device=None, dtype=torch.bool) -> tor
     return (idx[None, None] == k).to(dtype)
 
 
-def global_mask(x: torch.Tensor, cells: int) -> torch.Tensor:
+def global_mask(x: torch.Tensor, cells: int, spot: BlindSpot = PIXEL) -> torch.Tensor:
     """Ω: (B, C, H, W) -> (B·s², C, H, W) masked copies.
 
     Copy k of image b sits at row b·s² + k; in it every pixel at cell position k is replaced by
-    the 3x3 interpolation of its neighbours (taken from the unmasked image).
+    the 3x3 interpolation of its neighbours (taken from the unmasked image). With a wider
+    ``spot``, the pixels within its extent of each blind pixel are replaced as well, by the
+    normalized convolution of the pixels that copy leaves untouched (none of which carries a
+    blind pixel's correlated noise).
     """
+    if spot.is_pixel:
+        b, c, h, w = x.shape
+        n = cells * cells
+        masks = cell_masks(h, w, cells, device=x.device)  # (n, 1, H, W)
+        interp = interpolate_neighbours(x)
+        out = torch.where(masks.unsqueeze(0), interp.unsqueeze(1), x.unsqueeze(1))
+        return out.reshape(b * n, c, h, w)
+    return _extended_mask(x, cells, spot)
+
+
+def hidden_masks(h: int, w: int, cells: int, spot: BlindSpot, device=None) -> torch.Tensor:
+    """(s², 1, H, W) bool: the pixels copy k replaces — its blind pixels and their extent."""
+    blind = cell_masks(h, w, cells, device=device, dtype=torch.float32)
+    k = (2 * spot.ly + 1, 2 * spot.lx + 1)
+    return F.max_pool2d(blind, k, stride=1, padding=(spot.ly, spot.lx)) > 0
+
+
+def _extended_mask(x: torch.Tensor, cells: int, spot: BlindSpot) -> torch.Tensor:
     b, c, h, w = x.shape
     n = cells * cells
-    masks = cell_masks(h, w, cells, device=x.device)  # (n, 1, H, W)
-    interp = interpolate_neighbours(x)
-    out = torch.where(masks.unsqueeze(0), interp.unsqueeze(1), x.unsqueeze(1))  # (B, n, C, H, W)
+    hidden = hidden_masks(h, w, cells, spot, device=x.device)  # (n, 1, H, W)
+    free = (~hidden).to(x.dtype)
+    r = max(spot.ly, spot.lx) + 1
+    yy, xx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
+    d2 = (yy**2 + xx**2).to(x.dtype)
+    kern = torch.where(d2 > 0, 1.0 / d2.clamp(min=1), torch.zeros_like(d2)).to(x.device)
+    kern = kern.view(1, 1, 2 * r + 1, 2 * r + 1)
+    # normalized convolution, per copy and channel: sum of free neighbours / sum of weights
+    xf = (x.unsqueeze(1) * free.unsqueeze(0)).reshape(b * n * c, 1, h, w)
+    num = F.conv2d(xf, kern, padding=r).reshape(b, n, c, h, w)
+    den = F.conv2d(free, kern, padding=r).reshape(1, n, 1, h, w)
+    interp = num / den.clamp(min=1e-12)
+    out = torch.where(hidden.unsqueeze(0), interp, x.unsqueeze(1))
     return out.reshape(b * n, c, h, w)
 
 
 def mask_mapper(y: torch.Tensor, cells: int) -> torch.Tensor:
-    """h: (B·s², C, H, W) network outputs -> (B, C, H, W), each pixel from the copy it was blind in."""
+    """h: (B·s², C, H, W) network outputs -> (B, C, H, W), each pixel from the copy in which it
+    was blind."""
     bn, c, h, w = y.shape
     n = cells * cells
     y = y.reshape(bn // n, n, c, h, w)

@@ -36,13 +36,16 @@ def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
     return s / (k * k)
 
 
-def _frames(stack) -> np.ndarray:
-    """(…, Y, X) -> float64 (N, Y, X), at most 16 frames spread over the stack."""
+def _frames(stack, side: int = 768) -> np.ndarray:
+    """(…, Y, X) -> float64 (N, Y, X): at most 16 frames spread over the stack, each cut to its
+    central ``side`` × ``side`` pixels (plenty for a correlation; keeps large frames fast)."""
     a = np.asarray(stack)
     a = a.reshape((-1,) + a.shape[-2:])
     if a.shape[0] > 16:
         a = a[np.linspace(0, a.shape[0] - 1, 16).round().astype(int)]
-    return a.astype(np.float64)
+    h, w = a.shape[-2:]
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[:, y0:y0 + side, x0:x0 + side].astype(np.float64)
 
 
 def _flat_mask(img: np.ndarray, residual: np.ndarray, quantile: float = 0.25) -> np.ndarray:
@@ -202,11 +205,11 @@ def clipping(stack) -> tuple[float, float]:
 def recommend_mask(corr_x: list[float], corr_y: list[float],
                    threshold: float = CORRELATED) -> str:
     """'pixel' for independent noise, else a blind line covering the correlated lags:
-    'x-line:L' / 'y-line:L' (L = 2·lags + 1 pixels), or 'cross:Lx,Ly' when both axes are."""
+    'x-line:L' / 'y-line:L' (L = 2·lags + 1 pixels), or 'box:Lx,Ly' when both axes are."""
     lx = max((d for d, c in enumerate(corr_x, 1) if c >= threshold), default=0)
     ly = max((d for d, c in enumerate(corr_y, 1) if c >= threshold), default=0)
-    if lx and ly:
-        return f"cross:{2 * lx + 1},{2 * ly + 1}"
+    if lx and ly:  # separable correlation reaches the diagonals too: a box
+        return f"box:{2 * lx + 1},{2 * ly + 1}"
     if lx:
         return f"x-line:{2 * lx + 1}"
     if ly:
@@ -220,11 +223,16 @@ def noise_report(stack, axes: str | None = None) -> NoiseReport:
     from .data import Layout, validate_stack
 
     arr, ax = validate_stack(stack, axes)
-    frames = Layout(ax, arr.shape).to_frames(arr)
+    return frames_report(Layout(ax, arr.shape).to_frames(arr))
+
+
+def frames_report(frames: np.ndarray) -> NoiseReport:
+    """:func:`noise_report` of (N, C, Y, X) frames (raw or normalized: the correlation and the
+    clipped fractions do not depend on an affine scaling)."""
     planes = frames.reshape((-1,) + frames.shape[-2:])
     cx, cy = noise_correlation(planes)
-    low, high = clipping(arr)
-    gain, read = estimate_poisson_gaussian(planes[len(planes) // 2])
+    low, high = clipping(planes)
+    gain, read = estimate_poisson_gaussian(_frames(planes[len(planes) // 2])[0])
     notes = []
     for what, frac in (("at the lower bound (0 or the minimum)", low),
                        ("at the upper bound (saturated)", high)):
@@ -236,3 +244,45 @@ def noise_report(stack, axes: str | None = None) -> NoiseReport:
         notes.append("noise correlated between neighbours: a blind line masks the correlated "
                      "extent")
     return NoiseReport(cx, cy, gain, read, low, high, mask, notes)
+
+
+def describe_mask(mask: str, report: NoiseReport) -> str:
+    """'noise correlated along X: 0.31 → using a horizontal blind line (x-line:3)'."""
+    from .masking import BlindSpot
+
+    spot = BlindSpot.parse(mask)
+    if spot.is_pixel:
+        return (f"noise independent between neighbours (correlation X {report.corr_x[0]:+.2f}, "
+                f"Y {report.corr_y[0]:+.2f}): one-pixel blind spot")
+    parts = []
+    if spot.lx:
+        parts.append(f"X: {report.corr_x[0]:.2f}")
+    if spot.ly:
+        parts.append(f"Y: {report.corr_y[0]:.2f}")
+    shape = ("a horizontal blind line" if not spot.ly else "a vertical blind line"
+             if not spot.lx else "a blind box")
+    return f"noise correlated along {', '.join(parts)} → using {shape} ({mask})"
+
+
+def resolve_auto_mask(method, frames: np.ndarray) -> NoiseReport | None:
+    """Measure the noise of the training frames and set a method's ``mask='auto'`` to the
+    blind spot it needs (a method that cannot hide a box gets the line along the more
+    correlated axis). Returns the report (None when the mask was given explicitly)."""
+    if method.params.get("mask") != "auto":
+        return None
+    report = frames_report(frames)
+    mask = report.mask
+    if mask.startswith("box"):
+        if not getattr(method, "box_masks", True):
+            along_x = report.corr_x[0] >= report.corr_y[0]
+            mask = (f"x-line:{2 * _lags(report.corr_x) + 1}" if along_x else
+                    f"y-line:{2 * _lags(report.corr_y) + 1}")
+            report.notes.append(f"{method.title} cannot hide a box; hiding the more correlated "
+                                "axis only: use b2u for noise correlated along both axes")
+    report.mask = mask
+    method.params["mask"] = mask
+    return report
+
+
+def _lags(corr: list[float], threshold: float = CORRELATED) -> int:
+    return max((d for d, c in enumerate(corr, 1) if c >= threshold), default=0)

@@ -8,6 +8,7 @@ from one description. A leaf module: numpy only.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class Param:
     optional: bool = False
     low_open: bool = False
     user: bool = True
+    pattern: str | None = None  # a regular expression a text value must match
 
     @property
     def title(self) -> str:
@@ -77,7 +79,9 @@ class Param:
                 raise bad
             if self.choices is not None and value not in self.choices:
                 raise bad
-            return value
+            if self.pattern is not None and not re.fullmatch(self.pattern, value.strip()):
+                raise InputError(f"{where}{self.name}={value!r} is not allowed: {self.help}")
+            return value.strip() if self.pattern is not None else value
         if isinstance(value, bool):
             raise bad
         try:

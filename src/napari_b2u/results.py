@@ -58,6 +58,7 @@ def make_denoiser(trainer, state: dict, chosen: str):
         "messages": list(trainer.messages),
         "readout": readout(trainer),
         "warm_start": trainer.warm_start,
+        "noise": trainer.noise.to_dict() if trainer.noise is not None else None,
     }
     return Denoiser(
         method=trainer.method.name,

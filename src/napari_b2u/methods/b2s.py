@@ -16,7 +16,7 @@ from ..losses import lambda_schedule
 from ..masking import global_mask, mask_mapper
 from ..models import UNet
 from ..params import Param
-from .b2u import CELLS, lambda_params
+from .b2u import CELLS, MASK, lambda_params
 from .base import Method
 
 
@@ -85,6 +85,7 @@ class Blind2Sound(Method):
     clip_grad_norm = 5.0
     parameters = (
         CELLS,
+        MASK,
         *lambda_params(3.0, 11.0),
         # authors: lr 4e-4, estimator 2e-4
         Param("est_lr_scale", float, 0.5, 0.0, 10.0, user=False,
@@ -93,7 +94,7 @@ class Blind2Sound(Method):
 
     @property
     def cells(self) -> int:
-        return int(self.params["cells"])
+        return self.spot.cells(int(self.params["cells"]))
 
     def model_config(self, channels, width=48, depth=5):
         return {"arch": "b2s", "channels": channels, "width": width, "depth": depth}
@@ -124,7 +125,8 @@ class Blind2Sound(Method):
 
     def _branches(self, model, y, grad_blind=True):
         with torch.set_grad_enabled(grad_blind and torch.is_grad_enabled()):
-            blind = mask_mapper(self.run(model.net, global_mask(y, self.cells)), self.cells)
+            blind = mask_mapper(self.run(model.net, global_mask(y, self.cells, self.spot)),
+                                self.cells)
         with torch.no_grad():
             visible = self.run(model.net, y)
         return self._split(blind), self._split(visible)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import lambda_schedule, revisible_loss
-from ..masking import global_mask, mask_mapper
+from ..masking import MASK_HELP, MASK_PATTERN, global_mask, mask_mapper
 from ..params import Param
 from .base import Method
 
@@ -13,6 +13,10 @@ from .base import Method
 CELLS = Param("cells", int, 2, 2, 8, label="cells s",
               help="global-mask cell size s: s² masked copies of each patch per step "
                    "(the FMDD reference script uses 4; 2 measured better, docs/benchmarks.md)")
+#: the blind spot's shape, for every blind-spot method
+MASK = Param("mask", str, "auto", pattern=MASK_PATTERN, label="blind spot",
+             help="the blind spot: " + MASK_HELP + ". 'auto' measures the noise's correlation "
+                  "between neighbours and hides the correlated extent")
 
 
 def lambda_params(start: float, end: float) -> tuple[Param, ...]:
@@ -47,13 +51,15 @@ class Blind2Unblind(Method):
     schedule_label = "λ (visible weight)"
     parameters = (
         CELLS,
+        MASK,
         *lambda_params(2.0, 20.0),
         Param("eta", float, 1.0, 0.0, 100.0, user=False, help="weight η of the regularizer"),
     )
 
     @property
     def cells(self) -> int:
-        return int(self.params["cells"])
+        """s: the parameter, enlarged where the blind spot needs room (box masks)."""
+        return self.spot.cells(int(self.params["cells"]))
 
     def schedule(self, p: float) -> float:
         pr = self.params
@@ -61,7 +67,7 @@ class Blind2Unblind(Method):
 
     def blind(self, model, y: torch.Tensor) -> torch.Tensor:
         """h(f(Ωy)): every pixel predicted by the copy in which it was blind."""
-        return mask_mapper(self.run(model, global_mask(y, self.cells)), self.cells)
+        return mask_mapper(self.run(model, global_mask(y, self.cells, self.spot)), self.cells)
 
     def training_loss(self, model, y, sched):
         blind = self.blind(model, y)

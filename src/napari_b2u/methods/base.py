@@ -102,6 +102,15 @@ class Method(ABC):
                 return name
         return names[0]
 
+    @property
+    def spot(self):
+        """The blind spot of the ``mask`` parameter (methods that have one): 'auto' not yet
+        resolved from the data counts as one pixel."""
+        from ..masking import PIXEL, BlindSpot
+
+        mask = self.params.get("mask", "pixel")
+        return PIXEL if mask == "auto" else BlindSpot.parse(mask)
+
     def seed(self, seed: int, device) -> None:
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(int(seed))

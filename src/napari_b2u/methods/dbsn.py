@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
 from ..params import Param
+from .b2u import MASK
 from .base import Method
 
 
@@ -39,6 +41,8 @@ class DBSNMethod(Method):
         "mse": "blind-spot error mean((μ − y)²)",
     }
     spread_previews = ("noise_std",)
+    #: the dilated branches can skip a line of lags, not a box (see models/dbsn.kernel_mask)
+    box_masks = False
     loss_terms = ("loss", "mse")
     plot_term = "mse"
     clip_grad_norm = 5.0
@@ -49,13 +53,22 @@ class DBSNMethod(Method):
               help="eq8: the paper's Eq. 8; likelihood: the released scripts' plain likelihood"),
         Param("pretrain", float, 0.2, 0.0, 0.95, user=False,
               help="fraction of training that fits μ alone with an L2 loss"),
+        MASK,
     )
 
     def model_config(self, channels, width=48, depth=5):
         # width/depth of the U-Net presets map to D-BSN's channels and residual blocks:
         # 48/5 (GPU) -> 96 channels, 8 blocks, the reference size
-        return {"arch": "dbsn", "in_channels": channels, "out_channels": channels,
-                "width": 2 * width, "blocks": max(2, 2 * depth - 2)}
+        spot = self.spot
+        if spot.ly and spot.lx:
+            raise InputError(f"D-BSN's dilated branches cannot hide a box-shaped blind spot "
+                             f"({spot.spec()}); use method 'b2u' or 'n2v' for noise correlated "
+                             "along both axes")
+        cfg = {"arch": "dbsn", "in_channels": channels, "out_channels": channels,
+               "width": 2 * width, "blocks": max(2, 2 * depth - 2)}
+        if not spot.is_pixel:  # the first convs of both branches also skip the correlated lags
+            cfg.update(blind_ly=spot.ly, blind_lx=spot.lx)
+        return cfg
 
     def run(self, net, x):
         if self.channels_last:

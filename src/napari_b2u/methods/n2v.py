@@ -9,14 +9,21 @@ from __future__ import annotations
 import torch
 
 from ..params import Param
+from .b2u import MASK
 from .base import Method
 
-# 5x5 neighbourhood offsets without the centre
-_OFFSETS = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if (dy, dx) != (0, 0)]
 
+def n2v_mask(y: torch.Tensor, grid: int, generator: torch.Generator | None, spot=None):
+    """Return (masked input, boolean mask of the blind pixels), vectorized over the batch.
 
-def n2v_mask(y: torch.Tensor, grid: int, generator: torch.Generator | None):
-    """Return (masked input, boolean mask of the replaced pixels), vectorized over the batch."""
+    In every grid × grid cell one random pixel is blind: it takes the value of a random
+    neighbour outside the blind spot's extent (within 5x5, or wider for a wide spot). With a
+    wider ``spot`` (structN2V), the pixels of its extent around each blind pixel take values
+    from random places of the patch, so none of them shows the blind pixel's correlated noise.
+    """
+    from ..masking import PIXEL
+
+    spot = spot or PIXEL
     b, c, h, w = y.shape
     gh, gw = max(1, h // grid), max(1, w // grid)
     dev = y.device
@@ -24,8 +31,12 @@ def n2v_mask(y: torch.Tensor, grid: int, generator: torch.Generator | None):
     ox = torch.randint(min(grid, w), (b, gh, gw), device=dev, generator=generator)
     py = (torch.arange(gh, device=dev).view(1, -1, 1) * grid + oy).clamp_(max=h - 1)
     px = (torch.arange(gw, device=dev).view(1, 1, -1) * grid + ox).clamp_(max=w - 1)
-    offs = torch.tensor(_OFFSETS, device=dev)
-    pick = torch.randint(len(_OFFSETS), (b, gh, gw), device=dev, generator=generator)
+    r = max(2, spot.ly + 1, spot.lx + 1)
+    offsets = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1)
+               if abs(dy) > spot.ly or abs(dx) > spot.lx]
+    offs = torch.tensor(offsets, device=dev)
+    pick = torch.randint(len(offsets), (b, gh, gw), device=dev, generator=generator)
+
     # a neighbour outside the image is taken on the opposite side instead (reflecting the
     # position could land on the pixel itself: row 1 - 2 -> row 1)
     def neighbour(p, d, size):
@@ -39,6 +50,12 @@ def n2v_mask(y: torch.Tensor, grid: int, generator: torch.Generator | None):
     mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=dev)
     mask[bi, 0, py, px] = True
     masked = y.clone()
+    for dy, dx in spot.offsets():  # structN2V: the extent takes values from elsewhere
+        if (dy, dx) == (0, 0):
+            continue
+        ry = torch.randint(h, py.shape, device=dev, generator=generator)
+        rx = torch.randint(w, px.shape, device=dev, generator=generator)
+        masked[bi, :, (py + dy).clamp(0, h - 1), (px + dx).clamp(0, w - 1)] = y[bi, :, ry, rx]
     masked[bi, :, py, px] = y[bi, :, ny, nx]
     return masked, mask
 
@@ -54,10 +71,11 @@ class Noise2Void(Method):
         # one masked pixel per 8x8 cell: about 1.6 % of pixels, as N2V
         Param("grid", int, 8, 2, 64, user=False,
               help="one blind pixel per grid × grid cell of each patch"),
+        MASK,
     )
 
     def _masked_error(self, model, y, generator):
-        masked, mask = n2v_mask(y, int(self.params["grid"]), generator)
+        masked, mask = n2v_mask(y, int(self.params["grid"]), generator, self.spot)
         out = self.run(model, masked).float()
         m = mask.expand_as(out)
         return ((out - y.float())[m] ** 2).mean()

@@ -60,6 +60,19 @@ def warm_start_weights(spec: str, model_config: dict):
     return model.state_dict, f"from {Path(spec).name} ({model.info.get('steps', '?')} steps)"
 
 
+def warm_start(model, spec: str | None, model_config: dict, note) -> str | None:
+    """Load the starting weights ``spec`` names into ``model``; returns where they came from
+    (None: from scratch — ``note`` says why when 'pretrained' has nothing for this network)."""
+    if not spec:
+        return None
+    state, said = warm_start_weights(spec, model_config)
+    if state is None:
+        note(said)
+        return None
+    model.load_state_dict(state)
+    return said
+
+
 def _describe(cfg: dict) -> str:
     return (f"{cfg.get('arch')}, {cfg.get('in_channels')} channel(s), width {cfg.get('width')}, "
             f"depth {cfg.get('depth')}")
