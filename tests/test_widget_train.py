@@ -341,3 +341,18 @@ def test_bad_choices_give_a_message_and_no_crash(viewer, qtbot, tiny_model):
     d.set_layers([rgb])
     assert not d.denoise() and "RGB" in d.status.text()
     assert not d.is_busy and d.denoise_button.isEnabled()
+
+
+def test_correlated_noise_is_detected_and_said_when_training_starts(viewer, qtbot):
+    """Issue 18: the Train panel says what it measured and which blind spot it uses."""
+    from napari_b2u.sample_data import fmdd_like_stack
+
+    noisy, _ = fmdd_like_stack(6, (96, 96), corr_x=0.35, seed=2, dtype=np.float32)
+    layer = viewer.add_image(noisy, name="confocal")
+    w = train_widget(viewer, layer, steps=2)
+    packets = spy_packets(w)
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    said = " ".join(packets[0].info.notes)
+    assert "noise correlated along X" in said and "horizontal blind line (x-line:3)" in said
+    assert session_for(viewer).model.method_params["mask"] == "x-line:3"

@@ -75,7 +75,10 @@ def _run_info(trainer, axes: str, shape, separate_val: bool) -> RunInfo:
     return RunInfo(method=trainer.method.title, method_name=trainer.method.name,
                    steps=cfg.steps, max_time=cfg.max_time, patch_size=trainer.patch_size,
                    batch_size=trainer.batch_size,
-                   device=str(trainer.device), split=split, notes=tuple(notes),
+                   device=str(trainer.device), split=split,
+                   # the plan's notes, then the trainer's own (the blind spot chosen for
+                   # correlated noise, a warm start that found no weights)
+                   notes=tuple(notes) + tuple(trainer.messages),
                    compile=bool(cfg.compile and trainer.device.type == "cuda"),
                    previews=bool(cfg.preview_every))
 
