@@ -135,8 +135,17 @@ def test_report_tables(tmp_path):
 
 def test_synthetic_sets_shapes():
     sets = quality.synthetic_sets(views=2, frames=2, size=32)
-    assert len(sets) == 3
+    assert [s.name for s in sets] == list(quality.SYNTHETIC)
+    assert set(quality.DEFAULT_SETS) <= set(quality.SYNTHETIC)
     assert sets[0].train.shape == (2, 32, 32) and sets[0].gt.shape == (32, 32)
+    # the real-data-like sets do what their names say
+    from napari_b2u.noise import noise_correlation
+
+    corr, clip = quality.synthetic_sets(views=2, frames=2, size=128,
+                                        names=["synth-confocal-corrx", "synth-confocal-clipped"])
+    along_x, along_y = noise_correlation(corr.train)
+    assert along_x[0] > 0.15 and abs(along_y[0]) < 0.08
+    assert (clip.train == 0).mean() > 0.01  # background clipped at zero
 
 
 def test_noise_estimate_and_vst():

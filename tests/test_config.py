@@ -19,7 +19,7 @@ def test_options_go_to_the_config_or_to_the_method():
     assert cfg.method_params["cells"] == 4 and cfg.method_params["lambda_end"] == 8.0
     with pytest.raises(InputError, match="unknown option 'grid' for method 'b2u'"):
         build_config("b2u", grid=4)  # an N2V parameter
-    assert build_config("n2v", grid=4).method_params == {"grid": 4}
+    assert build_config("n2v", grid=4).method_params == {"grid": 4, "mask": "auto"}
     with pytest.raises(InputError, match="unknown method"):
         build_config("noise2nothing")
 

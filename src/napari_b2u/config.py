@@ -57,7 +57,11 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
           help="start from trained weights instead of random ones: 'pretrained' (the generic "
                "fluorescence model shipped with napari-b2u, where one exists for the network) "
                "or the path of an earlier .b2u model of the same network (e.g. from the same "
-               "microscope); None or 'none': from scratch"),
+               "microscope); 'none' or False: from scratch; None: the device preset"),
+    Param("warm_lr", float, None, 0.0, 1.0, optional=True, low_open=True, user=False,
+          label="fine-tuning learning rate",
+          help="the learning rate when training starts from warm-start weights (None: the "
+               "preset's; a learning rate given explicitly wins)"),
     Param("floor", str, "gauss", choices=("gauss", "bm3d", "none"), label="classical floor",
           help="after training, compare the network with this classical denoiser by the same "
                "self-supervised validation error and return whichever is better ('none': "
@@ -96,7 +100,7 @@ PRESETS = {
                 compile=False, log_every=10),
     "cpu": dict(steps=300, patch_size=64, batch_size=4, lr=1e-3, width=24, depth=4,
                 val_every=25, val_patches=4, preview_every=25, amp=False, channels_last=False,
-                compile=False, log_every=1),
+                compile=False, log_every=1, warm_start="pretrained", warm_lr=3e-4),
 }
 
 
@@ -126,6 +130,7 @@ class TrainConfig:
     preview_size: int = 256
     augment: bool = True
     warm_start: str | None = None
+    warm_lr: float | None = None
     floor: str = "gauss"
     ema: float | None = None
     seed: int = 0
@@ -144,8 +149,10 @@ class TrainConfig:
             value = getattr(self, name)
             if name == "normalization" and not isinstance(value, str):
                 continue  # a fitted Normalization, reused on resume
-            if name in ("autosave", "warm_start") and value is not None:
+            if name == "autosave" and value is not None:
                 value = _path_or_word(value)
+            if name == "warm_start" and value is not None:  # "none": off (None: the preset)
+                value = _path_or_word(value) or "none"
             if name == "floor" and value is not None:
                 value = "none" if _path_or_word(value) is None else value
             if value is None and not spec.optional:
@@ -247,6 +254,8 @@ def resolve_config(config: TrainConfig, device) -> TrainConfig:
     filled = {k: (v if getattr(config, k) is None else getattr(config, k)) for k, v in
               preset.items()}
     cfg = replace(config, **filled, method_params=dict(config.method_params))
+    if config.lr is not None and config.warm_lr is None:
+        cfg.warm_lr = None  # an explicit learning rate is used for fine-tuning too
     if config.epochs is not None or (config.max_time is not None and config.steps is None):
         cfg.steps = None  # from the epochs once the data is known, or a time budget only
     cfg.validate()

@@ -69,7 +69,9 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             self.model = self.method.build(self.model_config)
         #: where the starting weights came from (None: random)
-        self.warm_start = (warm_start(self.model, cfg.warm_start, self.model_config, self._note)
+        asked = config is not None and config.warm_start not in (None, "none")
+        self.warm_start = (warm_start(self.model, cfg.warm_start, self.model_config,
+                                      self._note if asked else self.messages.append)
                            if self.method.trainable else None)
         self.model.to(self.device)
         self.method.seed(cfg.seed + 1, self.device)
@@ -81,10 +83,10 @@ class Trainer:
         self.val = None
         if self.data.val is not None:
             vsize = max(self.patch_size, min(128, self.patch_size * 2))
-            self.val = torch.from_numpy(validation_crops(self.data.val, vsize, cfg.val_patches))
-            self.val = self.val.to(self.device)
+            self.val = torch.from_numpy(validation_crops(self.data.val, vsize,
+                                                         cfg.val_patches)).to(self.device)
         self.amp = amp_dtype(self.device) if cfg.amp else None
-        self.base_lr = cfg.lr
+        self.base_lr = cfg.warm_lr if (self.warm_start and cfg.warm_lr) else cfg.lr
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self._stop = threading.Event()
@@ -117,9 +119,7 @@ class Trainer:
         takes a fraction of a step on CPU) and the best/last model is kept."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    stopping = property(lambda self: self._stop.is_set(), doc="A stop was requested.")
 
     def set_preview(self, frame: int | None = None, region=None, now: bool = True) -> None:
         """Choose the frame (index over all frames) and region (y, x, h, w) shown in previews."""

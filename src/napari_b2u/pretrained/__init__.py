@@ -63,7 +63,7 @@ def warm_start_weights(spec: str, model_config: dict):
 def warm_start(model, spec: str | None, model_config: dict, note) -> str | None:
     """Load the starting weights ``spec`` names into ``model``; returns where they came from
     (None: from scratch — ``note`` says why when 'pretrained' has nothing for this network)."""
-    if not spec:
+    if not spec or spec == "none":
         return None
     state, said = warm_start_weights(spec, model_config)
     if state is None:
