@@ -188,3 +188,24 @@ def test_bad_output_options_exit_2(tmp_path, noisy_tif, capsys, tiny_model):
     afile.write_text("x")
     assert main(["demo", "--out", str(afile), "--steps", "1", *TINY_ARGS]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_check_reports_correlation_and_the_mask(tmp_path, capsys):
+    import json
+
+    from napari_b2u.sample_data import fmdd_like_stack
+
+    plain = tmp_path / "plain.tif"
+    corr = tmp_path / "scan.tif"
+    tifffile.imwrite(plain, fmdd_like_stack(2, (160, 160), seed=1)[0])
+    tifffile.imwrite(corr, fmdd_like_stack(2, (160, 160), seed=2, corr_x=0.3)[0])
+    assert main(["check", str(plain), str(corr)]) == 0
+    out = capsys.readouterr().out
+    assert "along X" in out and "one-pixel blind spot" in out and "x-line" in out
+    assert main(["check", "--json", str(plain), str(corr)]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert reports[str(plain)]["mask"] == "pixel"
+    assert reports[str(corr)]["mask"].startswith("x-line")
+    assert reports[str(corr)]["corr_x"][0] > 0.15 > abs(reports[str(corr)]["corr_y"][0])
+    assert main(["check", str(tmp_path / "missing.tif")]) == 2
+    assert "no such file" in capsys.readouterr().err
