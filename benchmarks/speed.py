@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from napari_b2u import api  # noqa: E402
 from napari_b2u.device import device_info, resolve_device  # noqa: E402
 from napari_b2u.losses import lambda_schedule, lr_factor  # noqa: E402
-from napari_b2u.methods import method_names  # noqa: E402
+from napari_b2u.methods import get_method, method_names  # noqa: E402
 from napari_b2u.metrics import evaluate  # noqa: E402
 from napari_b2u.models import UNet  # noqa: E402
 from napari_b2u.sample_data import fmdd_like_stack  # noqa: E402
@@ -182,7 +182,7 @@ def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, com
                                patch_size=patch, batch_size=batch, val_fraction=0,
                                preview_every=0, compile=compile_, log_every=warmup + steps)
     _reset_peak(dev)
-    t_first = t0 = None
+    t_first = t0 = t1 = None
     for ev in trainer:
         if ev.step == 1:
             _sync(dev)
@@ -190,7 +190,7 @@ def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, com
         if ev.step == warmup:
             _sync(dev)
             t0 = time.perf_counter()
-        if ev.step == warmup + steps and not ev.done:
+        if ev.step == warmup + steps and t1 is None:  # the last step's event (done or not)
             _sync(dev)
             t1 = time.perf_counter()
             trainer.stop()
@@ -354,6 +354,8 @@ def methods_table(frames, dev, width, depth, patch, batch, warmup, steps, compil
     print("\n| method | ms/step | patches/s | peak memory |")
     print("|---|---|---|---|")
     for m in method_names():
+        if not get_method(m).trainable:  # the classical filters have no training step
+            continue
         sec, _, mem, _ = time_fast(frames, dev, None, width, depth, patch, batch, warmup,
                                    steps, compile_, method=m)
         print(f"| {m} | {sec * 1e3:.1f} | {batch / sec:.1f} | {mem} |")
