@@ -82,7 +82,8 @@ class DenoiseWidget(Panel):
 
     def _build(self) -> None:
         lay = QVBoxLayout(self)
-        self.model_bar = ModelBar(self.viewer)
+        self._export_worker = None
+        self.model_bar = ModelBar(self.viewer, export=self.export_model)
         lay.addWidget(self.model_bar)
         self._locked.append(self.model_bar)
         form = self._settings_form(lay)
@@ -292,6 +293,13 @@ class DenoiseWidget(Panel):
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
         worker.start()
         return True
+
+    def export_model(self, path: str | None = None):
+        """Export… (bioimage.io): the model, with a crop of the highlighted layer as its test
+        image; returns the started worker or None (see :mod:`._export`)."""
+        from ._export import export_model
+
+        return export_model(self, path)
 
     def cancel(self) -> None:
         """Stop after the current batch or tile; finished layers keep their result."""
