@@ -1,9 +1,9 @@
-"""The "Blind2Unblind: Denoise" dock widget: denoise checked layers with the session's model,
-in place (the raw array is kept; "Restore original" brings it back bit-exact) or into a new
-``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`) through
-``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core), reports
-progress and can be cancelled. The outputs and their descriptions come from the model's
-method."""
+"""The "Denoise" dock widget (Plugins ▸ Blind2Unblind): denoise checked layers with the
+session's model, in place (the raw array is kept; "Restore original" brings it back bit-exact)
+or into a new ``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`)
+through ``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core),
+reports progress and can be cancelled. The outputs and their descriptions come from the
+model's method; Export… writes a bioimage.io package (:mod:`._export`)."""
 
 from __future__ import annotations
 
@@ -256,8 +256,8 @@ class DenoiseWidget(Panel):
             return False
         model = self.session.model
         if model is None:
-            self._refuse("No model yet: train one in the Blind2Unblind: Train panel, or Load… "
-                         f"a saved {MODEL_SUFFIX} model file.")
+            self._refuse("No model yet: train one in the Train denoiser panel (Plugins ▸ "
+                         f"Blind2Unblind), or Load… a saved {MODEL_SUFFIX} model file.")
             return False
         layers = self.layer_list.checked_layers()
         if not layers:
@@ -426,4 +426,4 @@ def restore_original(viewer: napari.viewer.Viewer) -> None:
         notify("Restored the original data of " + ", ".join(f"'{n}'" for n in restored))
     else:
         notify("Nothing to restore: select a layer that was denoised in place "
-               "(Blind2Unblind: Denoise, in place).", "warning")
+               "(Blind2Unblind ▸ Denoise, in place).", "warning")
