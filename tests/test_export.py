@@ -104,6 +104,24 @@ def test_other_methods_export_their_single_pass_output(tmp_path, stack96, method
     assert loaded.info["bioimageio"]["output"] == exported
     paper = {"b2s": "2303.05183", "dbsn": "2008.13711"}[method]
     assert any(paper in c["url"] for c in y["cite"])
+    assert ("chosen at export" in y["description"]) == (output is not None)
+
+
+def test_a_multi_pass_default_exports_the_single_pass_output_and_says_so(tmp_path, stack96):
+    from napari_b2u.methods import Blind2Unblind, register, unregister
+
+    class WeightedFirst(Blind2Unblind):  # a method whose default output takes s² + 1 passes
+        name = "b2u_weighted_first"
+        outputs = ("weighted", "visible", "blind")
+
+    register(WeightedFirst)
+    try:
+        model = api.train_stack(stack96, method=WeightedFirst.name, steps=2, seed=0, **TINY)
+        y, _ = round_trip(model, stack96, "TYX", tmp_path / "w.zip")
+    finally:
+        unregister(WeightedFirst.name)
+    assert y["weights"]["pytorch_state_dict"]["architecture"]["kwargs"]["output"] == "visible"
+    assert "default output 'weighted' needs more than one network pass" in y["description"]
 
 
 def test_channels_are_normalized_each_with_its_own_scale(tmp_path, stack96):
@@ -140,6 +158,9 @@ def test_what_cannot_be_exported_is_refused_in_plain_words(tmp_path, small_stack
         tiny_model.export_bioimageio(tmp_path / "l.zip", noisy, license="my own terms")
     with pytest.raises(InputError, match="author"):
         tiny_model.export_bioimageio(tmp_path / "a.zip", noisy, authors=["A/B"])
+    far = noisy.astype(np.float64) + 1e9  # float32 cannot hold its steps
+    with pytest.raises(InputError, match="too far from zero for float32"):
+        api.train_stack(far, steps=2, seed=0, **TINY).export_bioimageio(tmp_path / "f.zip", far)
     existing = tmp_path / "exists.zip"
     existing.write_bytes(b"the user's file")
     with pytest.raises(InputError, match="exists"):

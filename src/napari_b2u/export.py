@@ -132,6 +132,19 @@ def _as_package_computes(net, raw: np.ndarray, norm) -> np.ndarray:
     return y * sc + off
 
 
+def _check_float32(norm) -> None:
+    """Consumers normalize in float32: data far from zero (relative to its range) loses the
+    steps the network needs, and the package could not reproduce napari-b2u's output (which
+    removes the offset in float64)."""
+    for c, (o, s) in enumerate(zip(norm.offset, norm.scale)):
+        if (abs(o) + s) / s * 2.0**-24 > TOLERANCE / 10:
+            raise InputError(
+                f"channel {c} holds values around {o:.6g} with a range of only {s:.3g}: too far "
+                "from zero for float32, the number type bioimage.io consumers compute in, so "
+                "the package could not reproduce napari-b2u's output. Subtract a constant (e.g. "
+                "the minimum) from the data, train on that, and export that model")
+
+
 def architecture_source() -> str:
     """One Python file with the exported network (models/unet.py, dbsn.py, export_net.py
     without their relative imports): the package's architecture, runnable with torch only."""
@@ -191,6 +204,7 @@ def export_bioimageio(model, path, sample, axes: str | None = None, *, output: s
     expected = model.denoise(single, axes="CYX" if n > 1 else "YX", output=output,
                              dtype="float32", device="cpu", tta=False).reshape(crop.shape)
     norm = model.normalization
+    _check_float32(norm)
     tol = TOLERANCE * max(float(s) for s in norm.scale)
     _check(_as_package_computes(net, crop, norm), expected, tol, "network")
     with tempfile.TemporaryDirectory(prefix="napari-b2u-export-") as tmp:
@@ -217,8 +231,7 @@ def export_bioimageio(model, path, sample, axes: str | None = None, *, output: s
               if k in ("Y", "X") and v and float(v) > 0}
         (tmp / "README.md").write_text(text.readme(
             name=meta["name"], title=model.method.title, method=model.method_name,
-            output=output, output_text=model.method.describe(output),
-            default=model.outputs[0], single_default=output == model.outputs[0],
+            output=output, output_text=model.method.describe(output), note=meta["note"],
             outputs={o: model.method.describe(o) for o in model.outputs},
             norm=norm.to_dict(), info=model.info, halo=HALO, min_size=lo, step=step,
             channels=n, pixel_size=px, package_version=__version__, tolerance=tol),
@@ -239,9 +252,10 @@ def _metadata(model, output, name, description, authors, license, tags) -> dict:
     if len(name) < 5:
         raise InputError(f"the package name {name!r} is too short: give at least 5 letters, "
                          "digits, spaces, '_', '-', '+' or parentheses")
+    default = model.outputs[0]
+    note = text.output_note(output, default, exportable_output(model) == default)
     if description is None:
-        description = text.description(title, output, model.method.describe(output),
-                                       model.outputs[0], output == model.outputs[0])
+        description = text.description(title, output, model.method.describe(output), note)
     people = []
     for a in authors or ["napari-b2u user"]:
         a = {"name": a} if isinstance(a, str) else dict(a)
@@ -260,7 +274,7 @@ def _metadata(model, output, name, description, authors, license, tags) -> dict:
                 "napari-b2u", model.method_name] + (["unet"] if arch in ("unet", "b2s") else [])
     tag_list += [t for t in tags if t not in tag_list]
     return {"name": name, "description": description[:1024], "authors": people,
-            "license": lic, "tags": tag_list}
+            "license": lic, "tags": tag_list, "note": note}
 
 
 def _axes(s, px: dict, multiple: int, n: int, out: bool):

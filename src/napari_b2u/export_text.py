@@ -50,20 +50,27 @@ def _norm_line(norm: dict) -> str:
     return pairs
 
 
-def description(title: str, output: str, output_text: str, default: str,
-                single_default: bool) -> str:
+def output_note(output: str, default: str, default_single: bool) -> str:
+    """What to say about the exported output when it is not the method's default."""
+    if output == default:
+        return ""
+    if default_single:
+        return (f"It holds the '{output}' output, chosen at export; the method's default is "
+                f"'{default}' (napari-b2u opens the package with every output).")
+    return (f"The method's default output '{default}' needs more than one network pass and is "
+            "not in the package (napari-b2u opens the package with every output).")
+
+
+def description(title: str, output: str, output_text: str, note: str) -> str:
     """The package's one-paragraph description (bioimage.io shows it under the name)."""
     text = (f"Self-supervised {title} denoiser trained with napari-b2u on the user's own "
             f"noisy stack (no clean images). The package holds the '{output}' output "
             f"({output_text.split(':')[0].strip()}), one network pass.")
-    if not single_default:
-        text += (f" The method's default output '{default}' needs more than one network pass "
-                 "and is not in the package: open the package with napari-b2u for it.")
-    return text[:1000]
+    return (text + (" " + note if note else ""))[:1000]
 
 
 def readme(*, name: str, title: str, method: str, output: str, output_text: str,
-           default: str, single_default: bool, outputs: dict, norm: dict, info: dict,
+           note: str, outputs: dict, norm: dict, info: dict,
            halo: int, min_size: int, step: int, channels: int, pixel_size: dict,
            package_version: str, tolerance: float) -> str:
     """The package's documentation (README.md), with the '## Validation' section the spec
@@ -77,7 +84,7 @@ def readme(*, name: str, title: str, method: str, output: str, output_text: str,
     lines = [
         f"# {name}",
         "",
-        description(title, output, output_text, default, single_default),
+        description(title, output, output_text, note),
         "",
         "## The model",
         "",
@@ -85,20 +92,18 @@ def readme(*, name: str, title: str, method: str, output: str, output_text: str,
         "- Outputs napari-b2u offers for this model: "
         + "; ".join(f"`{k}` ({v})" for k, v in outputs.items()) + ".",
     ]
-    if not single_default:
-        lines.append(f"- The default output `{default}` takes more than one network pass (a "
-                     "combination of masked copies); a bioimage.io package runs one network, "
-                     f"so it holds `{output}`. napari-b2u opens this package as the full model.")
+    if note:
+        lines.append(f"- {note}")
     lines += [
         f"- Training: {steps} steps in {info.get('seconds', '?')} s on "
         f"{info.get('device', '?')}; kept: {info.get('chosen', '?')}; hold-out: "
         f"{info.get('split', '?')}.",
         f"- Channels: {channels}, denoised jointly by one network. Pixel size: {size}.",
         f"- Input: raw intensities (float32; any integer image converts exactly), axes "
-        f"batch, channel, y, x; y and x of {min_size} + n × {step} pixels (the network "
-        f"halves the image {int(math.log2(step)) if step > 1 else 0} times). Output: the "
-        f"denoised image in the same units; crop {halo} pixels from each side of a tile "
-        "(halo) when tiling.",
+        f"batch, channel, y, x; y and x of {min_size} + n × {step} pixels"
+        + (f" (the U-Net halves the image {int(math.log2(step))} times)" if step > 1 else "")
+        + f". Output: the denoised image in the same units; crop {halo} pixels from each side "
+        "of a tile (halo) when tiling.",
         f"- Normalization (fitted on the training stack, mode '{norm.get('mode')}', source "
         f"type {norm.get('source_dtype')}): {_norm_line(norm)}; the preprocessing applies it "
         "(scale_linear per channel) and the postprocessing maps the output back to raw units.",
