@@ -193,6 +193,8 @@ def test_bad_output_options_exit_2(tmp_path, noisy_tif, capsys, tiny_model):
 def test_export_finds_the_training_stack_and_passes_the_bioimageio_test(tmp_path, noisy_tif,
                                                                         monkeypatch, capsys):
     pytest.importorskip("bioimageio.core")
+    import zipfile
+
     from napari_b2u import api
     from napari_b2u.config import PRESETS
 
@@ -206,6 +208,9 @@ def test_export_finds_the_training_stack_and_passes_the_bioimageio_test(tmp_path
     out = capsys.readouterr().out
     assert "'visible' output" in out and "bioimageio.core test: passed" in out
     loaded = api.load(package)
+    assert "training_data" in api.load(model).info and "training_data" not in loaded.info
+    with zipfile.ZipFile(package) as zf:  # the package does not tell where the data lies
+        assert str(noisy_tif.parent) not in zf.read("rdf.yaml").decode()
     np.testing.assert_array_equal(loaded.denoise(tifffile.imread(noisy_tif), tta=False),
                                   api.load(model).denoise(tifffile.imread(noisy_tif), tta=False))
     # never over an existing file, never over the input; a missing sample is named

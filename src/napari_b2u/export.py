@@ -331,7 +331,9 @@ def _describe(tmp: Path, model, net, output, meta, n, px, tol, version):
         "method_params": jsonable(model.method_params), "model_config": dict(model.model_config),
         "normalization": model.normalization.to_dict(), "output": output,
         "state_prefix": STATE_PREFIX, "weights_sha256": weights_checksum(state),
-        "info": jsonable({k: v for k, v in model.info.items() if k != "bioimageio"}),
+        # not where the training data lies on the user's disk: a package is for sharing
+        "info": jsonable({k: v for k, v in model.info.items()
+                          if k not in ("bioimageio", "training_data")}),
     }
     with ValidationContext(root=tmp, perform_io_checks=True,
                            known_files={u: None for u in text.urls()}):
