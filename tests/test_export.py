@@ -261,3 +261,32 @@ def test_pixel_sizes_are_whole_numbers_so_output_sizes_are_exact(um, scale, unit
     s, u = scale_unit(um)
     assert (s, u) == (scale, unit)
     assert all(k * s / s == k for k in range(1, 5000))  # how the spec computes output sizes
+
+
+def test_bioimageio_core_predicts_any_size_in_tiles_like_napari_b2u(tmp_path, stack96):
+    """A consumer's tiled prediction (the halo crops each tile's border) of an image of no
+    valid size equals napari-b2u's away from the image border; at the border consumers pad
+    the image (by reflection, as the package asks) where napari-b2u does not."""
+    import warnings
+
+    from bioimageio.core import predict
+    from bioimageio.core.tensor import Tensor
+
+    from napari_b2u.export import HALO
+
+    model = api.train_stack(stack96, steps=3, seed=0, **TINY)
+    path = model.export_bioimageio(tmp_path / "m.zip", stack96)
+    assert rdf(path)["inputs"][0]["pad"] == {"mode": "reflect"}
+    # the whole image (of a valid size: min + n × step), then tiles of 40 × 40 with a 16-pixel
+    # halo of an image of any size
+    for blocks, frame in ((None, stack96[2, :88, :76]), (1, stack96[2, :90, :77])):
+        ours = model.denoise(frame, dtype="float32", tta=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = predict(model=str(path), blocksize_parameter=blocks,
+                          inputs=Tensor(frame.astype(np.float32)[None, None],
+                                        dims=("batch", "channel", "y", "x")))
+        got = next(iter(out.members.values())).data.values[0, 0]
+        assert got.shape == frame.shape
+        inner = (slice(HALO, -HALO),) * 2
+        np.testing.assert_allclose(got[inner], ours[inner], rtol=TOLERANCE, atol=TOLERANCE * 255)

@@ -349,6 +349,9 @@ def _describe(tmp: Path, model, net, output, meta, n, px, tol, version):
                 axes=_axes(s, px, net.multiple, n, out=False),
                 test_tensor=s.FileDescr(source=tmp / "test_input.npy"),
                 data=s.IntervalOrRatioDataDescr(type="float32"),
+                # consumers pad tiles at the image border like napari-b2u pads to the U-Net's
+                # multiple: by reflection, which never copies a pixel into its own neighbourhood
+                pad=s.ReflectPadding(mode="reflect"),  # explicit: an empty {} reads as constant
                 preprocessing=[f32, *_scale_linear(s, gain, off), f32])],
             outputs=[s.OutputTensorDescr(
                 id=s.TensorId("denoised"), description=f"the '{output}' output, raw units",
