@@ -201,8 +201,11 @@ def export_bioimageio(model, path, sample, axes: str | None = None, *, output: s
     crop = test_crop(model, sample, axes, net.multiple)
     n = crop.shape[1]
     single = crop[0] if n > 1 else crop[0, 0]
-    expected = model.denoise(single, axes="CYX" if n > 1 else "YX", output=output,
-                             dtype="float32", device="cpu", tta=False).reshape(crop.shape)
+    # a copy denoises (its own network on the CPU): the caller's model may be in use elsewhere
+    mine = type(model)(model.method_name, model.method_params, model.model_config,
+                       model.state_dict, model.normalization, model.info)
+    expected = mine.denoise(single, axes="CYX" if n > 1 else "YX", output=output,
+                            dtype="float32", device="cpu", tta=False).reshape(crop.shape)
     norm = model.normalization
     _check_float32(norm)
     tol = TOLERANCE * max(float(s) for s in norm.scale)
