@@ -224,3 +224,24 @@ def test_export_finds_the_training_stack_and_passes_the_bioimageio_test(tmp_path
     noisy_tif.unlink()
     assert main(["export", str(model), "--out", str(tmp_path / "n.zip")]) == 2
     assert "give --sample" in capsys.readouterr().err
+
+
+def test_check_reports_correlation_and_the_mask(tmp_path, capsys):
+    import json
+
+    from napari_b2u.sample_data import fmdd_like_stack
+
+    plain = tmp_path / "plain.tif"
+    corr = tmp_path / "scan.tif"
+    tifffile.imwrite(plain, fmdd_like_stack(2, (160, 160), seed=1)[0])
+    tifffile.imwrite(corr, fmdd_like_stack(2, (160, 160), seed=2, corr_x=0.3)[0])
+    assert main(["check", str(plain), str(corr)]) == 0
+    out = capsys.readouterr().out
+    assert "along X" in out and "one-pixel blind spot" in out and "x-line" in out
+    assert main(["check", "--json", str(plain), str(corr)]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    assert reports[str(plain)]["mask"] == "pixel"
+    assert reports[str(corr)]["mask"].startswith("x-line")
+    assert reports[str(corr)]["corr_x"][0] > 0.15 > abs(reports[str(corr)]["corr_y"][0])
+    assert main(["check", str(tmp_path / "missing.tif")]) == 2
+    assert "no such file" in capsys.readouterr().err

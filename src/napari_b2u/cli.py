@@ -1,4 +1,4 @@
-"""Command line: ``napari-b2u train | denoise | export | demo | info``."""
+"""Command line: ``napari-b2u train | denoise | check | export | demo | info``."""
 
 from __future__ import annotations
 
@@ -182,6 +182,38 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_check(a) -> int:
+    """What the noise of a stack looks like before training: correlation between neighbours,
+    clipping, a Poisson-Gaussian fit and the blind spot ``mask="auto"`` would choose."""
+    import json
+
+    from .io import read_image
+    from .noise import describe_mask, noise_report
+
+    reports = {}
+    for path in a.input:
+        img = read_image(path, a.axes)
+        rep = noise_report(img.data, img.axes)
+        reports[str(path)] = rep.to_dict()
+        if a.json:
+            continue
+        print(f"{path}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
+        print("  noise correlation   lag 1   lag 2   lag 3")
+        for axis, corr in (("X", rep.corr_x), ("Y", rep.corr_y)):
+            print(f"    along {axis}         " + " ".join(f"{c:+7.2f}" for c in corr))
+        print(f"  clipped pixels: {100 * rep.clipped_low:.1f} % at the lower bound, "
+              f"{100 * rep.clipped_high:.1f} % at the upper bound")
+        if rep.gain is not None:
+            print(f"  Poisson-Gaussian fit: variance = {rep.gain:.3g} x mean "
+                  f"{rep.read_var:+.3g} (raw units)")
+        print(f"  blind spot: {describe_mask(rep.mask, rep)}")
+        for note in rep.notes:
+            print(f"  note: {note}")
+    if a.json:
+        print(json.dumps(reports, indent=1))
+    return 0
+
+
 def comparison_png(path, panels: list[tuple[str, np.ndarray]], vmax: float = 255.0) -> Path:
     """Side-by-side 8-bit PNG of 2D images with a title on each."""
     from PIL import Image, ImageDraw
@@ -306,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_denoise)
+
+    c = sub.add_parser("check", help="measure the noise of stacks (correlation, clipping) and "
+                       "the blind spot training would use")
+    c.add_argument("input", nargs="+", help="image files (TIFF/OME-TIFF/PNG/.npy)")
+    c.add_argument("--axes", help="axes of the inputs, e.g. TYX (default: from the file)")
+    c.add_argument("--json", action="store_true", help="print the reports as JSON")
+    c.set_defaults(func=cmd_check)
 
     m = sub.add_parser("demo", help="train and denoise the built-in FMDD-like sample")
     m.add_argument("--out", default="b2u-demo", help="output folder (default: b2u-demo)")

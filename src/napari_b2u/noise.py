@@ -241,8 +241,8 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
                          "does not hold there")
     mask = recommend_mask(cx, cy)
     if mask != "pixel":
-        notes.append("noise correlated between neighbours: a blind line masks the correlated "
-                     "extent")
+        notes.append("noise correlated between neighbours: a blind line or box hides the "
+                     "correlated extent")
     return NoiseReport(cx, cy, gain, read, low, high, mask, notes)
 
 
