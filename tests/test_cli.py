@@ -190,6 +190,42 @@ def test_bad_output_options_exit_2(tmp_path, noisy_tif, capsys, tiny_model):
     assert "is a file" in capsys.readouterr().err
 
 
+def test_export_finds_the_training_stack_and_passes_the_bioimageio_test(tmp_path, noisy_tif,
+                                                                        monkeypatch, capsys):
+    pytest.importorskip("bioimageio.core")
+    import zipfile
+
+    from napari_b2u import api
+    from napari_b2u.config import PRESETS
+
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    model = tmp_path / "m.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(model), "--steps", "3", *TINY_ARGS]) == 0
+    package = tmp_path / "m.zip"
+    # no --sample: the model names the stack it was trained on
+    assert main(["export", str(model), "--out", str(package), "--author", "Ada Lovelace",
+                 "--test"]) == 0
+    out = capsys.readouterr().out
+    assert "'visible' output" in out and "bioimageio.core test: passed" in out
+    loaded = api.load(package)
+    assert "training_data" in api.load(model).info and "training_data" not in loaded.info
+    with zipfile.ZipFile(package) as zf:  # the package does not tell where the data lies
+        assert str(noisy_tif.parent) not in zf.read("rdf.yaml").decode()
+    np.testing.assert_array_equal(loaded.denoise(tifffile.imread(noisy_tif), tta=False),
+                                  api.load(model).denoise(tifffile.imread(noisy_tif), tta=False))
+    # never over an existing file, never over the input; a missing sample is named
+    assert main(["export", str(model), "--out", str(package)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["export", str(model), "--out", str(noisy_tif), "--overwrite"]) == 2
+    assert "a .zip file" in capsys.readouterr().err
+    assert main(["export", str(model), "--out", str(tmp_path / "n.zip"), "--sample",
+                 str(noisy_tif), "--output", "weighted"]) == 2
+    assert "takes 5 network passes" in capsys.readouterr().err
+    noisy_tif.unlink()
+    assert main(["export", str(model), "--out", str(tmp_path / "n.zip")]) == 2
+    assert "give --sample" in capsys.readouterr().err
+
+
 def test_check_reports_correlation_and_the_mask(tmp_path, capsys):
     import json
 

@@ -23,8 +23,8 @@ from napari_b2u._widgets._session import session_for  # noqa: E402
 pytestmark = pytest.mark.gui
 
 PLUGIN = "napari-b2u"
-TRAIN = "Blind2Unblind: Train"
-DENOISE = "Blind2Unblind: Denoise"
+TRAIN = "Train denoiser"
+DENOISE = "Denoise"
 #: the classical floor (where the core has one) off: a few steps test the network itself, as
 #: conftest.TINY does
 NO_FLOOR = {"floor": "none"}
@@ -101,6 +101,29 @@ def test_manifest_validates_and_declares_everything():
     assert c.readers[0].filename_patterns == ["*.b2u"]
     menu = {item.command for item in c.menus["napari/layers/filter"]}
     assert {"napari-b2u.denoise_widget", "napari-b2u.restore_original"} <= menu
+
+
+def test_menus_read_well(viewer):
+    """napari adds the plugin's display name to each entry: no entry repeats it, none has two
+    parentheses (what the napari hub and napari's menus show)."""
+    def entries(menu, path=()):
+        for action in menu.actions():
+            text = action.text().replace("&", "")
+            if action.menu() is not None:
+                yield from entries(action.menu(), (*path, text))
+            elif text:
+                yield (*path, text)
+
+    bar = viewer.window._qt_window.menuBar()
+    menus = {a.text().replace("&", ""): a.menu() for a in bar.actions()}
+    ours = [e for name in ("File", "Layers", "Plugins") for e in entries(menus[name], (name,))
+            if "Blind2Unblind" in " ".join(e)]
+    assert ("Plugins", "Blind2Unblind", "Train denoiser (Blind2Unblind)") in ours
+    assert ("Plugins", "Blind2Unblind", "Denoise (Blind2Unblind)") in ours
+    assert ("File", "Open Sample", "Blind2Unblind", "DSB2018 nuclei (real, 512×512)") in ours
+    for entry in ours:
+        assert entry[-1].count("Blind2Unblind") <= 1 and entry[-1].count("(") <= 2, entry
+        assert entry[-1].count(")(") == 0 and ") (" not in entry[-1], entry
 
 
 def test_widgets_load_from_manifest(viewer):

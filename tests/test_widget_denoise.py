@@ -227,3 +227,44 @@ def test_model_file_opens_with_the_reader(viewer, tiny_model, tmp_path):
     assert session.model is not None and "cells.b2u" in session.model_source
     assert len(viewer.layers) == 0
     assert any(DENOISE in name for name in viewer.window.dock_widgets)
+
+
+def test_export_writes_a_bioimageio_package_of_the_raw_layer(viewer, qtbot, noisy, tiny_model,
+                                                            tmp_path):
+    pytest.importorskip("bioimageio.core")
+    import zipfile
+
+    from bioimageio.spec.utils import read_yaml
+
+    from napari_b2u import api
+
+    d = dock(viewer, DENOISE)
+    assert not d.model_bar.export_button.isEnabled()  # no model yet
+    assert d.export_model(str(tmp_path / "none.zip")) is None
+    assert "No model to export" in d.status.text()
+    layer = viewer.add_image(noisy, name="noisy", scale=(1.0, 0.25, 0.25),
+                             units=("second", "micrometer", "micrometer"))
+    d = denoise(qtbot, viewer, tiny_model, [layer])  # in place: the export uses the raw data
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert d.model_bar.export_button.isEnabled()
+    path = tmp_path / "cells.zip"
+    worker = d.export_model(str(path))
+    assert worker is not None and not d.model_bar.export_button.isEnabled()
+    qtbot.waitUntil(lambda: d._export_worker is None, timeout=WAIT)
+    assert "Exported the model's 'visible' output to" in d.status.text(), d.status.text()
+    assert d.model_bar.export_button.isEnabled()
+    with zipfile.ZipFile(path) as zf:
+        y = read_yaml(zf.read("rdf.yaml").decode())
+        test_in = np.load(zf.open("test_input.npy"))
+    np.testing.assert_array_equal(test_in[0, 0], noisy[4].astype(np.float32))  # raw, frame 4
+    assert (y["inputs"][0]["axes"][2]["scale"], y["inputs"][0]["axes"][2]["unit"]) == (
+        250.0, "nanometer")
+    assert api.load(path).method_name == tiny_model.method_name
+    # the chosen output when a package can hold it, else the default; failures are reported
+    d.output_combo.setCurrentIndex(d.output_combo.findData("weighted"))
+    small = viewer.add_image(noisy[:, :32, :32], name="small")
+    d.set_layers([small])
+    before = path.read_bytes()
+    assert d.export_model(str(path)) is not None
+    qtbot.waitUntil(lambda: d._export_worker is None, timeout=WAIT)
+    assert "at least 36×36" in d.status.text() and path.read_bytes() == before

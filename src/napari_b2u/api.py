@@ -138,5 +138,11 @@ def noise_report(stack, axes: str | None = None):
 
 
 def load(path) -> Denoiser:
-    """Load a model file written by :meth:`Denoiser.save` (safe: never runs code from it)."""
+    """Load a model file written by :meth:`Denoiser.save`, or a bioimage.io package (a .zip,
+    its folder or its rdf.yaml) that napari-b2u exported (:meth:`Denoiser.export_bioimageio`;
+    opening one needs ``napari-b2u[bioimageio]``). Safe: never runs code from the file."""
+    from .zoo import is_package, load_bioimageio
+
+    if is_package(path):
+        return load_bioimageio(path)
     return Denoiser.load(path)

@@ -1,4 +1,4 @@
-"""Command line: ``napari-b2u train | denoise | check | demo | info``."""
+"""Command line: ``napari-b2u train | denoise | check | export | demo | info``."""
 
 from __future__ import annotations
 
@@ -90,6 +90,9 @@ def cmd_train(a) -> int:
         kw = {k: v for k, v in kw.items() if k in ("steps", "max_time", "autosave", "device")}
         kw["resume"] = a.resume
     model = api.train_stack(img.data, axes=img.axes, val_stack=val, progress=not a.quiet, **kw)
+    # where the training data is, so that `napari-b2u export` finds its test image by itself
+    model.info["training_data"] = {"path": str(Path(a.input).resolve()), "axes": img.axes,
+                                   "pixel_size": dict(img.pixel_size)}
     path = _save_model(model, out)
     info = model.info
     print(f"saved {path} ({info['steps']} steps in {info['seconds']:.0f} s, kept the "
@@ -143,6 +146,39 @@ def cmd_denoise(a) -> int:
             "output": a.output or model.outputs[0], "source": str(a.input)}
     write_tiff(out, res, img.axes, img.pixel_size, note, overwrite=a.overwrite)
     print(f"wrote {out} ({res.shape}, {res.dtype}) in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from . import api
+    from .export import exportable_output, package_path
+    from .files import check_output
+    from .io import read_image
+    from .zoo import check_package, require_bioimageio
+
+    require_bioimageio(core=a.test)  # before any work
+    out = check_output(package_path(a.out), [a.model, a.sample], a.overwrite, "--out package")
+    model = api.load(a.model)
+    output = exportable_output(model, a.output)  # before reading any image
+    recorded = model.info.get("training_data") or {}
+    sample = a.sample or recorded.get("path")
+    if not sample or not Path(sample).exists():
+        where = f" (the training stack {sample} is not there any more)" if sample else ""
+        raise InputError(f"give --sample: an image like the training data{where}; a crop of "
+                         "it becomes the package's test image and cover")
+    img = read_image(sample, a.axes or (None if a.sample else recorded.get("axes")))
+    pixel_size = img.pixel_size or (recorded.get("pixel_size") if not a.sample else None)
+    path = model.export_bioimageio(
+        out, img.data, axes=img.axes, output=output, name=a.name, authors=a.author or None,
+        license=a.license, pixel_size=pixel_size, overwrite=a.overwrite, inputs=[sample])
+    print(f"wrote {path}: the '{output}' output of the {model.method.title} model as a "
+          f"bioimage.io package (test image: a crop of {sample})")
+    if a.test:
+        summary = check_package(path)
+        print(f"bioimageio.core test: {summary.status}")
+        if summary.status != "passed":
+            print(summary.format(), file=sys.stderr)
+            return 1
     return 0
 
 
@@ -317,6 +353,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("-q", "--quiet", action="store_true")
     _add_train_args(m)
     m.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("export", help="write a model as a bioimage.io package (.zip) for Fiji/"
+                                      "deepImageJ, ilastik, bioimageio.core, ...")
+    e.add_argument("model", help="model file (.b2u)")
+    e.add_argument("--out", required=True, help="package to write (.zip)")
+    e.add_argument("--sample", help="an image like the training data: a crop becomes the "
+                                    "package's test image (default: the training stack the "
+                                    "model names, if it is still there)")
+    e.add_argument("--axes", help="axes of the sample (default: from the file)")
+    e.add_argument("--output", help="the single-pass output to export (default: the method's)")
+    e.add_argument("--name", help="the package's name on bioimage.io")
+    e.add_argument("--author", action="append", help="author name (repeat for several)")
+    e.add_argument("--license", default="CC-BY-4.0", help="SPDX license id (default CC-BY-4.0)")
+    e.add_argument("--test", action="store_true",
+                   help="run bioimageio.core's test of the written package")
+    e.add_argument("--overwrite", action="store_true")
+    e.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="devices, methods and presets")
     i.set_defaults(func=cmd_info)

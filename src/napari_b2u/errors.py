@@ -21,3 +21,7 @@ class OutputError(B2UError, OSError):
 
 class TrainingError(B2UError, RuntimeError):
     """Training produced no usable model (e.g. it stopped before its first step)."""
+
+
+class MissingExtra(B2UError, ImportError):
+    """An optional part of napari-b2u is not installed; the message names the pip command."""

@@ -318,6 +318,14 @@ class Denoiser:
             torch.save(self.to_checkpoint(), tmp)
         return path
 
+    def export_bioimageio(self, path, sample, axes: str | None = None, **options) -> Path:
+        """Write a bioimage.io model package (.zip) of the single-pass output; ``sample`` (an
+        image like the training data) gives its test tensors and cover. Needs the optional
+        extra ``napari-b2u[bioimageio]``; see :func:`napari_b2u.export.export_bioimageio`."""
+        from .export import export_bioimageio
+
+        return export_bioimageio(self, path, sample, axes, **options)
+
     @classmethod
     def from_checkpoint(cls, ckpt: dict, source: str = "the model") -> Denoiser:
         """A Denoiser from a loaded model file, every field checked first (InputError)."""

@@ -1,9 +1,9 @@
-"""The "Blind2Unblind: Denoise" dock widget: denoise checked layers with the session's model,
-in place (the raw array is kept; "Restore original" brings it back bit-exact) or into a new
-``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`) through
-``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core), reports
-progress and can be cancelled. The outputs and their descriptions come from the model's
-method."""
+"""The "Denoise" dock widget (Plugins ▸ Blind2Unblind): denoise checked layers with the
+session's model, in place (the raw array is kept; "Restore original" brings it back bit-exact)
+or into a new ``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`)
+through ``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core),
+reports progress and can be cancelled. The outputs and their descriptions come from the
+model's method; Export… writes a bioimage.io package (:mod:`._export`)."""
 
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ class DenoiseWidget(Panel):
 
     def _build(self) -> None:
         lay = QVBoxLayout(self)
-        self.model_bar = ModelBar(self.viewer)
+        self._export_worker = None
+        self.model_bar = ModelBar(self.viewer, export=self.export_model)
         lay.addWidget(self.model_bar)
         self._locked.append(self.model_bar)
         form = self._settings_form(lay)
@@ -255,8 +256,8 @@ class DenoiseWidget(Panel):
             return False
         model = self.session.model
         if model is None:
-            self._refuse("No model yet: train one in the Blind2Unblind: Train panel, or Load… "
-                         f"a saved {MODEL_SUFFIX} model file.")
+            self._refuse("No model yet: train one in the Train denoiser panel (Plugins ▸ "
+                         f"Blind2Unblind), or Load… a saved {MODEL_SUFFIX} model file.")
             return False
         layers = self.layer_list.checked_layers()
         if not layers:
@@ -292,6 +293,13 @@ class DenoiseWidget(Panel):
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
         worker.start()
         return True
+
+    def export_model(self, path: str | None = None):
+        """Export… (bioimage.io): the model, with a crop of the highlighted layer as its test
+        image; returns the started worker or None (see :mod:`._export`)."""
+        from ._export import export_model
+
+        return export_model(self, path)
 
     def cancel(self) -> None:
         """Stop after the current batch or tile; finished layers keep their result."""
@@ -418,4 +426,4 @@ def restore_original(viewer: napari.viewer.Viewer) -> None:
         notify("Restored the original data of " + ", ".join(f"'{n}'" for n in restored))
     else:
         notify("Nothing to restore: select a layer that was denoised in place "
-               "(Blind2Unblind: Denoise, in place).", "warning")
+               "(Blind2Unblind ▸ Denoise, in place).", "warning")

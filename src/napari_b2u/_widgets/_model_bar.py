@@ -1,5 +1,5 @@
-"""'Model: …' with Load… / Save… buttons, bound to the viewer's session, and loading a model file
-into a session (also used by the model file reader)."""
+"""'Model: …' with Load… / Save… (and, in the Denoise panel, Export…) buttons, bound to the
+viewer's session, and loading a model file into a session (also used by the model file reader)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ from ._forms import button
 from ._session import session_for
 from ._text import MODEL_FILTER, MODEL_SUFFIX, log, notify, plain_error
 
+#: Load… also opens the bioimage.io packages napari-b2u exports (api.load tells them apart)
+LOAD_FILTER = (f"model file (*{MODEL_SUFFIX} *.zip);;model file (*{MODEL_SUFFIX});;"
+               "bioimage.io package exported by napari-b2u (*.zip);;All files (*)")
+
 
 class ModelBar(QWidget):
-    """'Model: …' with Load… / Save… buttons, bound to the viewer's session."""
+    """'Model: …' with Load… / Save… buttons, bound to the viewer's session; ``export``: a
+    callable that adds an Export… button (bioimage.io)."""
 
-    def __init__(self, viewer, allow_load: bool = True, parent=None):
+    def __init__(self, viewer, allow_load: bool = True, export=None, parent=None):
         super().__init__(parent)
         self.session = session_for(viewer)
         lay = QHBoxLayout(self)
@@ -32,6 +37,14 @@ class ModelBar(QWidget):
         self.save_button = button("Save…", self.save_model,
                                   f"Save the current model ({MODEL_SUFFIX})")
         lay.addWidget(self.save_button)
+        self.export_button = None
+        if export is not None:  # the Denoise panel: it knows the layer for the test image
+            self.export_button = button(
+                "Export…", lambda: export(),
+                "Export the model as a bioimage.io package (.zip) for Fiji/deepImageJ, "
+                "ilastik, bioimageio.core, …; its test image is a crop of the highlighted "
+                "layer (needs napari-b2u[bioimageio])")
+            lay.addWidget(self.export_button)
         self.session.model_changed.connect(self._update)
         self._update()
 
@@ -45,6 +58,8 @@ class ModelBar(QWidget):
                 self.label.setText(f"Model: {s.model_source}")
                 self.label.setToolTip(f"{s.model_source}\n{s.model!r}")
             self.save_button.setEnabled(s.model is not None)
+            if self.export_button is not None:
+                self.export_button.setEnabled(s.model is not None)
         except RuntimeError:  # the Qt side was deleted with its panel
             pass
 
@@ -86,7 +101,7 @@ class ModelBar(QWidget):
         """Load a model file into the session (asks for a file unless ``path`` is given)."""
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, "Load model", str(Path.home()),
-                                                  MODEL_FILTER)
+                                                  LOAD_FILTER)
             if not path:
                 return None
         return load_into_session(self.session, path)

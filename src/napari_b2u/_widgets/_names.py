@@ -1,7 +1,9 @@
-"""The plugin's name and its widgets' display names, as napari.yaml declares them."""
+"""The plugin's name and its widgets' display names, as napari.yaml declares them. napari adds
+the plugin's display name ("Blind2Unblind") in its menus — Plugins ▸ Blind2Unblind ▸ Train
+denoiser (Blind2Unblind) — so the widget names do not repeat it."""
 
 PLUGIN = "napari-b2u"
-TRAIN_WIDGET = "Blind2Unblind: Train"
-DENOISE_WIDGET = "Blind2Unblind: Denoise"
+TRAIN_WIDGET = "Train denoiser"
+DENOISE_WIDGET = "Denoise"
 #: model files (the core's ``Denoiser.save``)
 MODEL_SUFFIX = ".b2u"

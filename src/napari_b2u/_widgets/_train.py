@@ -1,4 +1,4 @@
-"""The "Blind2Unblind: Train" dock widget.
+"""The "Train denoiser" dock widget (Plugins ▸ Blind2Unblind).
 
 It holds no training logic: the form (:mod:`._train_form`) gives the options, the core checks
 them (``build_config``) and says what the run will do (``plan_training``), and a napari thread
@@ -126,7 +126,7 @@ class TrainWidget(Panel):
         lay.addWidget(self.preview_row)
         self.model_bar = ModelBar(self.viewer, allow_load=False)
         self.denoise_button = button("Denoise ▸", self.open_denoise,
-                                     "Open the Blind2Unblind: Denoise panel")
+                                     "Open the Blind2Unblind Denoise panel")
         self.model_bar.layout().addWidget(self.denoise_button)
         lay.addWidget(self.model_bar)
 
@@ -308,7 +308,7 @@ class TrainWidget(Panel):
             self.progress.setFormat(self.progress.format() + " · stopping…")
 
     def open_denoise(self):
-        """Dock the Blind2Unblind: Denoise widget (or show it if it is open)."""
+        """Dock the Denoise widget (or show it if it is open)."""
         return self.viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
 
     # ---- shutdown: viewer closing, panel closed, layer removed --------------------------------
