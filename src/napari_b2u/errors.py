@@ -21,3 +21,15 @@ class OutputError(B2UError, OSError):
 
 class TrainingError(B2UError, RuntimeError):
     """Training produced no usable model (e.g. it stopped before its first step)."""
+
+
+#: how to install the optional packages of big-data denoising (dask, distributed, zarr, ome-zarr)
+DISTRIBUTED_EXTRA = 'pip install "napari-b2u[distributed]"'
+
+
+class MissingExtra(B2UError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class Cancelled(B2UError):
+    """A run was cancelled by its user; finished work is kept (a rerun resumes)."""
