@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -359,8 +360,15 @@ class ZarrRun:
                     if progress is not None:
                         progress(done[0], total)
 
-        with _Progress():
-            dask.compute(*tasks, scheduler="threads", num_workers=LOCAL_THREADS)
+        pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="napari-b2u")
+        try:
+            with _Progress():
+                dask.compute(*tasks, scheduler="threads", pool=pool)
+        except BaseException:
+            _CANCELLED.add(self.run_id)  # the blocks still running stop at their next tile
+            raise
+        finally:
+            pool.shutdown(wait=True)  # nothing runs on after this returns or raises
         if self.run_id in _CANCELLED:
             raise Cancelled("cancelled")
 
@@ -370,7 +378,7 @@ class ZarrRun:
         futures = client.compute(tasks)
         self._futures = (client, futures)
         try:
-            for k, fut in enumerate(as_completed(futures), 1):
+            for k, fut in enumerate(as_completed(futures, loop=client.loop), 1):
                 fut.result()  # a task's error ends the run here
                 if progress is not None:
                     progress(k, self.total)

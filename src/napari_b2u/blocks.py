@@ -130,6 +130,7 @@ def plan_blocks(n: int, c: int, h: int, w: int, tile: int, overlap: int, batch: 
     up to ``max_pixels`` (frames × channels × Y × X; whole frames when they fit, which
     computes no tile twice); ``inner_chunk``: the input's chunk along its innermost frame axis,
     so that a block reads whole input chunks where it can."""
+    tile_starts(h, tile, overlap), tile_starts(w, tile, overlap)  # ValueError before any work
     batch = max(1, min(int(batch), n))
     cy, cx = max(1, min(int(chunks[0]), h)), max(1, min(int(chunks[1]), w))
     per_frame = c * h * w

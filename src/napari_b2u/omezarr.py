@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +272,9 @@ def build_pyramid(out, scheduler=None) -> None:
 def finish(out, src, name: str | None = None) -> None:
     """Write the multiscales metadata (ome-zarr-py) and mark the output complete."""
     zarr = require("zarr")
-    writer = require("ome_zarr.writer", "writing OME-Zarr metadata")
+    with warnings.catch_warnings():  # ome-zarr-py's own deprecations, at import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        writer = require("ome_zarr.writer", "writing OME-Zarr metadata")
     group = zarr.open_group(str(out), mode="r+")
     rec = dict(group.attrs[KEY])
     out_axes = rec["out_axes"]
