@@ -162,6 +162,9 @@ def test_lazy_inputs_are_read_a_batch_at_a_time(tiny_model, tmp_path):
         np.testing.assert_array_equal(tiny_model.denoise(obj, batch_size=2, **OPTS), ref)
     np.testing.assert_array_equal(api.denoise_stack(inputs[0], tiny_model, batch_size=2, **OPTS),
                                   ref)
+    res = api.denoise_stack(inputs[0], tiny_model, out=tmp_path / "api.ome.zarr", batch_size=2,
+                            **OPTS)
+    np.testing.assert_array_equal(res.open()[0].compute(), ref)
     spy = Counting(x)
     np.testing.assert_array_equal(tiny_model.denoise(ArraySource(spy), batch_size=2, **OPTS),
                                   ref)
@@ -249,7 +252,8 @@ def test_outputs_never_replace_inputs_or_foreign_folders(tiny_model, tmp_path):
     tiny_model.denoise_to_zarr(x, out, **OPTS)
     with pytest.raises(InputError, match="other settings"):
         tiny_model.denoise_to_zarr(x, out, output="weighted", **OPTS)
-    res = tiny_model.denoise_to_zarr(x, out, output="weighted", overwrite=True, **OPTS)
+    res = tiny_model.denoise_to_zarr(x, out, output="weighted", overwrite=True, chunk=16,
+                                     **OPTS)  # other chunks in a folder of the same name
     np.testing.assert_array_equal(res.open()[0].compute(),
                                   tiny_model.denoise(x, output="weighted", **OPTS))
 
@@ -269,6 +273,23 @@ def test_local_cluster_with_in_process_workers_and_many_inputs(tiny_model, tmp_p
     for x, res in zip(xs, results):
         np.testing.assert_array_equal(res.open()[0].compute(),
                                       tiny_model.denoise(x, batch_size=1, **OPTS))
+
+
+def test_cancel_on_a_cluster_is_clean_and_resumes(tiny_model, tmp_path):
+    pytest.importorskip("distributed")
+    from napari_b2u.bigdata import ZarrRun
+    from napari_b2u.errors import Cancelled
+
+    x = _stack((8, 48, 48))
+    out = tmp_path / "o.ome.zarr"
+    run = ZarrRun(tiny_model, [(x, out, None)], batch_size=1, **OPTS)
+    with pytest.raises(Cancelled):
+        run.run(workers=1, processes=False, progress=lambda d, t: run.cancel())
+    assert not zarr.open_group(str(out), mode="r").attrs["napari_b2u"]["complete"]
+    res = tiny_model.denoise_to_zarr(x, out, batch_size=1, workers=1, processes=False, **OPTS)
+    assert res.skipped >= 1 and res.skipped + res.blocks == 8
+    np.testing.assert_array_equal(res.open()[0].compute(),
+                                  tiny_model.denoise(x, batch_size=1, **OPTS))
 
 
 def test_an_existing_client_runs_the_graph(tiny_model, tmp_path):
@@ -409,3 +430,21 @@ def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_s
     monkeypatch.delenv("NAPARI_B2U_MEMORY_BUDGET")
     small = api.make_trainer(big, axes="TYX", steps=1, **TINY_T)  # fits: in memory as before
     assert isinstance(small.data.train, np.ndarray)
+
+
+# ---- the benchmark script ----------------------------------------------------------------------
+def test_scale_benchmark_runs_small(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("psutil")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import scale
+
+    scale.main(["equality", "--frames", "2", "--size", "96", "--net", "gauss"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| gauss")]
+    assert len(rows) == 4 and all("| True | 0 |" in ln for ln in rows)
+    scale.main(["make", "--out", str(tmp_path), "--gb", "0.001", "--size", "64"])
+    scale.main(["memory", "--input", str(tmp_path / "in.ome.zarr"), "--scratch", str(tmp_path)])
+    row = capsys.readouterr().out.splitlines()[-1]
+    assert "0 → 1 / 1 |" in row  # 131 frames of 64 x 64: one block, done

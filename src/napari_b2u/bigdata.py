@@ -136,7 +136,7 @@ def _set_threads(job: Job) -> None:
 
 
 def _level0(job: Job):
-    key = (job.out, os.getpid())
+    key = (job.run, job.id)  # never a path: a folder replaced between runs has other chunks
     with _LOCK:
         if key not in _ARRAYS:
             zarr = require("zarr")
@@ -338,6 +338,9 @@ class ZarrRun:
             raise
         finally:
             _CANCELLED.discard(self.run_id)
+            with _LOCK:
+                for key in [k for k in _ARRAYS if k[0] == self.run_id]:
+                    del _ARRAYS[key]
         seconds = time.perf_counter() - t0
         results = []
         for job in self.jobs:
@@ -379,22 +382,31 @@ class ZarrRun:
         self._futures = (client, futures)
         try:
             for k, fut in enumerate(as_completed(futures, loop=client.loop), 1):
+                if self.run_id in _CANCELLED:
+                    break
                 fut.result()  # a task's error ends the run here
                 if progress is not None:
                     progress(k, self.total)
+        except Exception:
+            client.cancel(futures)
+            if self.run_id in _CANCELLED:  # the futures were cancelled: that is no error
+                raise Cancelled("cancelled") from None
+            raise
         except BaseException:
             client.cancel(futures)
             raise
         finally:
             self._futures = None
         if self.run_id in _CANCELLED:
+            client.cancel(futures)
             raise Cancelled("cancelled")
 
 
 def denoise_to_zarr_iter(model, src, out, axes=None, scheduler=None, workers=None,
                          processes=True, **options):
-    """Generator form of :func:`denoise_to_zarr`: yields ``(blocks_done, n_blocks)`` and
-    returns the :class:`ZarrResult`; closing it cancels (finished chunks are kept)."""
+    """Generator form of :func:`denoise_to_zarr`: yields ``(blocks_done, n_blocks)`` after each
+    block and at least every 0.25 s, and returns the :class:`ZarrResult`; closing it cancels
+    (the running block stops at its next tile; finished chunks are kept)."""
     run = ZarrRun(model, [(src, out, axes)], **options)
     events: queue.Queue = queue.Queue()
 
@@ -407,12 +419,18 @@ def denoise_to_zarr_iter(model, src, out, axes=None, scheduler=None, workers=Non
             events.put(("error", exc))
 
     thread = threading.Thread(target=work, name="napari-b2u zarr", daemon=True)
-    yield 0, run.total
+    last = (0, run.total)
+    yield last
     thread.start()
     try:
         while True:
-            kind, value = events.get()
+            try:
+                kind, value = events.get(timeout=0.25)
+            except queue.Empty:  # no news: yield anyway, so that a consumer can cancel
+                yield last
+                continue
             if kind == "progress":
+                last = value
                 yield value
             elif kind == "done":
                 return value

@@ -287,7 +287,7 @@ def finish(out, src, name: str | None = None) -> None:
         tr = [{"type": "scale", "scale": scale}]
         if trans0 is not None:  # the centre of a 2^k × 2^k mean moves by (2^k - 1) / 2 pixels
             tr.append({"type": "translation", "translation": [
-                t + (f - 1) / 2 * s if i in (iy, ix) else t
+                round(t + (f - 1) / 2 * s, 12) if i in (iy, ix) else t
                 for i, (t, s) in enumerate(zip(trans0, scale0))]})
         datasets.append({"path": str(k), "coordinateTransformations": tr})
         k += 1
