@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import re
 import threading
@@ -291,8 +292,8 @@ def open_source(obj) -> Source | None:
             if not p.exists():
                 raise InputError(f"no such zarr / OME-Zarr folder: {p}")
             return ZarrSource(p)
-        if p.is_file() and _is_tiff(p):
-            return TiffSource(p)
+        if p.is_file() and _is_tiff(p) and importlib.util.find_spec("zarr") is not None:
+            return TiffSource(p)  # (without zarr, a TIFF is read whole, as before)
         return None
     if isinstance(obj, np.ndarray):
         return None
@@ -441,6 +442,8 @@ def open_image(path, axes: str | None = None, lazy: bool | None = None):
     src = open_source(p) if lazy is not False or is_zarr_path(p) else None
     if src is not None and (isinstance(src, ZarrSource) or lazy or needs_lazy(src)):
         return Image(src, source_layout(src, axes).axes, dict(src.pixel_size), {}, str(p))
+    if src is None and p.is_file() and p.stat().st_size * 3 > memory_budget() and _is_tiff(p):
+        require("zarr", f"reading {p.name} (larger than the memory budget) lazily")
     return read_image(p, axes)
 
 
