@@ -296,10 +296,24 @@ def test_an_existing_client_runs_the_graph(tiny_model, tmp_path):
     distributed = pytest.importorskip("distributed")
     x = _stack((3, 48, 48))
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        res = tiny_model.denoise_to_zarr(x, tmp_path / "o.ome.zarr", scheduler=client, **OPTS)
-    np.testing.assert_array_equal(res.open()[0].compute(), tiny_model.denoise(x, **OPTS))
+                                  dashboard_address=None, protocol="tcp") as cluster:
+        with distributed.Client(cluster, set_as_default=False) as client:
+            res = tiny_model.denoise_to_zarr(x, tmp_path / "o.ome.zarr", scheduler=client,
+                                             **OPTS)
+        # by address, as --scheduler tcp://host:port: the graph goes over TCP (pickled)
+        assert cluster.scheduler_address.startswith("tcp://")
+        by_address = tiny_model.denoise_to_zarr(x, tmp_path / "p.ome.zarr",
+                                                scheduler=cluster.scheduler_address, **OPTS)
+    ref = tiny_model.denoise(x, **OPTS)
+    np.testing.assert_array_equal(res.open()[0].compute(), ref)
+    np.testing.assert_array_equal(by_address.open()[0].compute(), ref)
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(InputError, match="could not reach the dask scheduler"):
+        tiny_model.denoise_to_zarr(x, tmp_path / "q.ome.zarr", scheduler="tcp://127.0.0.1:9",
+                                   **OPTS)
+    assert not (tmp_path / "q.ome.zarr").exists()  # nothing written before the cluster answers
 
 
 # ---- the optional extra ----------------------------------------------------------------------

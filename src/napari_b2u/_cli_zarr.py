@@ -11,7 +11,8 @@ from .errors import InputError
 
 def denoise_to_zarr(a) -> int:
     from . import api
-    from .bigdata import ZarrRun, output_for, run_with_bar
+    from .bigdata import output_for
+    from .cluster import client_for
     from .lazy import is_zarr_path
 
     if a.outdir:
@@ -27,6 +28,13 @@ def denoise_to_zarr(a) -> int:
         if not is_zarr_path(out):
             raise InputError(f"{out}: an OME-Zarr output is a folder named NAME.ome.zarr")
     model = api.load(a.model)
+    with client_for(a.scheduler, a.workers) as client:  # reach the cluster before any output
+        return _run(a, model, outs, client)
+
+
+def _run(a, model, outs, client) -> int:
+    from .bigdata import ZarrRun, run_with_bar
+
     run = ZarrRun(model, [(p, out, a.axes) for p, out in zip(a.input, outs)],
                   output=a.output, dtype=a.dtype, device=a.device, tile_size=a.tile_size,
                   overwrite=a.overwrite, name_model=a.model)
@@ -40,7 +48,7 @@ def denoise_to_zarr(a) -> int:
     if not a.quiet:
         print(f"denoising {run.total} block(s) on {where}")
     try:
-        results = run_with_bar(run, a.scheduler, a.workers, progress=not a.quiet, say=print)
+        results = run_with_bar(run, client, None, progress=not a.quiet, say=print)
     except KeyboardInterrupt:
         print("napari-b2u: interrupted; finished chunks are kept: run the same command again "
               "to resume", file=sys.stderr)

@@ -445,8 +445,11 @@ def denoise_to_zarr_iter(model, src, out, axes=None, scheduler=None, workers=Non
 def denoise_to_zarr(model, src, out, axes=None, progress: bool = False, scheduler=None,
                     workers=None, processes=True, **options) -> ZarrResult:
     """Denoise ``src`` (see :meth:`~napari_b2u.inference.Denoiser.denoise_to_zarr`)."""
-    run = ZarrRun(model, [(src, out, axes)], **options)
-    return run_with_bar(run, scheduler, workers, progress, processes)[0]
+    from .cluster import client_for
+
+    with client_for(scheduler, workers, processes) as client:  # connect before any output
+        run = ZarrRun(model, [(src, out, axes)], **options)
+        return run_with_bar(run, client, None, progress, processes)[0]
 
 
 def run_with_bar(run: ZarrRun, scheduler=None, workers=None, progress=True, processes=True,

@@ -87,7 +87,10 @@ def client_for(scheduler=None, workers: int | None = None, processes: bool = Tru
     try:
         if isinstance(scheduler, str):
             try:
-                client = distributed.Client(scheduler, set_as_default=False, timeout="20s")
+                import dask
+
+                wait = dask.config.get("distributed.comm.timeouts.connect")
+                client = distributed.Client(scheduler, set_as_default=False, timeout=wait)
             except OSError as exc:
                 from .errors import InputError
 

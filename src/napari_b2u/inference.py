@@ -144,7 +144,10 @@ class Denoiser:
                 device="auto", batch_size: int | None = None, tile_size: int | None = None,
                 tile_overlap: int = TILE_OVERLAP, progress: bool = False,
                 tta: bool | str = "auto") -> np.ndarray:
-        """Denoise a stack laid out as ``axes`` (default 'YX'/'TYX' by ndim).
+        """Denoise a stack laid out as ``axes`` (default: the file's, else 'YX'/'TYX' by ndim).
+        ``stack``: an array, or a lazy input read a batch at a time — a zarr / OME-Zarr or TIFF
+        path, a zarr array, group or store, a dask array (for results larger than memory:
+        :meth:`denoise_to_zarr`).
 
         output: 'visible' (fast, f(y)) or, for B2U, 'weighted' (best quality, s²+1 passes) or
         'blind'. dtype: None keeps the input dtype (integers rounded and clipped), or e.g.
