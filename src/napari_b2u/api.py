@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from .config import PRESETS, TrainConfig, build_config
 from .device import available_devices, device_info
 from .engine import Trainer, TrainEvent
@@ -119,11 +117,16 @@ def train_stack(
     return trainer.result()
 
 
-def denoise_stack(stack, model: Denoiser | str, axes: str | None = None, **kwargs) -> np.ndarray:
+def denoise_stack(stack, model: Denoiser | str, axes: str | None = None, out=None, **kwargs):
     """Denoise ``stack`` with a :class:`Denoiser` or a model file path; see
-    :meth:`Denoiser.denoise` for the options (output, dtype, device, tile_size, batch_size)."""
+    :meth:`Denoiser.denoise` for the options (output, dtype, device, tile_size, batch_size).
+    ``stack`` may be lazy (a zarr / OME-Zarr or TIFF path, a zarr array or store, a dask
+    array): it is read a batch at a time. ``out``: an OME-Zarr folder to write instead, block by
+    block, for stacks of any size (:meth:`Denoiser.denoise_to_zarr`; returns its result)."""
     if not isinstance(model, Denoiser):
         model = load(model)
+    if out is not None:
+        return model.denoise_to_zarr(stack, out, axes=axes, **kwargs)
     return model.denoise(stack, axes=axes, **kwargs)
 
 

@@ -66,7 +66,7 @@ def _train_kwargs(a) -> dict:
 def cmd_train(a) -> int:
     from . import api
     from .files import check_distinct, check_output
-    from .io import read_image
+    from .lazy import open_image
 
     out = Path(a.out)
     if out.suffix == "":
@@ -80,8 +80,8 @@ def cmd_train(a) -> int:
         check_output(a.autosave, [a.input, a.val], a.overwrite, "--autosave checkpoint",
                      allow=[a.resume] if a.resume else ())
     check_distinct({"--out": out, "--autosave": a.autosave})
-    img = read_image(a.input, a.axes)
-    val = read_image(a.val, a.axes).data if a.val else None
+    img = open_image(a.input, a.axes)  # zarr, and TIFFs larger than memory, stay lazy
+    val = open_image(a.val, a.axes).data if a.val else None
     print(f"training on {a.input}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
     kw = _train_kwargs(a)
     if a.autosave:
@@ -129,13 +129,26 @@ def cmd_denoise(a) -> int:
     from . import api
     from .data import check_output_dtype
     from .files import check_output
-    from .io import check_tiff_dtype, read_image, tiff_dtype_for, write_tiff
+    from .io import check_tiff_dtype, tiff_dtype_for, write_tiff
+    from .lazy import is_zarr_path, open_image
 
+    if a.outdir or len(a.input) > 1 or (a.out and is_zarr_path(a.out)):
+        from ._cli_zarr import denoise_to_zarr
+
+        return denoise_to_zarr(a)  # OME-Zarr, block by block, resumable, maybe distributed
+    if not a.out:
+        raise InputError("give --out (an OME-TIFF file, or a folder NAME.ome.zarr for stacks "
+                         "of any size) or --outdir")
+    if a.scheduler or a.workers:
+        raise InputError("--scheduler and --workers write OME-Zarr: give --out NAME.ome.zarr "
+                         "or --outdir")
+    a.input = a.input[0]
     out = check_output(a.out, [a.input, a.model], a.overwrite, "--out image")
     if a.dtype is not None:
         check_tiff_dtype(check_output_dtype(a.dtype))  # before any work
     model = api.load(a.model)
-    img = read_image(a.input, a.axes)
+    img = open_image(a.input, a.axes)  # zarr, and TIFFs larger than memory, are read lazily
+    _check_fits(img.data, a.dtype)
     dtype = a.dtype or tiff_dtype_for(img.data.dtype)
     if np.dtype(dtype) != img.data.dtype and a.dtype is None:
         print(f"note: OME-TIFF cannot store {img.data.dtype}; writing {np.dtype(dtype).name}")
@@ -212,6 +225,18 @@ def cmd_check(a) -> int:
     if a.json:
         print(json.dumps(reports, indent=1))
     return 0
+
+
+def _check_fits(data, dtype) -> None:
+    """Refuse before any work an OME-TIFF result larger than the memory budget."""
+    from .lazy import memory_budget
+
+    n = int(np.prod(data.shape, dtype=np.int64))
+    need = n * (4 + np.dtype(dtype or data.dtype).itemsize)
+    if need > memory_budget():
+        raise InputError(f"the result ({need / 2**30:.1f} GiB while it is made) does not fit "
+                         f"the memory budget ({memory_budget() / 2**30:.1f} GiB); write "
+                         "OME-Zarr instead, block by block: --out NAME.ome.zarr")
 
 
 def comparison_png(path, panels: list[tuple[str, np.ndarray]], vmax: float = 255.0) -> Path:
@@ -326,9 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     d = sub.add_parser("denoise", help="denoise a stack with a trained model")
-    d.add_argument("input")
+    d.add_argument("input", nargs="+", help="TIFF/OME-TIFF, zarr/OME-Zarr, PNG or .npy file(s)")
     d.add_argument("--model", required=True)
-    d.add_argument("--out", required=True, help="output OME-TIFF")
+    d.add_argument("--out", help="output OME-TIFF, or NAME.ome.zarr: OME-Zarr written block by "
+                                 "block (any size, resumable: rerun to continue)")
+    d.add_argument("--outdir", help="folder for the outputs of several inputs (OME-Zarr, "
+                                    "<name>_denoised.ome.zarr each), denoised as one graph")
+    d.add_argument("--scheduler", help="address of a running dask.distributed scheduler "
+                                       "(tcp://host:8786) to run on (OME-Zarr outputs)")
+    d.add_argument("--workers", type=int, help="start a local dask cluster of N workers (one per "
+                                               "GPU when there are CUDA GPUs)")
     d.add_argument("--axes")
     d.add_argument("--output", help="visible (fast, default) or weighted (best quality, B2U)")
     d.add_argument("--dtype", choices=OME_DTYPES,

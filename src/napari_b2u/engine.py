@@ -30,7 +30,7 @@ from .methods import Method, get_method
 from .noise import describe_mask, resolve_auto_mask
 from .pretrained import warm_start
 from .results import finish
-from .sampling import CropSampler, prepare_data, validation_crops
+from .sampling import crop_sampler, prepare_data, validation_crops
 from .validation import validate_safe
 
 __all__ = ["Trainer", "TrainEvent", "Preview", "TrainConfig", "PRESETS"]
@@ -79,7 +79,7 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
             self.method.channels_last = True
         self.batch_size = cfg.batch_size
-        self.sampler = CropSampler(self.data.train, self.device, cfg.seed, cfg.augment)
+        self.sampler = crop_sampler(self.data.train, self.device, cfg.seed, cfg.augment)
         self.val = None
         if self.data.val is not None:
             vsize = max(self.patch_size, min(128, self.patch_size * 2))

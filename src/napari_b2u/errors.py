@@ -23,5 +23,13 @@ class TrainingError(B2UError, RuntimeError):
     """Training produced no usable model (e.g. it stopped before its first step)."""
 
 
+#: how to install the optional packages of big-data denoising (dask, distributed, zarr, ome-zarr)
+DISTRIBUTED_EXTRA = 'pip install "napari-b2u[distributed]"'
+
+
 class MissingExtra(B2UError, ImportError):
-    """An optional part of napari-b2u is not installed; the message names the pip command."""
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
+class Cancelled(B2UError):
+    """A run was cancelled by its user; finished work is kept (a rerun resumes)."""

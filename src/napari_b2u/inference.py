@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .blocks import keep as _keep
+from .blocks import tile_starts
 from .data import (
     Layout,
     Normalization,
     cast_output,
     check_output_dtype,
     output_float,
-    validate_stack,
 )
 from .device import is_oom, release_memory, resolve_device
 from .errors import InputError
@@ -64,24 +65,6 @@ def dihedral(t: torch.Tensor, view: int, inverse: bool = False) -> torch.Tensor:
         return t.flip(-1) if flip else t
     t = t.flip(-1) if flip else t
     return torch.rot90(t, -k, (-2, -1)) if k else t
-
-
-def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    step = tile - 2 * overlap
-    if step <= 0:
-        raise ValueError(f"tile size {tile} must exceed twice the overlap {overlap}")
-    starts = list(range(0, size - tile, step))
-    starts.append(size - tile)
-    return starts
-
-
-def _keep(start: int, tile: int, size: int, overlap: int) -> tuple[int, int]:
-    """The part of a tile at ``start`` whose pixels are written to the output."""
-    lo = start + (overlap if start > 0 else 0)
-    hi = start + tile - (overlap if start + tile < size else 0)
-    return lo, hi
 
 
 class Denoiser:
@@ -161,7 +144,10 @@ class Denoiser:
                 device="auto", batch_size: int | None = None, tile_size: int | None = None,
                 tile_overlap: int = TILE_OVERLAP, progress: bool = False,
                 tta: bool | str = "auto") -> np.ndarray:
-        """Denoise a stack laid out as ``axes`` (default 'YX'/'TYX' by ndim).
+        """Denoise a stack laid out as ``axes`` (default: the file's, else 'YX'/'TYX' by ndim).
+        ``stack``: an array, or a lazy input read a batch at a time — a zarr / OME-Zarr or TIFF
+        path, a zarr array, group or store, a dask array (for results larger than memory:
+        :meth:`denoise_to_zarr`).
 
         output: 'visible' (fast, f(y)) or, for B2U, 'weighted' (best quality, s²+1 passes) or
         'blind'. dtype: None keeps the input dtype (integers rounded and clipped), or e.g.
@@ -190,20 +176,10 @@ class Denoiser:
             if bar is not None:
                 bar.close()
 
-    def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
-                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto"):
-        """Generator form of :meth:`denoise`: yields ``(frames_done, n_frames)`` after each batch
-        and between the tiles (and ensemble passes) of a batch (``frames_done`` unchanged), and
-        returns the result (``StopIteration.value``). Closing it early cancels cleanly, within
-        one tile pass."""
-        arr, ax = validate_stack(stack, axes)
-        layout = self.check_stack(arr.shape, ax)
-        output = self._method.check_output(output)
-        out_dtype = check_output_dtype(dtype) if dtype is not None else arr.dtype
-        dev = resolve_device(device)
-        model = self.model(dev)
-        raw = layout.to_frames(arr)
-        n, c, h, w = raw.shape
+    def plan(self, shape, output: str, dev, batch_size=None, tile_size=None, tta="auto"):
+        """``(tile, batch_size, views)`` for (N, C, Y, X) frames of ``shape``: what
+        :meth:`denoise_iter` uses, and the out-of-core path too (same tiles, same batches)."""
+        n, c, h, w = shape
         copies = self._method.copies_per_image(output)
         views = 8 if _use_tta(tta, dev, n * c * h * w * copies) else 1
         tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
@@ -217,6 +193,24 @@ class Denoiser:
         if batch_size is None:
             budget = PIXEL_BUDGET.get(dev.type, PIXEL_BUDGET["cpu"])
             batch_size = max(1, budget // (th * tw * copies))
+        return tile, int(batch_size), views
+
+    def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
+                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto"):
+        """Generator form of :meth:`denoise`: yields ``(frames_done, n_frames)`` after each batch
+        and between the tiles (and ensemble passes) of a batch (``frames_done`` unchanged), and
+        returns the result (``StopIteration.value``). Closing it early cancels cleanly, within
+        one tile pass."""
+        from .lazy import open_frames
+
+        layout, in_dtype, raw = open_frames(stack, axes)  # a lazy input is read batch by batch
+        self.check_stack(layout.shape, layout.axes)
+        output = self._method.check_output(output)
+        out_dtype = check_output_dtype(dtype) if dtype is not None else in_dtype
+        dev = resolve_device(device)
+        model = self.model(dev)
+        n, c, h, w = raw.shape
+        tile, batch_size, views = self.plan(raw.shape, output, dev, batch_size, tile_size, tta)
         result = np.empty((n, c, h, w), output_float(out_dtype))
         yield 0, n
         i = 0
@@ -260,6 +254,24 @@ class Denoiser:
                 release_memory(dev)
         return layout.from_frames(cast_output(result, out_dtype))
 
+    def denoise_to_zarr(self, stack, out, axes: str | None = None, progress: bool = False,
+                        scheduler=None, workers: int | None = None, overwrite: bool = False,
+                        **options):
+        """Denoise a stack of any size into an OME-Zarr folder ``out``, block by block with
+        bounded memory (needs ``napari-b2u[distributed]``). ``stack``: a zarr / OME-Zarr path,
+        group, array or store, a TIFF path (read through tifffile's zarr store), a dask or
+        numpy array. Same tiles, batches and blending as :meth:`denoise` (identical results);
+        axes, dtype and pixel sizes of the input; a pyramid for viewers. A rerun resumes:
+        finished chunks are skipped. ``scheduler``: a dask.distributed address or Client;
+        ``workers``: start a local cluster (one worker per GPU). ``options``: as
+        :meth:`denoise` (output, dtype, device, batch_size, tile_size, tile_overlap, tta).
+        Returns a :class:`~napari_b2u.bigdata.ZarrResult` (``.open()``: the lazy pyramid)."""
+        from .bigdata import denoise_to_zarr
+
+        return denoise_to_zarr(self, stack, out, axes=axes, progress=progress,
+                               scheduler=scheduler, workers=workers, overwrite=overwrite,
+                               **options)
+
     def _predict_tiles(self, model, x: np.ndarray, output: str, dev, tile: int, overlap: int,
                        views: int = 1):
         """Generator: predicts ``x`` tile by tile (each tile as the mean over ``views``
@@ -271,23 +283,28 @@ class Denoiser:
         starts = [(y0, x0) for y0 in ys for x0 in xs]
         for k, (y0, x0) in enumerate(starts):
             th, tw = min(tile, h), min(tile, w)
-            t = torch.from_numpy(np.ascontiguousarray(x[:, :, y0:y0 + th, x0:x0 + tw])).to(dev)
-            acc = None
-            for v in range(views):
-                with torch.no_grad():
-                    z = dihedral(t, v)
-                    pred = dihedral(self._method.predict(model, z, output).float(), v,
-                                    inverse=True)
-                acc = pred if acc is None else acc + pred
-                if v < views - 1:
-                    yield
-            pred = (acc / views).cpu().numpy()
+            pred = yield from self._predict_tile(model, x[:, :, y0:y0 + th, x0:x0 + tw], output,
+                                                 dev, views)
             ylo, yhi = _keep(y0, th, h, overlap)
             xlo, xhi = _keep(x0, tw, w, overlap)
             out[:, :, ylo:yhi, xlo:xhi] = pred[:, :, ylo - y0:yhi - y0, xlo - x0:xhi - x0]
             if k < len(starts) - 1:
                 yield
         return out
+
+    def _predict_tile(self, model, x: np.ndarray, output: str, dev, views: int = 1):
+        """Generator: the prediction of one tile ``x`` (B, C, h, w) as the mean over ``views``
+        dihedral views, yielding between views; returns it as numpy."""
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+        acc = None
+        for v in range(views):
+            with torch.no_grad():
+                z = dihedral(t, v)
+                pred = dihedral(self._method.predict(model, z, output).float(), v, inverse=True)
+            acc = pred if acc is None else acc + pred
+            if v < views - 1:
+                yield
+        return (acc / views).cpu().numpy()
 
     # ---- files ------------------------------------------------------------------------------
     def to_checkpoint(self) -> dict:

@@ -92,6 +92,36 @@ def _ome_pixel_size(xml: str) -> dict:
     return {}
 
 
+def tiff_metadata(tif, path) -> tuple[dict, dict]:
+    """The pixel sizes (µm, from OME or ImageJ metadata) and the JSON description of an open
+    ``tifffile.TiffFile`` (read without touching the pixels)."""
+    pixel_size, meta = {}, {}
+    if tif.ome_metadata:
+        pixel_size = _ome_pixel_size(tif.ome_metadata)
+    elif tif.imagej_metadata:
+        ij = tif.imagej_metadata
+        unit = ij.get("unit", "micron")  # ImageJ's default; "pixel": no size
+        if unit not in ("pixel", "pixels", ""):
+            if "spacing" in ij:
+                z = _to_um(ij["spacing"], unit, f"{path} (ImageJ)")
+                if z is not None:
+                    pixel_size["Z"] = z
+            page = tif.pages[0]
+            rx, ry = page.tags.get("XResolution"), page.tags.get("YResolution")
+            for ax, res in (("X", rx), ("Y", ry or rx)):
+                if res is not None and res.value[0]:
+                    v = _to_um(res.value[1] / res.value[0], unit, f"{path} (ImageJ)")
+                    if v is not None:
+                        pixel_size[ax] = v
+    desc = tif.pages[0].description if tif.pages else ""
+    if desc.startswith("{"):
+        try:
+            meta = json.loads(desc)
+        except ValueError:
+            meta = {}
+    return pixel_size, meta
+
+
 def read_tiff(path) -> Image:
     import tifffile
 
@@ -100,30 +130,7 @@ def read_tiff(path) -> Image:
             series = tif.series[0]
             data = series.asarray()
             axes = series.axes
-            pixel_size, meta = {}, {}
-            if tif.ome_metadata:
-                pixel_size = _ome_pixel_size(tif.ome_metadata)
-            elif tif.imagej_metadata:
-                ij = tif.imagej_metadata
-                unit = ij.get("unit", "micron")  # ImageJ's default; "pixel": no size
-                if unit not in ("pixel", "pixels", ""):
-                    if "spacing" in ij:
-                        z = _to_um(ij["spacing"], unit, f"{path} (ImageJ)")
-                        if z is not None:
-                            pixel_size["Z"] = z
-                    page = tif.pages[0]
-                    rx, ry = page.tags.get("XResolution"), page.tags.get("YResolution")
-                    for ax, res in (("X", rx), ("Y", ry or rx)):
-                        if res is not None and res.value[0]:
-                            v = _to_um(res.value[1] / res.value[0], unit, f"{path} (ImageJ)")
-                            if v is not None:
-                                pixel_size[ax] = v
-            desc = tif.pages[0].description if tif.pages else ""
-            if desc.startswith("{"):
-                try:
-                    meta = json.loads(desc)
-                except ValueError:
-                    meta = {}
+            pixel_size, meta = tiff_metadata(tif, path)
     except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
         raise InputError(
             f"{path} could not be read as a TIFF ({type(exc).__name__}: {exc}); the file may be "

@@ -229,6 +229,8 @@ def noise_report(stack, axes: str | None = None) -> NoiseReport:
 def frames_report(frames: np.ndarray) -> NoiseReport:
     """:func:`noise_report` of (N, C, Y, X) frames (raw or normalized: the correlation and the
     clipped fractions do not depend on an affine scaling)."""
+    if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
+        frames = frames.in_memory_sample()
     planes = frames.reshape((-1,) + frames.shape[-2:])
     cx, cy = noise_correlation(planes)
     low, high = clipping(planes)

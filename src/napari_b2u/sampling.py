@@ -111,7 +111,14 @@ def prepare_data(
     normalization: str | Normalization = "auto",
     min_val_frames: int = MIN_VAL_FRAMES,
 ) -> tuple[TrainData, int]:
-    """Validate, normalize and split; return the data and the patch size actually usable."""
+    """Validate, normalize and split; return the data and the patch size actually usable.
+    A lazy stack too large for memory is sampled lazily (:mod:`~napari_b2u.lazytrain`)."""
+    from .lazytrain import lazy_train_data
+
+    lazy = lazy_train_data(stack, axes, patch_size, multiple, val_fraction, val_stack,
+                           normalization, min_val_frames)
+    if lazy is not None:
+        return lazy
     arr, ax = validate_stack(stack, axes)
     layout = Layout(ax, arr.shape)
     raw = layout.to_frames(arr)
@@ -195,6 +202,14 @@ def plan_training(layout: Layout, config, device="cpu", separate_val: bool = Fal
         steps = steps_for_epochs(cfg.epochs, plan.train_shape, cfg.batch_size,
                                  plan.patch_size)
     return TrainPlan(steps, plan.patch_size, cfg.batch_size, plan.description, plan.notes)
+
+
+def crop_sampler(frames, device: torch.device, seed: int, augment: bool = True):
+    """The sampler of training crops: :class:`CropSampler` over frames in memory, the buffered
+    sampler of :mod:`~napari_b2u.lazytrain` over frames larger than memory."""
+    if hasattr(frames, "buffered_sampler"):
+        return frames.buffered_sampler(device, seed, augment)
+    return CropSampler(frames, device, seed, augment)
 
 
 class CropSampler:

@@ -3,7 +3,9 @@ session's model, in place (the raw array is kept; "Restore original" brings it b
 or into a new ``<name>_denoised`` layer. Denoising runs in a worker (:mod:`._denoise_job`)
 through ``Denoiser.denoise_iter`` (batched over frames, tiled for large frames by the core),
 reports progress and can be cancelled. The outputs and their descriptions come from the
-model's method; Export… writes a bioimage.io package (:mod:`._export`)."""
+model's method; Export… writes a bioimage.io package (:mod:`._export`).
+Layers too large for memory (lazy dask/zarr data, pyramids) are denoised "to OME-Zarr" block by
+block and opened as new lazy layers (:mod:`._zarr_out`)."""
 
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from ._panel import Panel, start_worker
 from ._pickers import DeviceCombo, LayerChecklist
 from ._session import in_viewer, same_layer, session_for, unwrap
 from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error, sentence
+from ._zarr_out import ZarrTarget, is_big, open_result, output_path, zarr_job
 
 _WARNING = "color: #e0b050;"
 
@@ -58,6 +61,7 @@ class _Job:
     done: int = 0
     restored: set = field(default_factory=set)  # ids of layers restored meanwhile
     message: tuple | None = None  # (text, kind) that ends the run, if not the usual one
+    unit: str = "frame"  # what progress counts: frames, or blocks (to OME-Zarr)
 
 
 class DenoiseWidget(Panel):
@@ -88,7 +92,7 @@ class DenoiseWidget(Panel):
         self._locked.append(self.model_bar)
         form = self._settings_form(lay)
         self.layer_list = LayerChecklist(self.viewer, decorate=self._decorate,
-                                         initial=self._initial_layers())
+                                         initial=self._initial_layers(), multiscale_ok=True)
         self.layer_list.setToolTip("Tick the layers to denoise; all frames of each are denoised")
         self.layer_list.changed.connect(self._on_checked_changed)
         self.layer_list.currentRowChanged.connect(self._show_axes)
@@ -114,11 +118,19 @@ class DenoiseWidget(Panel):
         self.new_layer = QRadioButton("new layer <name>_denoised")
         self.new_layer.setToolTip("Add a new layer with the same scale, position, axis labels, "
                                   "metadata and contrast; the input is untouched")
+        self.to_zarr = QRadioButton("to OME-Zarr")
+        self.to_zarr.setToolTip("Write <layer>_denoised.ome.zarr block by block (layers of any "
+                                "size: the way for data larger than memory) and open it as a new "
+                                "lazy layer; the input is untouched")
         self.in_place.setChecked(True)
         self._mode = QButtonGroup(self)
-        self._mode.addButton(self.in_place)
-        self._mode.addButton(self.new_layer)
-        form.addRow("Result", hbox(self.in_place, self.new_layer))
+        for b in (self.in_place, self.new_layer, self.to_zarr):
+            self._mode.addButton(b)
+        form.addRow("Result", hbox(self.in_place, self.new_layer, self.to_zarr))
+        self.zarr_target = ZarrTarget()
+        self.zarr_target.setEnabled(False)
+        self.to_zarr.toggled.connect(self._on_zarr_toggled)
+        form.addRow("Save to", self.zarr_target)
         self.device_combo = DeviceCombo()
         form.addRow("Device", self.device_combo)
         self.advanced, adv = form_section("Advanced settings")
@@ -175,6 +187,14 @@ class DenoiseWidget(Panel):
     def _on_checked_changed(self) -> None:
         self._update_restore()
         self._show_axes()
+        if any(is_big(ly) for ly in self.layer_list.checked_layers()):
+            self.to_zarr.setChecked(True)  # too large for memory: the one way
+        self._on_zarr_toggled(self.to_zarr.isChecked())
+
+    def _on_zarr_toggled(self, on: bool) -> None:
+        self.zarr_target.setEnabled(on)
+        if on:
+            self.zarr_target.propose(self.layer_list.checked_layers())
 
     def _update_restore(self) -> None:
         ok = any(self.session.has_original(ly) for ly in self.layer_list.checked_layers())
@@ -182,7 +202,7 @@ class DenoiseWidget(Panel):
 
     def _highlighted(self):
         layer = self.layer_list.layer_at(self.layer_list.currentRow())
-        if layer is None or layer_problem(layer) is not None:
+        if layer is None or layer_problem(layer, True) is not None:
             checked = self.layer_list.checked_layers()
             layer = checked[0] if checked else None
         return layer
@@ -263,9 +283,16 @@ class DenoiseWidget(Panel):
         if not layers:
             self._refuse("No layer ticked: tick the image layer(s) to denoise in the list.")
             return False
-        items = []
+        items, zarr = [], self.to_zarr.isChecked()
+        folder = self.zarr_target.folder()
+        if zarr and not folder:
+            self._refuse("Choose the folder for the OME-Zarr output(s) (Save to: Browse…).")
+            return False
         for layer in layers:
-            problem = layer_problem(layer)
+            problem = layer_problem(layer, True)
+            if problem is None and not zarr and is_big(layer):
+                problem = (f"'{layer.name}' is a pyramid or lazy data larger than the memory "
+                           "budget: choose Result 'to OME-Zarr' (written block by block).")
             if problem is not None:
                 self._refuse(problem)
                 return False
@@ -274,20 +301,23 @@ class DenoiseWidget(Panel):
             except InputError as exc:
                 self._refuse(f"Axes of '{layer.name}': {exc}")
                 return False
-            items.append((layer_array(self.session, layer), layout.axes))
+            items.append((layer_array(self.session, layer), layout.axes) + (
+                (str(output_path(folder, layer)),) if zarr else ()))
         return self._launch(model, layers, items)
 
     def _launch(self, model, layers, items) -> bool:
         cancel = threading.Event()
         options = self.options()
-        gen = denoise_job(cancel, model, items, options)
+        zarr = self.to_zarr.isChecked()
+        gen = (zarr_job if zarr else denoise_job)(cancel, model, items, options)
         worker = start_worker(f"denoising {len(layers)} layer(s)", gen, self._on_packet,
                               self._on_finished, cancel.set)
         # a colour-mapped RGB layer cannot show one channel in place: its result is a new layer
         in_place = [self.in_place.isChecked() and rgb_channel(ly) is None for ly in layers]
         self._job = _Job(layers=layers, in_place=in_place, cancel=cancel, gen=gen,
                          worker=worker, note={"model": self.session.model_source,
-                                              "output": options["output"] or model.outputs[0]})
+                                              "output": options["output"] or model.outputs[0]},
+                         unit="block" if zarr else "frame")
         self._set_busy(True)
         self.progress.setValue(0)
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
@@ -340,7 +370,7 @@ class DenoiseWidget(Panel):
         layer = layers[k]
         if msg.kind == "progress":
             self.progress.setValue(int(1000 * (k + msg.done / max(msg.total, 1)) / len(layers)))
-            self.progress.setFormat(f"'{layer.name}' ({k + 1}/{len(layers)}): frame "
+            self.progress.setFormat(f"'{layer.name}' ({k + 1}/{len(layers)}): {job.unit} "
                                     f"{msg.done}/{msg.total}")
         elif msg.kind == "result":
             self._apply(k, msg.result, job)
@@ -362,6 +392,11 @@ class DenoiseWidget(Panel):
         if not in_viewer(self.viewer, layer) or id(layer) in job.restored:
             return
         note = dict(job.note)
+        if job.unit == "block":  # an OME-Zarr output: a new lazy multiscale layer
+            note["path"] = str(result.path)
+            open_result(self.viewer, layer, result, output_kwargs(
+                layer, f"{layer.name}_denoised", {"denoised_from": layer.name, **note}))
+            return
         if job.in_place[k]:
             self.session.replace_data(layer, result, note)
             return
@@ -393,7 +428,9 @@ class DenoiseWidget(Panel):
             msg, kind = job.message or (None, None)
             if msg is None:
                 n = len(job.layers)
-                if all(job.in_place):
+                if job.unit == "block":
+                    where = f"to OME-Zarr in {self.zarr_target.folder()}"
+                elif all(job.in_place):
                     where = "in place"
                 elif not any(job.in_place):
                     where = "into a new layer" if n == 1 else "into new layers"

@@ -63,8 +63,9 @@ def rgb_channel(layer):
     return found
 
 
-def layer_problem(layer) -> str | None:
-    """Why ``layer`` cannot be trained on or denoised, in plain words; None if it can."""
+def layer_problem(layer, multiscale_ok: bool = False) -> str | None:
+    """Why ``layer`` cannot be trained on or denoised, in plain words; None if it can.
+    ``multiscale_ok``: a pyramid is fine (the Denoise panel writes it to OME-Zarr)."""
     from napari.layers import Image, Labels
 
     layer = unwrap(layer)
@@ -78,9 +79,9 @@ def layer_problem(layer) -> str | None:
         return f"'{name}' is a {type(layer).__name__} layer, not an image: pick an Image layer."
     if is_preview(layer):
         return f"'{name}' is a live preview of training: pick the image it was made from."
-    if getattr(layer, "multiscale", False):
-        return (f"'{name}' is a multiscale (pyramid) image. Open its full-resolution level as "
-                "a plain image layer to train on it or denoise it.")
+    if getattr(layer, "multiscale", False) and not multiscale_ok:
+        return (f"'{name}' is a multiscale (pyramid) image. Denoise it to OME-Zarr in the "
+                "Denoise panel, or open its full-resolution level as a plain image layer.")
     if getattr(layer, "rgb", False) and rgb_channel(layer) is None:
         return (f"'{name}' is a true-colour RGB(A) image. Blind2Unblind needs raw fluorescence "
                 "intensities: right-click the layer ▸ Split RGB and pick one channel, or open "

@@ -119,16 +119,18 @@ def _no_decoration(layer) -> str:
 
 class LayerChecklist(QListWidget, _LayerWatcher):
     """Layers with check boxes (several may be denoised at once); unusable layers are listed,
-    greyed, with the reason as tooltip. ``initial``: the layers ticked at first."""
+    greyed, with the reason as tooltip. ``initial``: the layers ticked at first;
+    ``multiscale_ok``: pyramids are usable (denoised to OME-Zarr)."""
 
     changed = Signal()
 
-    def __init__(self, viewer, decorate=None, initial=(), parent=None):
+    def __init__(self, viewer, decorate=None, initial=(), parent=None, multiscale_ok=False):
         super().__init__(parent)
         self._decorate = decorate or _no_decoration
+        self._multiscale_ok = multiscale_ok
         self._layers: list = []
         self._checked: set[int] = {id(unwrap(ly)) for ly in initial
-                                   if layer_problem(ly) is None}
+                                   if layer_problem(ly, multiscale_ok) is None}
         self.setMaximumHeight(110)
         self._watch(viewer)
         self._rebuild()
@@ -149,7 +151,7 @@ class LayerChecklist(QListWidget, _LayerWatcher):
         self.blockSignals(True)
         self.clear()
         for ly in self._layers:
-            problem = layer_problem(ly)
+            problem = layer_problem(ly, self._multiscale_ok)
             item = QListWidgetItem(ly.name + (self._decorate(ly) if problem is None
                                               else "  (not usable)"))
             if problem is None:

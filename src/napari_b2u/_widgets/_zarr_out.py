@@ -1,0 +1,128 @@
+"""Denoise "to OME-Zarr" from the Denoise panel: for layers whose data is lazy (dask, zarr, a
+multiscale pyramid as napari-ome-zarr opens it) and larger than the memory budget, which cannot
+be denoised in place or into a layer in memory. The folder chooser, the worker generator
+(:func:`~napari_b2u.bigdata.denoise_to_zarr_iter`, block by block, cancellable, resumable) and
+the result opened as a new lazy multiscale layer."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+
+from ._denoise_job import DenoiseMessage
+from ._forms import hbox
+from ._session import unwrap
+
+log = logging.getLogger(__name__.split(".")[0])
+SUFFIX = "_denoised.ome.zarr"
+
+
+def level0(data):
+    """The full-resolution array of a multiscale layer's data, else the data itself."""
+    if isinstance(data, (list, tuple)) or type(data).__name__ == "MultiScaleData":
+        return data[0]
+    return data
+
+
+def is_big(layer) -> bool:
+    """Lazy data (not a numpy array in memory) too large to denoise in memory."""
+    from ..lazy import in_memory_bytes, memory_budget
+
+    layer = unwrap(layer)
+    data = level0(layer.data)
+    if isinstance(data, np.ndarray) and not getattr(layer, "multiscale", False):
+        return False
+    return getattr(layer, "multiscale", False) or in_memory_bytes(
+        data.shape, data.dtype) > memory_budget()
+
+
+def source_folder(layer) -> Path | None:
+    """The folder of the file the layer was opened from, if napari knows it."""
+    path = getattr(getattr(unwrap(layer), "source", None), "path", None)
+    return Path(path).parent if path else None
+
+
+def output_path(folder, layer) -> Path:
+    return Path(folder) / f"{unwrap(layer).name}{SUFFIX}"
+
+
+class ZarrTarget(QWidget):
+    """The folder the OME-Zarr outputs go to (each ``<layer>_denoised.ome.zarr``)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.edit = QLineEdit()
+        self.edit.setPlaceholderText("folder for the OME-Zarr output(s)")
+        self.edit.setToolTip("Each ticked layer is written to <folder>/<layer>_denoised.ome.zarr "
+                             "block by block (any size); denoising the same layer into the same "
+                             "folder again resumes an interrupted run")
+        self.browse = QPushButton("Browse…")
+        self.browse.clicked.connect(self._choose)
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        lay.addWidget(hbox(self.edit, self.browse))
+        lay.addWidget(self.note)
+
+    def _choose(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the OME-Zarr output(s)",
+                                                  self.edit.text() or str(Path.home()))
+        if folder:
+            self.edit.setText(folder)
+
+    def folder(self) -> str:
+        return self.edit.text().strip()
+
+    def propose(self, layers) -> None:
+        """A folder when none is set: the first layer's source folder, else the home folder;
+        and the output names."""
+        if not self.folder() and layers:
+            self.edit.setText(str(source_folder(layers[0]) or Path.home()))
+        names = ", ".join(output_path(".", ly).name for ly in layers)
+        self.note.setText(f"writes {names}" if names else "")
+
+
+def zarr_job(cancel, model, items, options: dict):
+    """Generator run by the worker thread: ``items`` are (data, axes, output path) per layer;
+    yields :class:`DenoiseMessage` s (progress in blocks; the result a ZarrResult). A cancel
+    stops within a tile; the finished chunks stay (the same run again resumes)."""
+    from ..bigdata import denoise_to_zarr_iter
+
+    for k, (data, axes, out) in enumerate(items):
+        gen = denoise_to_zarr_iter(model, level0(data), out, axes=axes, **options)
+        try:
+            while True:
+                if cancel.is_set():
+                    yield DenoiseMessage("cancelled", k)
+                    return
+                try:
+                    done, n = next(gen)
+                except StopIteration as stop:
+                    result = stop.value
+                    break
+                yield DenoiseMessage("progress", k, done=done, total=n)
+        except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
+            log.debug("denoising to OME-Zarr failed", exc_info=True)
+            yield DenoiseMessage("error", k, error=exc)
+            return
+        finally:
+            gen.close()  # a cancelled run stops at its next tile
+        yield DenoiseMessage("result", k, result=result)
+
+
+def open_result(viewer, layer, result, state: dict) -> None:
+    """Show a finished OME-Zarr output as a new lazy multiscale layer (the input layer's scale,
+    placement and contrast when the axes did not change)."""
+    from napari.layers import Layer
+
+    levels = result.open()
+    state = dict(state)
+    if tuple(levels[0].shape) != tuple(level0(unwrap(layer).data).shape):
+        state = {k: state[k] for k in ("name", "metadata", "colormap", "blending")
+                 if k in state}  # axes were reordered for OME-Zarr: the placement does not fit
+    state["multiscale"] = True
+    viewer.add_layer(Layer.create(levels, state, "image"))

@@ -1,0 +1,471 @@
+"""Out-of-core and distributed denoising into OME-Zarr, on dask.
+
+:class:`ZarrRun` turns one or several lazy inputs (zarr / OME-Zarr, big TIFF, dask arrays) and
+their output folders into one dask graph: a node holding the model, a node per input, and a
+task per :class:`~napari_b2u.blocks.Block` that reads the block's input (with the overlap its
+tiles need), denoises it with the same tiles, batches and blending as
+:meth:`~napari_b2u.inference.Denoiser.denoise` and writes its output chunks at once. Memory
+per task is one block; a rerun skips every block whose chunks are on disk; the pyramid and the
+OME-Zarr metadata come last (:mod:`~napari_b2u.omezarr`). The graph runs on dask's threads in
+this process, or on a dask.distributed cluster (:mod:`~napari_b2u.cluster`).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import omezarr
+from .blocks import BlockPlan, keep, plan_blocks
+from .data import Layout, cast_output, check_output_dtype, output_float
+from .errors import Cancelled, InputError
+from .files import check_distinct
+from .lazy import (
+    ArraySource,
+    FrameReader,
+    Source,
+    open_source,
+    require,
+    source_fingerprint,
+    source_layout,
+)
+
+#: the most pixels (frames × channels × Y × X) one block holds: whole frames when they fit
+BLOCK_PIXELS = 2**24
+#: dask threads in this process: one block computes while the next is read / the last written
+LOCAL_THREADS = 2
+
+_LOCK = threading.Lock()
+_COMPUTE = threading.Lock()  # one network pass at a time per process (torch uses the cores)
+_MODELS: dict[str, object] = {}
+_ARRAYS: dict[tuple, object] = {}
+_CANCELLED: set[str] = set()
+
+
+class ModelPayload:
+    """The model as a graph node: in this process the Denoiser itself; pickled, its checkpoint,
+    rebuilt once per worker process (cached by weights checksum), not once per block."""
+
+    def __init__(self, model):
+        self.model = model
+        self.ckpt = model.to_checkpoint()
+        self.sha = self.ckpt["weights_sha256"]
+
+    def __getstate__(self):
+        return {"model": None, "ckpt": self.ckpt, "sha": self.sha}
+
+    def get(self):
+        if self.model is None:
+            with _LOCK:
+                if self.sha not in _MODELS:
+                    from .inference import Denoiser
+
+                    _MODELS[self.sha] = Denoiser.from_checkpoint(self.ckpt)
+                self.model = _MODELS[self.sha]
+        return self.model
+
+
+@dataclass
+class Job:
+    """One input and its output, as the tasks need it (pickled once per worker)."""
+
+    id: str
+    run: str
+    source: Source
+    layout: Layout
+    out: str
+    out_axes: str
+    plan: BlockPlan
+    output: str
+    views: int
+    dtype: str
+    device: str
+    todo: list
+    skipped: int = 0
+    threads: object = None
+    client_pid: int = 0
+
+
+@dataclass
+class ZarrResult:
+    """What :func:`denoise_to_zarr` wrote."""
+
+    path: Path
+    axes: str
+    shape: tuple
+    dtype: str
+    levels: int
+    blocks: int  # denoised by this run
+    skipped: int  # already on disk (resumed)
+    seconds: float
+
+    def open(self):
+        """The pyramid as lazy dask arrays (full resolution first), for napari."""
+        return omezarr.open_levels(self.path)[0]
+
+
+def _drain(gen):
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _set_threads(job: Job) -> None:
+    t = job.threads
+    if t is None or os.getpid() == job.client_pid:
+        return
+    if isinstance(t, dict):
+        from distributed import get_worker
+
+        t = t.get(get_worker().address)
+    if t:
+        import torch
+
+        if torch.get_num_threads() != int(t):
+            torch.set_num_threads(int(t))
+
+
+def _level0(job: Job):
+    key = (job.run, job.id)  # never a path: a folder replaced between runs has other chunks
+    with _LOCK:
+        if key not in _ARRAYS:
+            zarr = require("zarr")
+            _ARRAYS[key] = zarr.open_group(job.out, mode="r+")["0"]
+        return _ARRAYS[key]
+
+
+def denoise_block(model, job: Job, block) -> np.ndarray:
+    """The denoised ``block`` (frames, C, rows, columns) in the output dtype: the tiles of the
+    in-memory path that meet it, batch by batch, each tile's kept part written (later tiles win
+    where kept parts meet, as in memory)."""
+    from .device import is_oom, release_memory, resolve_device
+
+    plan = job.plan
+    ry0, ry1, rx0, rx1 = plan.read_region(block)
+    raw = FrameReader(job.source, job.layout).read(block.f0, block.f1, ry0, ry1, rx0, rx1)
+    ys, xs = plan.tiles(block)
+    th, tw = min(plan.tile, plan.h), min(plan.tile, plan.w)
+    by, bx = block.y1 - block.y0, block.x1 - block.x0
+    dev = resolve_device(job.device)
+    out = np.empty((raw.shape[0], raw.shape[1], by, bx), output_float(job.dtype))
+    for i in range(0, raw.shape[0], plan.batch):
+        x = model.normalization.apply(raw[i:i + plan.batch])
+        pred = np.empty(x.shape[:2] + (by, bx), np.float32)
+        for y0 in ys:
+            ky0, ky1 = keep(y0, th, plan.h, plan.overlap)
+            ky0, ky1 = max(ky0, block.y0), min(ky1, block.y1)
+            for x0 in xs:
+                if job.run in _CANCELLED:
+                    raise Cancelled("cancelled")
+                kx0, kx1 = keep(x0, tw, plan.w, plan.overlap)
+                kx0, kx1 = max(kx0, block.x0), min(kx1, block.x1)
+                tile = x[:, :, y0 - ry0:y0 - ry0 + th, x0 - rx0:x0 - rx0 + tw]
+                oom = False
+                with _COMPUTE:
+                    try:
+                        p = _drain(model._predict_tile(model.model(dev), tile, job.output, dev,
+                                                       job.views))
+                    except Exception as exc:
+                        if not is_oom(exc):
+                            raise
+                        oom = True
+                    if oom:  # one frame at a time (the batch no longer matches memory's)
+                        release_memory(dev)
+                        p = np.concatenate([_drain(model._predict_tile(
+                            model.model(dev), tile[j:j + 1], job.output, dev, job.views))
+                            for j in range(tile.shape[0])])
+                pred[:, :, ky0 - block.y0:ky1 - block.y0, kx0 - block.x0:kx1 - block.x0] = \
+                    p[:, :, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+        out[i:i + x.shape[0]] = model.normalization.invert(pred, out.dtype)
+    return cast_output(out, job.dtype)
+
+
+def run_block(payload: ModelPayload, job: Job, index: int) -> int:
+    """The task: denoise block ``index`` of ``job`` and write its chunks; returns its pixels."""
+    if job.run in _CANCELLED:
+        raise Cancelled("cancelled")
+    _set_threads(job)
+    block = job.plan.block(index)
+    data = denoise_block(payload.get(), job, block)
+    omezarr.write_block(_level0(job), job.layout, job.out_axes, block, data)
+    return block.pixels
+
+
+def _as_source(obj) -> Source:
+    src = open_source(obj)
+    if src is not None:
+        return src
+    if isinstance(obj, (str, os.PathLike)):
+        raise InputError(f"{obj}: out-of-core denoising reads zarr / OME-Zarr folders and TIFF "
+                         "files; convert other formats to OME-TIFF or OME-Zarr first")
+    if not hasattr(obj, "shape") or not hasattr(obj, "dtype"):
+        obj = np.asarray(obj)
+    return ArraySource(obj, "array")
+
+
+def _stem(path) -> str:
+    name = Path(str(path).rstrip("/")).name
+    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".btf"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def output_for(path, outdir) -> Path:
+    """``outdir/<name>_denoised.ome.zarr`` for an input ``path``."""
+    return Path(outdir) / f"{_stem(path)}_denoised.ome.zarr"
+
+
+class ZarrRun:
+    """Denoise ``items`` — (input, output folder, axes or None) — into OME-Zarr, as one graph.
+    Everything is checked, and the outputs created or resumed, when this is built; :meth:`run`
+    computes. Options as :meth:`~napari_b2u.inference.Denoiser.denoise`."""
+
+    def __init__(self, model, items, output=None, dtype=None, device="auto", batch_size=None,
+                 tile_size=None, tile_overlap=None, tta="auto", overwrite=False,
+                 chunk=omezarr.CHUNK, block_pixels=BLOCK_PIXELS, name_model=None):
+        from .device import resolve_device
+        from .inference import TILE_OVERLAP
+
+        require("zarr")
+        require("dask")
+        self.model, self.run_id = model, uuid.uuid4().hex
+        self.payload = ModelPayload(model)
+        overlap = TILE_OVERLAP if tile_overlap is None else int(tile_overlap)
+        output = model.method.check_output(output)
+        dev = resolve_device(device)
+        check_distinct({f"output {k + 1}": it[1] for k, it in enumerate(items)})
+        prepared = []
+        for k, (obj, out, axes) in enumerate(items):
+            src = _as_source(obj)
+            layout = source_layout(src, axes)
+            model.check_stack(layout.shape, layout.axes)
+            out_dtype = check_output_dtype(dtype) if dtype is not None else src.dtype
+            n, c, h, w = shape = (layout.n_frames, layout.n_channels) + layout.frame_shape
+            tile, batch, views = model.plan(shape, output, dev, batch_size, tile_size, tta)
+            out_axes = omezarr.ngff_axes(layout.axes)
+            plan = plan_blocks(n, c, h, w, tile, overlap, batch, (min(chunk, h), min(chunk, w)),
+                               block_pixels, FrameReader(src, layout).inner_chunk)
+            identity = {
+                "version": 1, "model_sha256": self.payload.sha, "method": model.method_name,
+                "output": output, "dtype": out_dtype.name, "tile": tile, "overlap": overlap,
+                "batch": batch, "views": views, "axes": layout.axes, "out_axes": out_axes,
+                "chunk": [plan.chunk_y, plan.chunk_x], "source": src.name,
+                "source_shape": list(src.shape), "source_dtype": src.dtype.name,
+                "source_fingerprint": source_fingerprint(src, layout.axes)}
+            if name_model:
+                identity["model"] = str(name_model)
+            inputs = [getattr(src, "path", None)] + ([name_model] if name_model else [])
+            action = omezarr.check_output_folder(out, inputs, overwrite, identity)
+            prepared.append((k, src, layout, str(out), out_axes, plan, out_dtype, identity,
+                             action))
+        self.jobs: list[Job] = []
+        for k, src, layout, out, out_axes, plan, out_dtype, identity, action in prepared:
+            shape_out = tuple(layout.shape[layout.axes.index(a)] for a in out_axes)
+            group = omezarr.create_output(out, action, identity, shape_out, out_dtype, out_axes,
+                                          chunk)
+            todo = list(range(plan.n_blocks))
+            if action == "resume":
+                arr = group["0"]
+                todo = [b for b in todo if not omezarr.block_done(
+                    out, arr, layout, out_axes, plan.block(b))]
+            self.jobs.append(Job(f"{k}-{self.run_id[:8]}", self.run_id, src, layout, out,
+                                 out_axes, plan, output, identity["views"], out_dtype.name,
+                                 str(device), todo, plan.n_blocks - len(todo),
+                                 client_pid=os.getpid()))
+        self.total = sum(len(j.todo) for j in self.jobs)
+        self._futures = None
+
+    def graph(self) -> list:
+        """The dask tasks: one per block still to do (the model and each job one node)."""
+        dask = require("dask")
+        payload = dask.delayed(self.payload, name=f"b2u-model-{self.payload.sha[:16]}",
+                               traverse=False)
+        tasks = []
+        for job in self.jobs:
+            node = dask.delayed(job, name=f"b2u-job-{job.id}", traverse=False)
+            task = dask.delayed(run_block, pure=False)
+            tasks += [task(payload, node, b, dask_key_name=f"b2u-block-{job.id}-{b}")
+                      for b in job.todo]
+        return tasks
+
+    def cancel(self) -> None:
+        """Stop: blocks not started are dropped, running ones stop at their next tile (in this
+        process; a cluster's running blocks finish). Finished chunks stay: a rerun resumes."""
+        _CANCELLED.add(self.run_id)
+        if self._futures is not None:
+            client, futures = self._futures
+            client.cancel(futures)
+
+    def run(self, scheduler=None, workers=None, progress=None, processes=True, say=None
+            ) -> list[ZarrResult]:
+        """Compute every block, then the pyramids and metadata. ``progress(done, total)`` after
+        each block; ``say(text)`` for notes (the dashboard link)."""
+        from . import cluster
+
+        t0 = time.perf_counter()
+        try:
+            with cluster.client_for(scheduler, workers, processes) as client:
+                if client is not None:
+                    local = workers is not None and not processes
+                    threads = None if local else cluster.torch_threads(client, workers is not None)
+                    for job in self.jobs:
+                        job.threads = threads
+                    link = cluster.dashboard_link(client)
+                    if say and link:
+                        say(f"dask dashboard: {link}")
+                tasks = self.graph()
+                if tasks:
+                    if client is None:
+                        self._run_local(tasks, progress)
+                    else:
+                        self._run_cluster(client, tasks, progress)
+                for job in self.jobs:
+                    omezarr.build_pyramid(job.out, scheduler=client if client else "threads")
+                    omezarr.finish(job.out, job.source)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        finally:
+            _CANCELLED.discard(self.run_id)
+            with _LOCK:
+                for key in [k for k in _ARRAYS if k[0] == self.run_id]:
+                    del _ARRAYS[key]
+        seconds = time.perf_counter() - t0
+        results = []
+        for job in self.jobs:
+            levels = omezarr.open_levels(job.out)[0]
+            results.append(ZarrResult(Path(job.out), job.out_axes, tuple(levels[0].shape),
+                                      job.dtype, len(levels), len(job.todo), job.skipped,
+                                      seconds))
+        return results
+
+    def _run_local(self, tasks, progress) -> None:
+        dask = require("dask")
+        from dask.callbacks import Callback
+
+        total, done = self.total, [0]
+
+        class _Progress(Callback):
+            def _posttask(self, key, result, dsk, state, id):
+                if isinstance(key, str) and key.startswith("b2u-block-"):
+                    done[0] += 1
+                    if progress is not None:
+                        progress(done[0], total)
+
+        pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="napari-b2u")
+        try:
+            with _Progress():
+                dask.compute(*tasks, scheduler="threads", pool=pool)
+        except BaseException:
+            _CANCELLED.add(self.run_id)  # the blocks still running stop at their next tile
+            raise
+        finally:
+            pool.shutdown(wait=True)  # nothing runs on after this returns or raises
+        if self.run_id in _CANCELLED:
+            raise Cancelled("cancelled")
+
+    def _run_cluster(self, client, tasks, progress) -> None:
+        from distributed import as_completed
+
+        futures = client.compute(tasks)
+        self._futures = (client, futures)
+        try:
+            for k, fut in enumerate(as_completed(futures, loop=client.loop), 1):
+                if self.run_id in _CANCELLED:
+                    break
+                fut.result()  # a task's error ends the run here
+                if progress is not None:
+                    progress(k, self.total)
+        except Exception:
+            client.cancel(futures)
+            if self.run_id in _CANCELLED:  # the futures were cancelled: that is no error
+                raise Cancelled("cancelled") from None
+            raise
+        except BaseException:
+            client.cancel(futures)
+            raise
+        finally:
+            self._futures = None
+        if self.run_id in _CANCELLED:
+            client.cancel(futures)
+            raise Cancelled("cancelled")
+
+
+def denoise_to_zarr_iter(model, src, out, axes=None, scheduler=None, workers=None,
+                         processes=True, **options):
+    """Generator form of :func:`denoise_to_zarr`: yields ``(blocks_done, n_blocks)`` after each
+    block and at least every 0.25 s, and returns the :class:`ZarrResult`; closing it cancels
+    (the running block stops at its next tile; finished chunks are kept)."""
+    run = ZarrRun(model, [(src, out, axes)], **options)
+    events: queue.Queue = queue.Queue()
+
+    def work():
+        try:
+            res = run.run(scheduler, workers, lambda d, t: events.put(("progress", (d, t))),
+                          processes)
+            events.put(("done", res[0]))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            events.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="napari-b2u zarr", daemon=True)
+    last = (0, run.total)
+    yield last
+    thread.start()
+    try:
+        while True:
+            try:
+                kind, value = events.get(timeout=0.25)
+            except queue.Empty:  # no news: yield anyway, so that a consumer can cancel
+                yield last
+                continue
+            if kind == "progress":
+                last = value
+                yield value
+            elif kind == "done":
+                return value
+            else:
+                raise value
+    finally:
+        if thread.is_alive():
+            run.cancel()
+            thread.join()
+
+
+def denoise_to_zarr(model, src, out, axes=None, progress: bool = False, scheduler=None,
+                    workers=None, processes=True, **options) -> ZarrResult:
+    """Denoise ``src`` (see :meth:`~napari_b2u.inference.Denoiser.denoise_to_zarr`)."""
+    from .cluster import client_for
+
+    with client_for(scheduler, workers, processes) as client:  # connect before any output
+        run = ZarrRun(model, [(src, out, axes)], **options)
+        return run_with_bar(run, client, None, progress, processes)[0]
+
+
+def run_with_bar(run: ZarrRun, scheduler=None, workers=None, progress=True, processes=True,
+                 say=None) -> list[ZarrResult]:
+    """:meth:`ZarrRun.run` with a tqdm bar over the blocks."""
+    if not progress:
+        return run.run(scheduler, workers, None, processes, say)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=run.total, desc="denoise", unit="block")
+
+    def update(done, total):
+        bar.n = done
+        bar.refresh()
+
+    try:
+        return run.run(scheduler, workers, update, processes, say or bar.write)
+    finally:
+        bar.close()

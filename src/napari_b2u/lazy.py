@@ -1,0 +1,467 @@
+"""Lazy inputs: stacks that are read a few chunks at a time, never whole.
+
+A :class:`Source` is an array-like over a zarr / OME-Zarr array (a path, a group, a store), a
+big TIFF (through tifffile's zarr store), a dask array or any other sliceable array: it knows
+its shape, dtype, the axes and pixel sizes its file declares, and reads what it is indexed
+with. :class:`FrameReader` reads frames of a :class:`~napari_b2u.data.Layout` from it — a range
+of (N, C, Y, X) frames, or part of each — so the denoising and training paths hold a bounded
+number of chunks. Sources made from paths pickle as their path (a dask worker reopens them).
+No torch here; zarr and dask are imported only when such an input is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .data import MIN_SIDE, SAMPLE_AXES, Layout, check_dtype, default_axes, parse_axes
+from .errors import DISTRIBUTED_EXTRA, InputError, MissingExtra
+
+#: environment variable that sets the memory budget, e.g. "4GB" (default: half the RAM)
+BUDGET_ENV = "NAPARI_B2U_MEMORY_BUDGET"
+
+
+def require(module: str, what: str = "reading zarr / OME-Zarr and big-data denoising"):
+    """Import an optional dependency, or one clear error naming the extra that brings it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtra(f"{what} needs the optional package {module.split('.')[0]!r}, which "
+                           f"is not installed: {DISTRIBUTED_EXTRA}") from None
+
+
+def parse_size(text) -> int:
+    """Bytes from 4e9, '4GB', '512 MiB', '2g'."""
+    if isinstance(text, (int, float)):
+        return int(text)
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
+    if not m:
+        raise InputError(f"memory size {text!r}: write e.g. 4GB, 512MB or a number of bytes")
+    unit = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
+    return int(float(m.group(1)) * unit)
+
+
+def total_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except ImportError:  # pragma: no cover - psutil comes with napari and dask's distributed
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def memory_budget() -> int:
+    """Bytes an in-memory copy of a stack may take before the lazy paths take over:
+    ``NAPARI_B2U_MEMORY_BUDGET`` if set, else half the machine's RAM."""
+    env = os.environ.get(BUDGET_ENV)
+    return parse_size(env) if env else total_memory() // 2
+
+
+def in_memory_bytes(shape, dtype) -> int:
+    """What training or denoising in memory holds: the raw stack and two float32 copies."""
+    n = int(np.prod(shape, dtype=np.int64))
+    return n * np.dtype(dtype).itemsize + 2 * 4 * n
+
+
+def needs_lazy(src) -> bool:
+    """Whether a lazy input is too large to be handled in memory (see :func:`memory_budget`)."""
+    return in_memory_bytes(src.shape, src.dtype) > memory_budget()
+
+
+# ---- sources ---------------------------------------------------------------------------------
+class Source:
+    """A lazily read array (see the module's docstring). Basic indexing only."""
+
+    shape: tuple
+    dtype: np.dtype
+    axes: str | None = None  # what the file declares (ours: 'TCZYX', ...), None if nothing
+    pixel_size: dict = {}
+    ngff: dict | None = None  # the input's OME-Zarr axes and transforms of its level 0
+    chunks: tuple | None = None
+    name: str = "array"
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self.read(index if isinstance(index, tuple) else (index,))
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.read((slice(None),) * self.ndim)
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def read(self, index: tuple) -> np.ndarray:
+        a = self._array()[index]
+        if hasattr(a, "compute"):  # dask: this thread computes it (no nested scheduler)
+            a = a.compute(scheduler="sync")
+        return np.asarray(a)
+
+    def _array(self):
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class ArraySource(Source):
+    """Any sliceable array: a dask array, a zarr array, a memory map (pickled as itself)."""
+
+    def __init__(self, array, name: str | None = None):
+        self.array = array
+        self.shape = tuple(int(v) for v in array.shape)
+        self.dtype = np.dtype(array.dtype)
+        chunks = getattr(array, "chunksize", None) or getattr(array, "chunks", None)
+        if chunks is not None and len(chunks) == len(self.shape) and all(
+                isinstance(c, (int, np.integer)) for c in chunks):
+            self.chunks = tuple(int(c) for c in chunks)
+        self.name = name or getattr(array, "name", None) or type(array).__name__
+
+    def _array(self):
+        return self.array
+
+
+class _Reopened(Source):
+    """A source opened from a path: pickled as the path, reopened where it is unpickled."""
+
+    path: str | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["_arr"] = None
+        return state
+
+    def _array(self):
+        if self.__dict__.get("_arr") is None:
+            self._arr = self._open()
+        return self._arr
+
+    def _open(self):  # pragma: no cover - subclasses
+        raise NotImplementedError
+
+
+_NGFF_LETTERS = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
+_NGFF_TYPES = {"time": "T", "channel": "C"}
+
+
+class ZarrSource(_Reopened):
+    """A zarr array, or the full-resolution level of an OME-Zarr image (0.4 or 0.5)."""
+
+    def __init__(self, target, component: str | None = None):
+        zarr = require("zarr")
+        if isinstance(target, (str, os.PathLike)):
+            self.path = str(target)
+            node = zarr.open(store=self.path, mode="r")
+        else:
+            node = target if isinstance(target, (zarr.Array, zarr.Group)) else zarr.open(
+                store=target, mode="r")
+        self.name = self.path or getattr(node, "name", None) or "zarr"
+        self.component = component
+        if isinstance(node, zarr.Group):
+            node = self._level0(node, component)
+        elif component is not None:
+            raise InputError(f"{self.name} is a zarr array; it has no component {component!r}")
+        self._arr = node
+        self.shape = tuple(int(v) for v in node.shape)
+        self.dtype = np.dtype(node.dtype)
+        self.chunks = tuple(int(c) for c in node.chunks)
+        if self.axes is None:
+            names = getattr(node.metadata, "dimension_names", None)
+            if names and all(n and n.lower() in _NGFF_LETTERS for n in names):
+                self.axes = "".join(_NGFF_LETTERS[n.lower()] for n in names)
+
+    def _level0(self, group, component):
+        attrs = group.attrs.asdict()
+        ms = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales")
+        if component is None and not ms:
+            raise InputError(f"{self.name} is a zarr group but not an OME-Zarr image (no "
+                             "multiscales metadata); point to an array inside it, e.g. "
+                             f"{self.name}/0")
+        if component is not None:
+            return group[component]
+        m = ms[0]
+        ds = m["datasets"][0]
+        self.component = ds["path"]
+        self._read_ngff(m, ds)
+        return group[ds["path"]]
+
+    def _read_ngff(self, m: dict, ds: dict) -> None:
+        from .io import _to_um
+
+        axes = [a if isinstance(a, dict) else {"name": a} for a in m.get("axes", [])]
+        if not axes:
+            return
+        letters, free = [], [a for a in "QSI"]
+        for a in axes:
+            name = str(a.get("name", "")).lower()
+            letter = _NGFF_LETTERS.get(name) or _NGFF_TYPES.get(a.get("type", ""))
+            letters.append(letter or (free.pop(0) if free else "?"))
+        scale, trans = [1.0] * len(axes), None
+        for tr in list(ds.get("coordinateTransformations", [])) + list(
+                m.get("coordinateTransformations", [])):
+            if tr.get("type") == "scale" and "scale" in tr:
+                scale = [s * float(v) for s, v in zip(scale, tr["scale"])]
+            elif tr.get("type") == "translation" and "translation" in tr:
+                trans = [float(v) for v in tr["translation"]]
+        self.ngff = {"axes": axes, "scale": scale, "translation": trans, "name": m.get("name")}
+        if "?" not in letters and len(set(letters)) == len(letters):
+            self.axes = "".join(letters)
+        sizes = {}
+        for a, letter, s in zip(axes, letters, scale):
+            if letter in "XYZ" and a.get("type", "space") == "space":
+                um = _to_um(s, a.get("unit") or "micrometer", self.name)
+                if um is not None:
+                    sizes[letter] = um
+        self.pixel_size = sizes
+
+    def _open(self):
+        zarr = require("zarr")
+        node = zarr.open(store=self.path, mode="r")
+        return node[self.component] if self.component is not None else node
+
+
+_TIFF_LOCK = threading.Lock()
+
+
+class TiffSource(_Reopened):
+    """The first series of a (big, OME-)TIFF, read through tifffile's zarr store."""
+
+    def __init__(self, path):
+        import tifffile
+
+        from .io import _normalize_axes, tiff_metadata
+
+        self.path = self.name = str(path)
+        try:
+            with tifffile.TiffFile(self.path) as tif:
+                series = tif.series[0]
+                self.shape = tuple(int(v) for v in series.shape)
+                self.dtype = np.dtype(series.dtype)
+                self.axes = _normalize_axes(series.axes) or None
+                self.pixel_size, _ = tiff_metadata(tif, self.path)
+        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+            raise InputError(f"{path} could not be read as a TIFF ({type(exc).__name__}: "
+                             f"{exc}); the file may be truncated or not a TIFF") from exc
+        self._arr = None
+        arr = self._array()
+        self.chunks = tuple(int(c) for c in arr.chunks)
+
+    def read(self, index: tuple) -> np.ndarray:
+        with _TIFF_LOCK:  # one file handle: reads from several threads take turns
+            return super().read(index)
+
+    def _open(self):
+        import tifffile
+
+        zarr = require("zarr", "reading a big TIFF lazily")
+        return zarr.open(store=tifffile.imread(self.path, aszarr=True, series=0, level=0),
+                         mode="r")
+
+
+def is_zarr_path(path) -> bool:
+    p = Path(path)
+    if p.suffix.lower() == ".zarr" or p.name.lower().endswith(".zarr/"):
+        return True
+    return p.is_dir() and any((p / f).exists() for f in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def open_source(obj) -> Source | None:
+    """A :class:`Source` over ``obj`` when it is a lazy input (a zarr / OME-Zarr / TIFF path, a
+    zarr array, group or store, tifffile's zarr store, a dask array); None for arrays in
+    memory and other files."""
+    if isinstance(obj, Source):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        p = Path(obj)
+        if is_zarr_path(p):
+            if not p.exists():
+                raise InputError(f"no such zarr / OME-Zarr folder: {p}")
+            return ZarrSource(p)
+        if p.is_file() and _is_tiff(p) and importlib.util.find_spec("zarr") is not None:
+            return TiffSource(p)  # (without zarr, a TIFF is read whole, as before)
+        return None
+    if isinstance(obj, np.ndarray):
+        return None
+    mod = type(obj).__module__ or ""
+    if mod.startswith("xarray") and hasattr(getattr(obj, "data", None), "__dask_graph__"):
+        return ArraySource(obj.data, getattr(obj, "name", None))
+    if hasattr(obj, "__dask_graph__") and hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return ArraySource(obj)
+    if mod.startswith("zarr"):
+        zarr = require("zarr")
+        if isinstance(obj, zarr.Array):
+            return ArraySource(obj, obj.name or "zarr")
+        return ZarrSource(obj)
+    if mod.startswith("tifffile") and "Store" in type(obj).__name__:
+        return ZarrSource(obj)
+    return None
+
+
+def _is_tiff(path: Path) -> bool:
+    from .io import sniff
+
+    try:
+        return sniff(path) == "tiff"
+    except (OSError, InputError):
+        return False
+
+
+def source_layout(src: Source, axes: str | None = None) -> Layout:
+    """The layout of ``src`` with ``axes`` (else the file's, else the default for 2D/3D), after
+    the checks :func:`~napari_b2u.data.validate_stack` makes that need no pixels."""
+    if not src.shape or 0 in src.shape:
+        raise InputError(f"the stack is empty (shape {src.shape})")
+    check_dtype(np.empty(0, src.dtype))
+    if len(src.shape) < 2:
+        raise InputError(f"need at least a 2D image, got an array of shape {src.shape}")
+    if axes is None and src.axes is not None and len(src.axes) == len(src.shape):
+        axes = src.axes
+    ax = parse_axes(axes, len(src.shape)) if axes is not None else default_axes(len(src.shape))
+    ny, nx = src.shape[ax.index("Y")], src.shape[ax.index("X")]
+    if min(ny, nx) < MIN_SIDE:
+        raise InputError(f"the image plane is {ny}x{nx} pixels (axes {ax!r}); need at least "
+                         f"{MIN_SIDE}x{MIN_SIDE}. Check the axes string")
+    return Layout(ax, tuple(src.shape))
+
+
+class FrameReader:
+    """Frames (N, C, Y, X) of a :class:`Source` laid out as ``layout``, read on demand.
+    ``reader[i:j]`` reads frames i..j-1 whole; :meth:`read` reads part of each."""
+
+    def __init__(self, src: Source, layout: Layout):
+        self.src, self.layout = src, layout
+        self.shape = (layout.n_frames, layout.n_channels) + layout.frame_shape
+        self.dtype = src.dtype
+        ax = layout.axes
+        self._batch = [i for i, a in enumerate(ax) if a in SAMPLE_AXES]
+        self._sizes = [layout.shape[i] for i in self._batch]
+
+    @property
+    def inner_chunk(self) -> int:
+        """The source's chunk along the innermost frame axis (1 when unknown)."""
+        if not self._batch or self.src.chunks is None:
+            return 1
+        return int(self.src.chunks[self._batch[-1]])
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a FrameReader reads contiguous frames: reader[i:j]")
+        f0, f1, _ = key.indices(self.shape[0])
+        return self.read(f0, f1)
+
+    def _runs(self, f0: int, f1: int):
+        """(index of the outer frame axes, first, end along the innermost) per run of frames."""
+        if not self._batch:
+            yield (), 0, 1
+            return
+        inner = self._sizes[-1]
+        f = f0
+        while f < f1:
+            outer, k = divmod(f, inner)
+            end = min(f1, (outer + 1) * inner)
+            idx = np.unravel_index(outer, self._sizes[:-1]) if len(self._sizes) > 1 else ()
+            yield tuple(int(v) for v in idx), k, k + end - f
+            f = end
+
+    def read(self, f0: int, f1: int, y0: int = 0, y1: int | None = None, x0: int = 0,
+             x1: int | None = None) -> np.ndarray:
+        """Frames f0..f1-1, rows y0..y1-1, columns x0..x1-1: (f1-f0, C, ny, nx), raw dtype.
+        NaN or infinite values are refused (InputError) as in memory."""
+        ax, nd = self.layout.axes, len(self.layout.axes)
+        iy, ix = ax.index("Y"), ax.index("X")
+        parts = []
+        for outer, k0, k1 in self._runs(f0, f1):
+            idx: list = [slice(None)] * nd
+            for i, v in zip(self._batch[:-1], outer):
+                idx[i] = v
+            if self._batch:
+                idx[self._batch[-1]] = slice(k0, k1)
+            idx[iy], idx[ix] = slice(y0, y1), slice(x0, x1)
+            part = self.src.read(tuple(idx))
+            kept = [a for i, a in enumerate(ax) if i not in self._batch[:-1]]
+            order = [kept.index(a) for a in (ax[self._batch[-1]] if self._batch else "",
+                                              "C", "Y", "X") if a in kept]
+            part = np.transpose(part, order)
+            if "C" not in ax:
+                part = part[:, None] if self._batch else part[None]
+            if not self._batch:
+                part = part[None]
+            parts.append(part)
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if out.dtype.kind == "f" and not np.isfinite(out).all():
+            raise InputError(
+                f"frames {f0}..{f1 - 1} contain {int(np.isnan(out).sum())} NaN and "
+                f"{int(np.isinf(out).sum())} infinite value(s); replace them (e.g. "
+                "np.nan_to_num) or crop them away before denoising")
+        return out
+
+
+def open_frames(stack, axes: str | None = None):
+    """``(layout, dtype, frames)`` of any input: ``frames`` is the (N, C, Y, X) view of an array
+    in memory, or a :class:`FrameReader` for a lazy input (read batch by batch)."""
+    from .data import validate_stack
+
+    src = open_source(stack)
+    if src is None:
+        if isinstance(stack, (str, os.PathLike)):
+            from .io import read_image
+
+            img = read_image(stack, axes)
+            stack, axes = img.data, img.axes
+        arr, ax = validate_stack(stack, axes)
+        layout = Layout(ax, arr.shape)
+        return layout, arr.dtype, layout.to_frames(arr)
+    layout = source_layout(src, axes)
+    return layout, src.dtype, FrameReader(src, layout)
+
+
+def open_image(path, axes: str | None = None, lazy: bool | None = None):
+    """Read an image file for the command line: zarr / OME-Zarr always lazily, a TIFF lazily
+    when ``lazy`` or (None) when it is larger than the memory budget, anything else whole."""
+    from .images import Image
+    from .io import read_image
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"no such file: {p}")
+    src = open_source(p) if lazy is not False or is_zarr_path(p) else None
+    if src is not None and (isinstance(src, ZarrSource) or lazy or needs_lazy(src)):
+        return Image(src, source_layout(src, axes).axes, dict(src.pixel_size), {}, str(p))
+    if src is None and p.is_file() and p.stat().st_size * 3 > memory_budget() and _is_tiff(p):
+        require("zarr", f"reading {p.name} (larger than the memory budget) lazily")
+    return read_image(p, axes)
+
+
+def source_fingerprint(src: Source, axes: str) -> str:
+    """A cheap identity of a lazy stack: shape, dtype, axes and a 64-px patch of its first,
+    middle and last entries along the first axis (a few chunks read, never the whole)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{src.shape}|{src.dtype.str}|{axes}|lazy".encode())
+    for k in sorted({0, src.shape[0] // 2, src.shape[0] - 1}):
+        idx = (k,) + tuple(slice(max(0, s // 2 - 32), s // 2 + 32) for s in src.shape[1:])
+        h.update(np.ascontiguousarray(src.read(idx)).tobytes())
+    return h.hexdigest()
+
+
+def big_lazy_fingerprint(stack, axes: str) -> str | None:
+    """:func:`source_fingerprint` for a lazy stack too large for memory (the one that lazy
+    training uses), else None (the caller fingerprints the values in memory)."""
+    src = open_source(stack) if not isinstance(stack, np.ndarray) else None
+    if src is None or not needs_lazy(src):
+        return None
+    return source_fingerprint(src, axes)

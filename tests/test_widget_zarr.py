@@ -1,0 +1,105 @@
+"""The Denoise widget "to OME-Zarr" (issue 15): a lazy layer larger than the memory budget, or a
+pyramid as napari-ome-zarr opens it, is written block by block and opened as a new lazy layer;
+in place stays for layers in memory; cancel keeps the finished blocks."""
+# ruff: noqa: F811 - pytest fixtures imported from test_widget_common are redefined as arguments
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+pytest.importorskip("zarr")
+da = pytest.importorskip("dask.array")
+
+from napari_b2u._widgets._session import session_for  # noqa: E402
+
+from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by name
+    DENOISE,
+    WAIT,
+    _one_torch_thread,
+    dock,
+    noisy,
+    viewer,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def test_a_lazy_layer_larger_than_the_budget_goes_to_ome_zarr(viewer, qtbot, noisy, tiny_model,
+                                                              tmp_path, monkeypatch):
+    import zarr
+
+    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
+    lazy = da.from_array(noisy, chunks=(1, 32, 32))
+    layer = viewer.add_image(lazy, name="lazy", scale=(1, 0.5, 0.5))
+    small = viewer.add_image(noisy[:2].copy(), name="small")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])
+    assert d.to_zarr.isChecked() and d.zarr_target.isEnabled()  # proposed at once
+    d.in_place.setChecked(True)
+    assert not d.denoise()  # in place: refused, with the way out
+    assert "to OME-Zarr" in d.status.text()
+    d.to_zarr.setChecked(True)
+    d.zarr_target.edit.setText(str(tmp_path))
+    assert "lazy_denoised.ome.zarr" in d.zarr_target.note.text()
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert "to OME-Zarr" in d.status.text(), d.status.text()
+    out = viewer.layers["lazy_denoised"]
+    assert out.multiscale and tuple(out.scale) == (1, 0.5, 0.5)
+    np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
+    group = zarr.open_group(str(tmp_path / "lazy_denoised.ome.zarr"), mode="r")
+    assert group.attrs["napari_b2u"]["complete"]
+    assert layer.data is lazy  # the input is untouched
+    # a layer in memory still denoises in place
+    d.set_layers([small])
+    d.in_place.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    np.testing.assert_array_equal(small.data, tiny_model.denoise(noisy[:2], axes="TYX"))
+
+
+def test_a_pyramid_layer_is_denoised_from_its_full_resolution(viewer, qtbot, noisy, tiny_model,
+                                                              tmp_path):
+    levels = [da.from_array(noisy), da.from_array(noisy[:, ::2, ::2])]
+    layer = viewer.add_image(levels, multiscale=True, name="pyr")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])  # usable here (not in the Train panel): to OME-Zarr only
+    assert d.layer_list.checked_layers() == [layer] and d.to_zarr.isChecked()
+    d.zarr_target.edit.setText(str(tmp_path))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    out = viewer.layers["pyr_denoised"]
+    np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
+
+
+def test_cancel_to_ome_zarr_keeps_finished_blocks_and_resumes(viewer, qtbot, tiny_model,
+                                                             tmp_path, monkeypatch):
+    import zarr
+
+    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
+    big = np.random.default_rng(1).integers(0, 255, (12, 128, 128), dtype=np.uint8)
+    layer = viewer.add_image(da.from_array(big, chunks=(1, 128, 128)), name="big")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])
+    d.zarr_target.edit.setText(str(tmp_path))
+    d.batch_spin.setValue(1)
+    d.output_combo.setCurrentIndex(d.output_combo.findData("weighted"))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: "block 2/12" in d.progress.format() or not d.is_busy, timeout=WAIT)
+    d.cancel()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert "Cancelled" in d.status.text()
+    assert "big_denoised" not in [ly.name for ly in viewer.layers]
+    group = zarr.open_group(str(tmp_path / "big_denoised.ome.zarr"), mode="r")
+    assert not group.attrs["napari_b2u"]["complete"]
+    assert d.denoise()  # the same run again resumes
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    np.testing.assert_array_equal(np.asarray(viewer.layers["big_denoised"].data[0]),
+                                  tiny_model.denoise(big, axes="TYX", output="weighted",
+                                                     batch_size=1))
