@@ -32,6 +32,7 @@ import torch
 
 from .data import Normalization, fit_normalization, warn_dynamic_range
 from .lazy import FrameReader, needs_lazy, open_source, source_fingerprint, source_layout
+from .sampling import gather_crops
 
 #: bytes of the crop buffer, origins per block side, steps between refreshes
 BUFFER_BYTES = 256 * 2**20
@@ -254,20 +255,9 @@ class BufferedCropSampler:
         if self._calls % self.refresh_every == 0:
             self._refresh()
         d, g, dev = self.data, self.gen, self.device
-        c = d.shape[1]
         slot = torch.randint(self.slots, (batch,), device=dev, generator=g)
         n = self.counts[slot]
         y0 = (torch.rand(batch, device=dev, generator=g) * n[:, 0]).long()
         x0 = (torch.rand(batch, device=dev, generator=g) * n[:, 1]).long()
         y0, x0 = torch.minimum(y0, n[:, 0] - 1), torch.minimum(x0, n[:, 1] - 1)
-        ar = torch.arange(patch, device=dev)
-        rows = (y0[:, None] + ar).view(batch, 1, patch, 1)
-        cols = (x0[:, None] + ar).view(batch, 1, 1, patch)
-        ch = torch.arange(c, device=dev).view(1, c, 1, 1)
-        out = d[slot.view(batch, 1, 1, 1), ch, rows, cols]
-        if self.augment:
-            flips = torch.randint(2, (3, batch, 1, 1, 1), device=dev, generator=g).bool()
-            out = torch.where(flips[0], out.flip(-1), out)
-            out = torch.where(flips[1], out.flip(-2), out)
-            out = torch.where(flips[2], out.transpose(-1, -2), out)
-        return out.contiguous()
+        return gather_crops(d, slot, y0, x0, patch, g if self.augment else None).contiguous()

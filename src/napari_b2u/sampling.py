@@ -212,6 +212,23 @@ def crop_sampler(frames, device: torch.device, seed: int, augment: bool = True):
     return CropSampler(frames, device, seed, augment)
 
 
+def gather_crops(data: torch.Tensor, frame, y0, x0, patch: int, flip_gen=None) -> torch.Tensor:
+    """The patch×patch crops of ``data`` (N, C, H, W) at (frame, y0, x0), one tensor index;
+    with ``flip_gen`` each crop gets a random dihedral flip (drawn from that generator)."""
+    batch, c, dev = frame.shape[0], data.shape[1], data.device
+    ar = torch.arange(patch, device=dev)
+    rows = (y0[:, None] + ar).view(batch, 1, patch, 1)
+    cols = (x0[:, None] + ar).view(batch, 1, 1, patch)
+    ch = torch.arange(c, device=dev).view(1, c, 1, 1)
+    out = data[frame.view(batch, 1, 1, 1), ch, rows, cols]
+    if flip_gen is not None:
+        flips = torch.randint(2, (3, batch, 1, 1, 1), device=dev, generator=flip_gen).bool()
+        out = torch.where(flips[0], out.flip(-1), out)
+        out = torch.where(flips[1], out.flip(-2), out)
+        out = torch.where(flips[2], out.transpose(-1, -2), out)
+    return out
+
+
 class CropSampler:
     """Random square crops with random dihedral flips, drawn on the device in a few tensor ops."""
 
@@ -235,21 +252,12 @@ class CropSampler:
 
     def sample(self, batch: int, patch: int) -> torch.Tensor:
         d = self.data
-        n, c, h, w = d.shape
+        n, _, h, w = d.shape
         dev, g = d.device, self.gen
         i = torch.randint(n, (batch,), device=dev, generator=g)
         y0 = torch.randint(h - patch + 1, (batch,), device=dev, generator=g)
         x0 = torch.randint(w - patch + 1, (batch,), device=dev, generator=g)
-        ar = torch.arange(patch, device=dev)
-        rows = (y0[:, None] + ar).view(batch, 1, patch, 1)
-        cols = (x0[:, None] + ar).view(batch, 1, 1, patch)
-        ch = torch.arange(c, device=dev).view(1, c, 1, 1)
-        out = d[i.view(batch, 1, 1, 1), ch, rows, cols]
-        if self.augment:
-            flips = torch.randint(2, (3, batch, 1, 1, 1), device=dev, generator=g).bool()
-            out = torch.where(flips[0], out.flip(-1), out)
-            out = torch.where(flips[1], out.flip(-2), out)
-            out = torch.where(flips[2], out.transpose(-1, -2), out)
+        out = gather_crops(d, i, y0, x0, patch, g if self.augment else None)
         if out.device != self.device:
             out = out.to(self.device, non_blocking=True)
         return out.contiguous()
