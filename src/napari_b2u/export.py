@@ -146,14 +146,15 @@ def _check_float32(norm) -> None:
 
 
 def architecture_source() -> str:
-    """One Python file with the exported network (models/unet.py, dbsn.py, export_net.py
-    without their relative imports): the package's architecture, runnable with torch only."""
+    """One Python file with the exported network (models/unet.py, b2s_net.py, dbsn.py,
+    export_net.py without their relative imports): the package's architecture, runnable with
+    torch only."""
     from importlib.resources import files
 
     parts = ['"""The network of a napari-b2u bioimage.io package (generated from napari_b2u.'
-             'models: unet.py, dbsn.py, export_net.py; needs torch only)."""',
+             'models: unet.py, b2s_net.py, dbsn.py, export_net.py; needs torch only)."""',
              "", "from __future__ import annotations", ""]
-    for name in ("unet.py", "dbsn.py", "export_net.py"):
+    for name in ("unet.py", "b2s_net.py", "dbsn.py", "export_net.py"):
         src = (files("napari_b2u.models") / name).read_text(encoding="utf-8")
         keep = [line for line in src.splitlines()
                 if not line.startswith(("from __future__", "from .", "from ..", "import ."))]

@@ -10,29 +10,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 
 from ..losses import lambda_schedule
 from ..masking import global_mask, mask_mapper
-from ..models import UNet
+from ..models.b2s_net import B2SModel
 from ..params import Param
 from .b2u import CELLS, MASK, lambda_params
 from .base import Method
-
-
-class B2SModel(nn.Module):
-    """Denoiser (mean and spread per channel) plus the per-image noise estimator."""
-
-    def __init__(self, channels: int = 1, width: int = 48, depth: int = 5, est_width: int = 16,
-                 est_depth: int = 3):
-        super().__init__()
-        self.channels = channels
-        self.net = UNet(channels, 2 * channels, width, depth)
-        self.est = UNet(channels, 3 * channels, est_width, min(est_depth, depth))
-
-    @property
-    def multiple(self) -> int:
-        return self.net.multiple
 
 
 def noise_scalars(est):

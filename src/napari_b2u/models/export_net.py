@@ -7,8 +7,9 @@ normalization is not in here: the package states it as pre- and postprocessing.
 
 The state dict is the method's own under ``model.`` (Blind2Sound keeps its noise estimator,
 which this forward pass does not use), so napari-b2u opens an exported package as the full
-model. This file, :mod:`.unet` and :mod:`.dbsn` import nothing but torch: the export writes them
-into one file, the package's architecture source, which runs without napari-b2u installed.
+model. This file, :mod:`.unet`, :mod:`.b2s_net` and :mod:`.dbsn` import nothing but torch: the
+export writes them into one file, the package's architecture source, which runs without
+napari-b2u installed.
 """
 
 from __future__ import annotations
@@ -16,23 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .b2s_net import B2SModel
 from .dbsn import DBSN
 from .unet import UNet
 
 #: the single-pass outputs a package can hold, by the ``arch`` of a model config
 HEADS = {"unet": ("visible",), "b2s": ("visible",), "dbsn": ("mu", "bayes")}
-
-
-class B2SNets(nn.Module):
-    """Blind2Sound's two U-Nets with the parameter names of its training model: the denoiser
-    (mean and spread per channel) and the per-image noise estimator."""
-
-    def __init__(self, channels: int = 1, width: int = 48, depth: int = 5, est_width: int = 16,
-                 est_depth: int = 3):
-        super().__init__()
-        self.channels = channels
-        self.net = UNet(channels, 2 * channels, width, depth)
-        self.est = UNet(channels, 3 * channels, est_width, min(est_depth, depth))
 
 
 class ExportNet(nn.Module):
@@ -47,7 +37,7 @@ class ExportNet(nn.Module):
         if arch == "unet":
             self.model = UNet(**config)
         elif arch == "b2s":
-            self.model = B2SNets(**config)
+            self.model = B2SModel(**config)
         else:
             self.model = DBSN(**config)
         self.channels = int(config.get("in_channels", config.get("channels", 1)))
