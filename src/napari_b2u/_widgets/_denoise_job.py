@@ -23,27 +23,36 @@ class DenoiseMessage:
     error: BaseException | None = None  # ("error")
 
 
+def relay(cancel: threading.Event, k: int, progress, what: str):
+    """Relay ``progress`` (a generator yielding (done, total) and returning the result) as
+    :class:`DenoiseMessage` s for layer ``k``, checking ``cancel`` before each step. Returns
+    True when the job must end (cancelled or failed): ``if (yield from relay(...)): return``."""
+    try:
+        while True:
+            if cancel.is_set():
+                yield DenoiseMessage("cancelled", k)
+                return True
+            try:
+                done, n = next(progress)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            yield DenoiseMessage("progress", k, done=done, total=n)
+    except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
+        log.debug("%s failed", what, exc_info=True)
+        yield DenoiseMessage("error", k, error=exc)
+        return True
+    finally:
+        progress.close()  # a cancelled run frees its memory (and stops at its next tile) now
+    yield DenoiseMessage("result", k, result=result)
+    return False
+
+
 def denoise_job(cancel: threading.Event, model, items, options: dict):
     """Generator run by the worker thread. ``items``: (data, axes) per layer; ``options``:
     keyword arguments of ``denoise_iter``. Stops at the first error or when ``cancel`` is set
     (within one batch or tile)."""
     for k, (data, axes) in enumerate(items):
-        frames = model.denoise_iter(data, axes=axes, **options)
-        try:
-            while True:
-                if cancel.is_set():
-                    yield DenoiseMessage("cancelled", k)
-                    return
-                try:
-                    done, n = next(frames)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                yield DenoiseMessage("progress", k, done=done, total=n)
-        except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
-            log.debug("denoising failed", exc_info=True)
-            yield DenoiseMessage("error", k, error=exc)
+        if (yield from relay(cancel, k, model.denoise_iter(data, axes=axes, **options),
+                             "denoising")):
             return
-        finally:
-            frames.close()  # a cancelled run frees its memory now
-        yield DenoiseMessage("result", k, result=result)

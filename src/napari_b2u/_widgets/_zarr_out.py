@@ -6,17 +6,15 @@ the result opened as a new lazy multiscale layer."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from ._denoise_job import DenoiseMessage
+from ._denoise_job import relay
 from ._forms import hbox
 from ._session import unwrap
 
-log = logging.getLogger(__name__.split(".")[0])
 SUFFIX = "_denoised.ome.zarr"
 
 
@@ -94,24 +92,8 @@ def zarr_job(cancel, model, items, options: dict):
 
     for k, (data, axes, out) in enumerate(items):
         gen = denoise_to_zarr_iter(model, level0(data), out, axes=axes, **options)
-        try:
-            while True:
-                if cancel.is_set():
-                    yield DenoiseMessage("cancelled", k)
-                    return
-                try:
-                    done, n = next(gen)
-                except StopIteration as stop:
-                    result = stop.value
-                    break
-                yield DenoiseMessage("progress", k, done=done, total=n)
-        except Exception as exc:  # noqa: BLE001 - reported to the user by the GUI
-            log.debug("denoising to OME-Zarr failed", exc_info=True)
-            yield DenoiseMessage("error", k, error=exc)
+        if (yield from relay(cancel, k, gen, "denoising to OME-Zarr")):
             return
-        finally:
-            gen.close()  # a cancelled run stops at its next tile
-        yield DenoiseMessage("result", k, result=result)
 
 
 def open_result(viewer, layer, result, state: dict) -> None:
