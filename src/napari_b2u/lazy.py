@@ -17,6 +17,7 @@ import importlib.util
 import os
 import re
 import threading
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,7 @@ def needs_lazy(src) -> bool:
 
 
 # ---- sources ---------------------------------------------------------------------------------
-class Source:
+class Source(ABC):
     """A lazily read array (see the module's docstring). Basic indexing only."""
 
     shape: tuple
@@ -111,8 +112,9 @@ class Source:
             a = a.compute(scheduler="sync")
         return np.asarray(a)
 
+    @abstractmethod
     def _array(self):
-        raise NotImplementedError
+        """The underlying sliceable array (dask, zarr, a memory map)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -151,8 +153,9 @@ class _Reopened(Source):
             self._arr = self._open()
         return self._arr
 
-    def _open(self):  # pragma: no cover - subclasses
-        raise NotImplementedError
+    @abstractmethod
+    def _open(self):
+        """Open the array at ``self.path`` (in this process)."""
 
 
 _NGFF_LETTERS = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
