@@ -96,3 +96,39 @@ def test_floor_none_means_the_default():
     assert build_config("b2u", floor=None).floor == "gauss"
     assert build_config("b2u", floor=False).floor == "none"
     assert build_config("b2u", floor="none").floor == "none"
+
+
+@pytest.mark.parametrize("spec", ["x-line:3", "box:3,3", "y-line:5"])
+def test_the_j_invariant_gaussian_ignores_the_blind_spots_extent(spec):
+    from napari_b2u.masking import BlindSpot
+
+    spot = BlindSpot.parse(spec)
+    y = torch.rand(1, 1, 32, 32, dtype=torch.float64)
+    base = gaussian_filter(y, 1.5, True, spot)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            bumped = y.clone()
+            bumped[0, 0, 16 + dy, 16 + dx] += 5.0
+            d = abs(float((gaussian_filter(bumped, 1.5, True, spot) - base)[0, 0, 16, 16]))
+            inside = abs(dy) <= spot.ly and abs(dx) <= spot.lx
+            assert (d < 1e-12) if inside else (d > 1e-4)
+    flat = gaussian_filter(torch.ones(1, 1, 20, 20, dtype=torch.float64), 1.5, True, spot)
+    assert torch.allclose(flat, torch.ones_like(flat))  # weights renormalized
+
+
+def test_the_floor_validates_with_the_networks_blind_spot():
+    """Noise correlated along X: a filter's one-pixel J-invariant error passes the correlated
+    neighbour's noise and looks better than it is, so the floor uses the network's mask and
+    chooses σ by an honest error (a wider σ than the one-pixel error picks)."""
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(0)
+    noise = correlate(rng.normal(0, 20, (4, 64, 64)), corr_x=0.35)
+    noisy = np.clip(100 + noise, 0, 255).astype(np.float32)
+    opts = {**TINY, "floor": "gauss"}
+    model = api.train_stack(noisy, steps=2, mask="x-line:3", **opts)
+    assert model.method_name == "gauss" and model.method_params["mask"] == "x-line:3"
+    assert model.info["floor"]["method"] == "gauss"
+    honest = model.readout()["gauss_sigma"][0]
+    naive = api.train_stack(noisy, method="gauss", mask="pixel", device="cpu", progress=False)
+    assert honest > naive.readout()["gauss_sigma"][0]

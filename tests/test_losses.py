@@ -48,3 +48,14 @@ def test_lambda_schedule(p, lam):
 def test_lr_halved_at_milestones():
     assert [lr_factor(p) for p in (0, 0.19, 0.2, 0.45, 0.6, 0.85, 1.0)] == [
         1, 1, 0.5, 0.25, 0.125, 0.0625, 0.0625]
+
+
+def test_weighted_loss_is_the_loss_over_the_weighted_pixels():
+    torch.manual_seed(0)
+    blind, vis, y = (torch.rand(2, 1, 8, 8) for _ in range(3))
+    w = (torch.rand(1, 1, 8, 8) > 0.5).float()
+    m = w.bool().expand(2, 1, 8, 8)
+    got = revisible_loss(blind, vis, y, 3.0, 1.0, weight=w)
+    want = revisible_loss(blind[m], vis[m], y[m], 3.0, 1.0)
+    for a, b in zip(got, want):
+        assert float(a) == pytest.approx(float(b), rel=1e-6)

@@ -175,3 +175,38 @@ def test_the_validation_error_is_honest_only_with_the_matching_mask():
                 assert estimate == pytest.approx(true, rel=0.1)
             else:
                 assert estimate < true - var / 2
+
+
+@pytest.mark.parametrize("spec", ["pixel", "box:3,3"])
+def test_a_subset_of_copies_is_exactly_those_copies_of_the_full_mask(spec):
+    from napari_b2u.masking import covered, pick_copies
+
+    spot = BlindSpot.parse(spec)
+    s = spot.cells(4)
+    x = torch.rand(2, 1, 16, 16)
+    full = global_mask(x, s, spot).view(2, s * s, 1, 16, 16)
+    g = torch.Generator().manual_seed(3)
+    copies = pick_copies(s, 4, g)
+    assert copies.numel() == 4 and len(set(copies.tolist())) == 4
+    part = global_mask(x, s, spot, copies)
+    assert torch.equal(part.view(2, 4, 1, 16, 16), full[:, copies])
+    # mapped outputs agree with the full mapper on exactly the covered pixels
+    out = torch.randn(2 * s * s, 1, 16, 16)
+    sub = out.view(2, s * s, 1, 16, 16)[:, copies].reshape(-1, 1, 16, 16)
+    w = covered(16, 16, s, copies).bool().expand(2, 1, 16, 16)
+    assert torch.equal(mask_mapper(sub, s, copies)[w], mask_mapper(out, s)[w])
+    assert float(w.float().mean()) == pytest.approx(4 / (s * s))
+    # a limit that covers the s² copies runs them all, drawing nothing
+    state = g.get_state()
+    assert pick_copies(s, s * s, g) is None and pick_copies(s, 0, g) is None
+    assert torch.equal(g.get_state(), state)
+
+
+def test_sampled_copies_draw_every_copy_over_steps():
+    from napari_b2u.masking import pick_copies
+
+    g = torch.Generator().manual_seed(0)
+    seen = torch.zeros(16)
+    for _ in range(200):
+        seen[pick_copies(4, 4, g)] += 1
+    assert seen.min() > 0.6 * 50 and seen.max() < 1.4 * 50

@@ -267,3 +267,27 @@ def test_auto_mask_follows_the_measured_correlation(corr, expected):
         assert any("→ using" in m for m in model.info["messages"])
     explicit = api.train_stack(noisy, steps=1, mask="pixel", **TINY)
     assert explicit.method_params["mask"] == "pixel" and explicit.info["noise"] is None
+
+
+@pytest.mark.parametrize("name", ["b2u", "b2s"])
+def test_wide_masks_train_on_a_subset_of_copies_per_step(name):
+    """A 3x3 box needs 4x4 cells: a step runs `copies` of the 16 masked copies (plus the visible
+    pass), and its gradient reaches only through the pixels blind in those copies."""
+    m = get_method(name, mask="box:3,3", copies=4)
+    m.seed(0, "cpu")
+    model = m.build(m.model_config(1, 8, 2))
+    net = model if name == "b2u" else model.net
+    batches = []
+    hook = net.register_forward_hook(lambda mod, inp, out: batches.append(inp[0].shape[0]))
+    y = torch.rand(2, 1, 16, 16, requires_grad=False)
+    loss, _ = m.training_loss(model, y, 2.0)
+    hook.remove()
+    assert m.cells == 4 and sorted(batches) == [2, 2 * 4]
+    assert torch.isfinite(loss)
+    full = get_method(name, mask="box:3,3", copies=0)
+    full.seed(0, "cpu")
+    batches.clear()
+    hook = net.register_forward_hook(lambda mod, inp, out: batches.append(inp[0].shape[0]))
+    full.training_loss(model, y, 2.0)
+    hook.remove()
+    assert sorted(batches) == [2, 2 * 16]

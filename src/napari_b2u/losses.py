@@ -28,17 +28,27 @@ def revisible_loss(
     y: torch.Tensor,
     lam: torch.Tensor | float,
     eta: float = 1.0,
+    weight: torch.Tensor | None = None,
 ):
     """Regularized re-visible loss of B2U.
 
     ``L = mean((h + λ·f̂ − (λ+1)·y)²) + η·mean((h − y)²)``. ``visible`` is detached here, so the
-    gradient only flows through the blind branch whatever the caller passes.
+    gradient only flows through the blind branch whatever the caller passes. ``weight``
+    (broadcastable to ``y``, 0/1) restricts both means to the pixels a step's copies covered.
     Returns ``(total, revisible_term, regularizer_term)``.
     """
     visible = visible.detach()
     blind = blind.float()
     visible = visible.float()
     y = y.float()
-    rev = torch.mean((blind + lam * visible - (lam + 1.0) * y) ** 2)
-    reg = torch.mean((blind - y) ** 2)
+    rev = weighted_mean((blind + lam * visible - (lam + 1.0) * y) ** 2, weight)
+    reg = weighted_mean((blind - y) ** 2, weight)
     return rev + eta * reg, rev, reg
+
+
+def weighted_mean(e: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """mean(e), or its mean over the pixels where ``weight`` (broadcastable to e) is 1."""
+    if weight is None:
+        return torch.mean(e)
+    w = weight.to(e.dtype).expand_as(e)
+    return (e * w).sum() / w.sum().clamp(min=1.0)

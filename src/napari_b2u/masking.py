@@ -113,23 +113,49 @@ def cell_masks(h: int, w: int, cells: int, device=None, dtype=torch.bool) -> tor
     return (idx[None, None] == k).to(dtype)
 
 
-def global_mask(x: torch.Tensor, cells: int, spot: BlindSpot = PIXEL) -> torch.Tensor:
-    """Ω: (B, C, H, W) -> (B·s², C, H, W) masked copies.
+def pick_copies(cells: int, limit: int, generator: torch.Generator | None = None):
+    """The copies one training step runs: all s² (``None``) when ``limit`` covers them (or is
+    0), else ``limit`` of them drawn at random (a 1-D long tensor).
+
+    Wide blind spots need larger cells (16 copies for a 3x3 box instead of 4), which made every
+    step that many network passes dearer; a random subset keeps a step's cost that of the pixel
+    mask while every copy is still drawn equally often over training.
+    """
+    n = cells * cells
+    if limit <= 0 or n <= limit:
+        return None
+    device = generator.device if generator is not None else "cpu"
+    return torch.randperm(n, generator=generator, device=device)[:limit]
+
+
+def covered(h: int, w: int, cells: int, copies: torch.Tensor | None, device=None):
+    """(1, 1, H, W) float: 1 at the pixels blind in one of ``copies`` (all pixels if None)."""
+    if copies is None:
+        return torch.ones(1, 1, h, w, device=device)
+    idx = cell_index(h, w, cells, device=device)
+    return torch.isin(idx, copies.to(idx.device)).float().view(1, 1, h, w)
+
+
+def global_mask(x: torch.Tensor, cells: int, spot: BlindSpot = PIXEL,
+                copies: torch.Tensor | None = None) -> torch.Tensor:
+    """Ω: (B, C, H, W) -> (B·s², C, H, W) masked copies (B·len(copies) with ``copies``).
 
     Copy k of image b sits at row b·s² + k; in it every pixel at cell position k is replaced by
     the 3x3 interpolation of its neighbours (taken from the unmasked image). With a wider
     ``spot``, the pixels within its extent of each blind pixel are replaced as well, by the
     normalized convolution of the pixels that copy leaves untouched (none of which carries a
-    blind pixel's correlated noise).
+    blind pixel's correlated noise). ``copies`` (indices into the s²) builds only those.
     """
     if spot.is_pixel:
         b, c, h, w = x.shape
-        n = cells * cells
-        masks = cell_masks(h, w, cells, device=x.device)  # (n, 1, H, W)
+        masks = cell_masks(h, w, cells, device=x.device)  # (s², 1, H, W)
+        if copies is not None:
+            masks = masks[copies.to(x.device)]
+        n = masks.shape[0]
         interp = interpolate_neighbours(x)
         out = torch.where(masks.unsqueeze(0), interp.unsqueeze(1), x.unsqueeze(1))
         return out.reshape(b * n, c, h, w)
-    return _extended_mask(x, cells, spot)
+    return _extended_mask(x, cells, spot, copies)
 
 
 def hidden_masks(h: int, w: int, cells: int, spot: BlindSpot, device=None) -> torch.Tensor:
@@ -139,10 +165,12 @@ def hidden_masks(h: int, w: int, cells: int, spot: BlindSpot, device=None) -> to
     return F.max_pool2d(blind, k, stride=1, padding=(spot.ly, spot.lx)) > 0
 
 
-def _extended_mask(x: torch.Tensor, cells: int, spot: BlindSpot) -> torch.Tensor:
+def _extended_mask(x: torch.Tensor, cells: int, spot: BlindSpot, copies=None) -> torch.Tensor:
     b, c, h, w = x.shape
-    n = cells * cells
-    hidden = hidden_masks(h, w, cells, spot, device=x.device)  # (n, 1, H, W)
+    hidden = hidden_masks(h, w, cells, spot, device=x.device)  # (s², 1, H, W)
+    if copies is not None:
+        hidden = hidden[copies.to(x.device)]
+    n = hidden.shape[0]
     free = (~hidden).to(x.dtype)
     r = max(spot.ly, spot.lx) + 1
     yy, xx = torch.meshgrid(torch.arange(-r, r + 1), torch.arange(-r, r + 1), indexing="ij")
@@ -158,12 +186,18 @@ def _extended_mask(x: torch.Tensor, cells: int, spot: BlindSpot) -> torch.Tensor
     return out.reshape(b * n, c, h, w)
 
 
-def mask_mapper(y: torch.Tensor, cells: int) -> torch.Tensor:
+def mask_mapper(y: torch.Tensor, cells: int, copies: torch.Tensor | None = None) -> torch.Tensor:
     """h: (B·s², C, H, W) network outputs -> (B, C, H, W), each pixel from the copy in which it
-    was blind."""
+    was blind. With ``copies`` (the outputs of those copies only) the pixels blind in none of
+    them hold arbitrary values: weigh them out with :func:`covered`."""
     bn, c, h, w = y.shape
-    n = cells * cells
+    n = cells * cells if copies is None else int(copies.numel())
     y = y.reshape(bn // n, n, c, h, w)
-    idx = cell_index(h, w, cells, device=y.device).view(1, 1, 1, h, w)
+    idx = cell_index(h, w, cells, device=y.device)
+    if copies is not None:
+        slot = torch.zeros(cells * cells, dtype=torch.long, device=y.device)
+        slot[copies.to(y.device)] = torch.arange(n, device=y.device)
+        idx = slot[idx]
+    idx = idx.view(1, 1, 1, h, w)
     idx = idx.expand(y.shape[0], 1, c, h, w)
     return torch.gather(y, 1, idx).squeeze(1)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .methods import get_method
+from .noise import resolve_auto_mask
 from .sampling import validation_crops
 
 
@@ -91,6 +92,14 @@ def apply_floor(trainer, net_error: float) -> None:
     from .inference import Denoiser
 
     floor = get_method(trainer.config.floor)
+    if "mask" in floor.params:
+        # the same blind spot as the network's error, or the filter's error rewards passing
+        # correlated noise through and the comparison is not on one scale
+        mask = trainer.method.params.get("mask", "auto")
+        if mask == "auto":
+            resolve_auto_mask(floor, trainer.data.train)
+        else:
+            floor.params["mask"] = mask
     channels = trainer.data.layout.n_channels
     model = floor.build(floor.model_config(channels)).to(trainer.device)
     crops = validation_crops(trainer.data.train, max(trainer.patch_size, 128), 16)

@@ -11,11 +11,11 @@ import math
 
 import torch
 
-from ..losses import lambda_schedule
+from ..losses import lambda_schedule, weighted_mean
 from ..masking import global_mask, mask_mapper
 from ..models.b2s_net import B2SModel
 from ..params import Param
-from .b2u import CELLS, MASK, lambda_params
+from .b2u import CELLS, COPIES, MASK, lambda_params, step_copies
 from .base import Method
 
 
@@ -25,11 +25,12 @@ def noise_scalars(est):
     return (est.abs() + 1e-5).mean(dim=(2, 3), keepdim=True)
 
 
-def b2s_loss(mu_m, a_m, mu_v, a_v, y, est, lam):
+def b2s_loss(mu_m, a_m, mu_v, a_v, y, est, lam, weight=None):
     """The adaptive re-visible loss. ``est``: the estimator's raw output map (B, 3C, h, w),
     channels (σ1, σ2, α) per image channel.
 
-    Returns (loss, σ_n map). The visible branch and α·μ_y's μ_y carry no gradient.
+    Returns (loss, σ_n map); ``weight`` (0/1) keeps the pixels a step's copies covered. The
+    visible branch and α·μ_y's μ_y carry no gradient.
     """
     c = y.shape[1]
     mu_v, a_v = mu_v.detach(), a_v.detach()
@@ -41,7 +42,7 @@ def b2s_loss(mu_m, a_m, mu_v, a_v, y, est, lam):
     sig_model = (sig_m + lam**2 * sig_v) / k**2
     sig_n = (s1 + lam**2 * s2) / k**2 + alpha * mu_y.detach().clamp(min=1e-3)
     var = sig_model + sig_n
-    loss = torch.mean((y - mu_y) ** 2 / var + torch.log(var))
+    loss = weighted_mean((y - mu_y) ** 2 / var + torch.log(var), weight)
     return loss, sig_n
 
 
@@ -70,6 +71,7 @@ class Blind2Sound(Method):
     parameters = (
         CELLS,
         MASK,
+        COPIES,
         *lambda_params(3.0, 11.0),
         # authors: lr 4e-4, estimator 2e-4
         Param("est_lr_scale", float, 0.5, 0.0, 10.0, user=False,
@@ -107,10 +109,11 @@ class Blind2Sound(Method):
         c = out.shape[1] // 2
         return out[:, :c].float(), out[:, c:].float()
 
-    def _branches(self, model, y, grad_blind=True):
+    def _branches(self, model, y, grad_blind=True, copies=None):
+        s = self.cells
         with torch.set_grad_enabled(grad_blind and torch.is_grad_enabled()):
-            blind = mask_mapper(self.run(model.net, global_mask(y, self.cells, self.spot)),
-                                self.cells)
+            blind = mask_mapper(self.run(model.net, global_mask(y, s, self.spot, copies)), s,
+                                copies)
         with torch.no_grad():
             visible = self.run(model.net, y)
         return self._split(blind), self._split(visible)
@@ -119,9 +122,10 @@ class Blind2Sound(Method):
         return self.run(model.est, y).float()
 
     def training_loss(self, model, y, sched):
-        (mu_m, a_m), (mu_v, a_v) = self._branches(model, y)
-        loss, _ = b2s_loss(mu_m, a_m, mu_v, a_v, y.float(), self._est(model, y), sched)
-        mse = torch.mean((mu_m.detach() - y.float()) ** 2)
+        copies, weight = step_copies(self, y)
+        (mu_m, a_m), (mu_v, a_v) = self._branches(model, y, copies=copies)
+        loss, _ = b2s_loss(mu_m, a_m, mu_v, a_v, y.float(), self._est(model, y), sched, weight)
+        mse = weighted_mean((mu_m.detach() - y.float()) ** 2, weight)
         return loss, {"loss": loss, "blind_mse": mse}
 
     def validation_error(self, model, y):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..losses import lambda_schedule, revisible_loss
-from ..masking import MASK_HELP, MASK_PATTERN, global_mask, mask_mapper
+from ..masking import MASK_HELP, MASK_PATTERN, covered, global_mask, mask_mapper, pick_copies
 from ..params import Param
 from .base import Method
 
@@ -17,6 +17,21 @@ CELLS = Param("cells", int, 2, 2, 8, label="cells s",
 MASK = Param("mask", str, "auto", pattern=MASK_PATTERN, label="blind spot",
              help="the blind spot: " + MASK_HELP + ". 'auto' measures the noise's correlation "
                   "between neighbours and hides the correlated extent")
+#: how many of the s² masked copies one training step runs
+COPIES = Param("copies", int, 4, 0, 64, user=False, label="copies per step",
+               help="masked copies run per training step: when s² is larger (wide blind spots "
+                    "need larger cells) a random subset of this many, so a step costs what the "
+                    "pixel mask's does; 0 runs all s². Validation and the weighted output always "
+                    "use all of them")
+
+
+def step_copies(method, y: torch.Tensor):
+    """The masked copies one training step of a B2U-style ``method`` runs (None: all s²) and
+    the 0/1 weight of the pixels they make blind (None: all)."""
+    cells = method.cells
+    copies = pick_copies(cells, int(method.params["copies"]), getattr(method, "generator", None))
+    weight = None if copies is None else covered(*y.shape[-2:], cells, copies, y.device)
+    return copies, weight
 
 
 def lambda_params(start: float, end: float) -> tuple[Param, ...]:
@@ -52,6 +67,7 @@ class Blind2Unblind(Method):
     parameters = (
         CELLS,
         MASK,
+        COPIES,
         *lambda_params(2.0, 20.0),
         Param("eta", float, 1.0, 0.0, 100.0, user=False, help="weight η of the regularizer"),
     )
@@ -65,15 +81,18 @@ class Blind2Unblind(Method):
         pr = self.params
         return lambda_schedule(p, pr["lambda_start"], pr["lambda_end"], pr["lambda_hold"])
 
-    def blind(self, model, y: torch.Tensor) -> torch.Tensor:
-        """h(f(Ωy)): every pixel predicted by the copy in which it was blind."""
-        return mask_mapper(self.run(model, global_mask(y, self.cells, self.spot)), self.cells)
+    def blind(self, model, y: torch.Tensor, copies=None) -> torch.Tensor:
+        """h(f(Ωy)): every pixel predicted by the copy in which it was blind (with ``copies``,
+        only the pixels blind in those copies are)."""
+        s = self.cells
+        return mask_mapper(self.run(model, global_mask(y, s, self.spot, copies)), s, copies)
 
     def training_loss(self, model, y, sched):
-        blind = self.blind(model, y)
+        copies, weight = step_copies(self, y)
+        blind = self.blind(model, y, copies)
         with torch.no_grad():
             visible = self.run(model, y)
-        loss, rev, reg = revisible_loss(blind, visible, y, sched, self.params["eta"])
+        loss, rev, reg = revisible_loss(blind, visible, y, sched, self.params["eta"], weight)
         return loss, {"loss": loss, "revisible": rev, "regularizer": reg}
 
     def validation_error(self, model, y):

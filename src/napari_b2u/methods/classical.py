@@ -25,12 +25,24 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..masking import global_mask, mask_mapper
+from ..masking import PIXEL, BlindSpot, global_mask, mask_mapper
 from ..params import Param
+from .b2u import MASK
 from .base import Method
 
 #: σ candidates of the Gaussian filter (pixels): 0.3 … 6, ratio ≈ 1.17
 GAUSS_SIGMAS = tuple(float(v) for v in np.geomspace(0.3, 6.0, 20))
+
+
+#: the largest share of a Gaussian's weight its J-invariant version may drop (GaussMethod)
+MAX_HIDDEN = 0.9
+
+
+def hidden_weight(sigma: float, spot: BlindSpot = PIXEL) -> float:
+    """The share of the 2-D Gaussian's weight inside the blind ``spot`` (centre included)."""
+    g = gaussian_kernel1d(sigma, dtype=torch.float64)
+    r = g.numel() // 2
+    return float(g[r - spot.lx:r + spot.lx + 1].sum() * g[r - spot.ly:r + spot.ly + 1].sum())
 
 
 def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -40,24 +52,51 @@ def gaussian_kernel1d(sigma: float, device=None, dtype=torch.float32) -> torch.T
     return g / g.sum()
 
 
-def gaussian_filter(y: torch.Tensor, sigma: float, j_invariant: bool = False) -> torch.Tensor:
-    """Separable Gaussian filter of (B, C, H, W) with reflect padding; ``j_invariant``: without
-    each pixel's own contribution (centre tap removed, weights renormalized)."""
-    g = gaussian_kernel1d(sigma, y.device, y.dtype)
-    r = g.numel() // 2
+def _separable(y: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """Convolve (B, C, H, W) with the 1-D kernels ``gx`` along X, ``gy`` along Y (odd lengths,
+    reflect padding, kernels cut to the image where it is smaller)."""
     c = y.shape[1]
-    pad_h, pad_w = min(r, y.shape[-2] - 1), min(r, y.shape[-1] - 1)
     out = y
-    for dim, pad in ((-1, pad_w), (-2, pad_h)):
-        k = g if pad == r else g[r - pad:r + pad + 1] / g[r - pad:r + pad + 1].sum()
+    for dim, g in ((-1, gx), (-2, gy)):
+        r = g.numel() // 2
+        pad = min(r, y.shape[dim] - 1)
+        k = g if pad == r else g[r - pad:r + pad + 1]
         shape = (c, 1, 1, k.numel()) if dim == -1 else (c, 1, k.numel(), 1)
         pads = (pad, pad, 0, 0) if dim == -1 else (0, 0, pad, pad)
         view = (1, 1, 1, k.numel()) if dim == -1 else (1, 1, k.numel(), 1)
         out = F.conv2d(F.pad(out, pads, mode="reflect") if pad else out,
                        k.view(view).expand(shape).contiguous(), groups=c)
+    return out
+
+
+def gaussian_filter(y: torch.Tensor, sigma: float, j_invariant: bool = False,
+                    spot: BlindSpot = PIXEL) -> torch.Tensor:
+    """Separable Gaussian filter of (B, C, H, W) with reflect padding; ``j_invariant``: without
+    each pixel's own contribution and that of the blind ``spot`` around it (the pixels whose
+    noise is correlated with it): those taps removed, the weights renormalized. The removed
+    rectangle is separable, so this is two separable filters."""
+    g = gaussian_kernel1d(sigma, y.device, y.dtype)
+    r = g.numel() // 2
+
+    def cut(n):  # the kernel cut to n taps each side (an image smaller than the kernel)
+        pad = min(r, n - 1)
+        k = g[r - pad:r + pad + 1]
+        return k / k.sum()
+
+    gx, gy = cut(y.shape[-1]), cut(y.shape[-2])
+    out = _separable(y, gx, gy)
     if j_invariant:
-        k0 = float(g[r] ** 2)
-        out = (out - k0 * y) / (1.0 - k0)
+        def inner(k, extent):  # the taps within ``extent`` of the centre, zero elsewhere
+            rr = k.numel() // 2
+            keep = (torch.arange(-rr, rr + 1, device=k.device).abs() <= extent).to(k.dtype)
+            return k * keep
+
+        ix, iy = inner(gx, spot.lx), inner(gy, spot.ly)
+        mass = float(ix.sum() * iy.sum())
+        if spot.is_pixel:  # the centre tap alone: no second filter needed
+            out = (out - mass * y) / (1.0 - mass)
+        else:
+            out = (out - _separable(y, ix, iy)) / (1.0 - mass)
     return out
 
 
@@ -101,25 +140,35 @@ class GaussMethod(_Classical):
     preview_names = ("visible",)
     texts = {"visible": "Gaussian filter with the σ the self-supervised error chose — seconds",
              "loss": "J-invariant error of the candidate σ"}
-    parameters = ()
+    #: the blind spot of the J-invariant error that chooses σ (correlated noise: the extent)
+    parameters = (MASK,)
 
     def build(self, config):
         return GaussModel(int(config["channels"]))
 
     def j_invariant(self, model, y):
-        return torch.cat([gaussian_filter(y[:, i:i + 1].float(), float(s), j_invariant=True)
+        return torch.cat([gaussian_filter(y[:, i:i + 1].float(), float(s), True, self.spot)
                           for i, s in enumerate(model.sigma)], 1)
+
+    def candidates(self) -> list[float]:
+        """The σ grid, without the filters whose blind spot holds more than ``MAX_HIDDEN`` of
+        their weight: their J-invariant version (whose error is measured) is then a ring
+        average of the pixels beyond the spot, not the filter returned — with a 3x3 box that
+        picked σ = 0.3, an identity, on real correlated frames."""
+        spot = self.spot
+        return [s for s in GAUSS_SIGMAS if hidden_weight(s, spot) <= MAX_HIDDEN]
 
     @torch.no_grad()
     def fit(self, model, crops: torch.Tensor):
         """σ per channel minimizing the J-invariant error on ``crops``; yields (done, total)."""
         y = crops.float()
-        errs = np.zeros((len(GAUSS_SIGMAS), y.shape[1]))
-        for k, s in enumerate(GAUSS_SIGMAS):
-            f = gaussian_filter(y, s, j_invariant=True)
+        sigmas = self.candidates()
+        errs = np.zeros((len(sigmas), y.shape[1]))
+        for k, s in enumerate(sigmas):
+            f = gaussian_filter(y, s, j_invariant=True, spot=self.spot)
             errs[k] = ((f - y) ** 2).mean(dim=(0, 2, 3)).cpu().numpy()
-            yield k + 1, len(GAUSS_SIGMAS)
-        model.sigma.copy_(torch.tensor([GAUSS_SIGMAS[i] for i in errs.argmin(0)]))
+            yield k + 1, len(sigmas)
+        model.sigma.copy_(torch.tensor([sigmas[i] for i in errs.argmin(0)]))
 
     def predict(self, model, y, output=None):
         self.check_output(output)
@@ -192,6 +241,7 @@ class BM3DMethod(_Classical):
     parameters = (
         Param("cells", int, 2, 2, 4, user=False,
               help="masked copies (s²) used to compute BM3D's J-invariant error"),
+        MASK,
     )
     #: σ multipliers tried by the calibration
     SCALES = (0.8, 1.0, 1.25)
@@ -200,8 +250,9 @@ class BM3DMethod(_Classical):
         return BM3DModel(int(config["channels"]))
 
     def j_invariant(self, model, y):
-        s = int(self.params["cells"])
-        return mask_mapper(model(global_mask(y.float(), s)), s)
+        spot = self.spot
+        s = spot.cells(int(self.params["cells"]))
+        return mask_mapper(model(global_mask(y.float(), s, spot)), s)
 
     @torch.no_grad()
     def fit(self, model, crops: torch.Tensor):
