@@ -70,11 +70,72 @@ def test_the_floor_keeps_a_network_that_validates_better(monkeypatch, small_stac
     from napari_b2u.methods.classical import GaussMethod
 
     noisy, _ = small_stack
-    monkeypatch.setattr(GaussMethod, "validation_error",
-                        lambda self, model, y: torch.tensor(1e9))
+    monkeypatch.setattr(GaussMethod, "j_invariant",
+                        lambda self, model, y: torch.full_like(y.float(), 10.0))
     model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
-    assert model.method_name == "b2u"
-    assert model.info["floor"]["val_error"] == 1e9
+    assert model.method_name == "b2u" and model.blend is None
+    assert model.info["floor"]["val_error"] > 50
+
+
+def test_the_blend_weight_minimizes_the_blind_spot_error(monkeypatch, small_stack):
+    """The floor's blend weight is the argmin over [0, 1] of the blind-spot error of
+    w·network + (1−w)·filter on the validation crops (checked against a fine grid)."""
+    from napari_b2u import results
+    from napari_b2u.results import snap_weight
+
+    noisy, _ = small_stack
+    seen = {}
+    real = results.blend_sums
+
+    def spy(trainer, floor, model):
+        seen["val"], seen["floor"], seen["model"] = trainer.val, floor, model
+        seen["net"] = [trainer.method.blind_prediction(trainer.model, trainer.val[i:i + 1])
+                       for i in range(trainer.val.shape[0])]
+        return real(trainer, floor, model)
+
+    monkeypatch.setattr(results, "blend_sums", spy)
+    model = api.train_stack(noisy, steps=3, **{**TINY, "floor": "gauss"})
+    val = seen["val"].float()
+    g = torch.cat([seen["floor"].j_invariant(seen["model"], val[i:i + 1])
+                   for i in range(val.shape[0])])
+    h = torch.cat(seen["net"]).float()
+    grid = np.linspace(0, 1, 401)
+    errs = [float(((w * h + (1 - w) * g - val) ** 2).mean()) for w in grid]
+    best = snap_weight(float(grid[int(np.argmin(errs))]))
+    w = model.blend["weight"] if model.blend else (1.0 if model.method_name == "b2u" else 0.0)
+    assert abs(w - best) <= 0.0025 + 1e-9
+    assert model.info["floor"]["val_error"] == pytest.approx(errs[0], rel=1e-4)
+    assert model.info["floor"]["network_val_error"] == pytest.approx(errs[-1], rel=1e-4)
+
+
+def test_a_blended_model_denoises_as_the_blend_and_keeps_it_in_its_file(monkeypatch,
+                                                                         small_stack,
+                                                                         tmp_path):
+    from napari_b2u import results
+    from napari_b2u.methods.classical import gaussian_filter
+
+    noisy, _ = small_stack
+    # a validation where the two are equally good and independent: the optimum is w = 0.3
+    monkeypatch.setattr(results, "blend_sums", lambda *a: (1.0, -0.3, 1.0, 10))
+    model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
+    assert model.method_name == "b2u" and model.blend["weight"] == pytest.approx(0.3)
+    assert "blended with a Gaussian filter" in model.info["chosen"]
+    assert any(m.startswith("blended 0.30") for m in model.info["messages"])
+    sigma = model.blend["gauss_sigma"]
+    out = model.denoise(noisy[:2], dtype="float32", tta=False)
+    alone = model.__class__(model.method_name, model.method_params, model.model_config,
+                            model.state_dict, model.normalization, model.info)
+    net = alone.denoise(noisy[:2], dtype="float32", tta=False)
+    filt = gaussian_filter(torch.from_numpy(noisy[:2].astype(np.float32))[:, None],
+                           sigma[0])[:, 0].numpy()
+    np.testing.assert_allclose(out, 0.3 * net + 0.7 * filt, atol=1e-2)
+    path = model.save(tmp_path / "blend.b2u")
+    loaded = api.load(path)
+    assert loaded.blend == model.blend
+    np.testing.assert_array_equal(loaded.denoise(noisy[:2], tta=False),
+                                  model.denoise(noisy[:2], tta=False))
+    assert torch.load(path, weights_only=False)["version"] == 3
+    assert torch.load(alone.save(tmp_path / "net.b2u"), weights_only=False)["version"] == 2
 
 
 def test_a_stop_skips_the_floor(small_stack):
@@ -127,8 +188,12 @@ def test_the_floor_validates_with_the_networks_blind_spot():
     noisy = np.clip(100 + noise, 0, 255).astype(np.float32)
     opts = {**TINY, "floor": "gauss"}
     model = api.train_stack(noisy, steps=2, mask="x-line:3", **opts)
-    assert model.method_name == "gauss" and model.method_params["mask"] == "x-line:3"
     assert model.info["floor"]["method"] == "gauss"
-    honest = model.readout()["gauss_sigma"][0]
+    assert model.info["floor"]["mask"] == "x-line:3"
+    if model.method_name == "gauss":  # the filter alone, or blended with the network
+        assert model.method_params["mask"] == "x-line:3"
+        honest = model.readout()["gauss_sigma"][0]
+    else:
+        honest = model.blend["gauss_sigma"][0]
     naive = api.train_stack(noisy, method="gauss", mask="pixel", device="cpu", progress=False)
     assert honest > naive.readout()["gauss_sigma"][0]

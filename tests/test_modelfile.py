@@ -30,9 +30,19 @@ def _load_error(ck, tmp_path, name="m.b2u"):
 
 def test_a_saved_model_carries_its_checksum_and_version(tiny_model, tmp_path):
     ck = torch.load(tiny_model.save(tmp_path / "m.b2u"), weights_only=True)
-    assert ck["version"] == MODEL_VERSION == 2
+    assert ck["version"] == 2 and MODEL_VERSION == 3  # 3 only for a blend (older readers)
     assert ck["weights_sha256"] == weights_checksum(ck["state_dict"])
     assert ck["info"]["train_config"]["version"] == 2
+
+
+@pytest.mark.parametrize("blend", [{"weight": 1.5, "gauss_sigma": [1.0]},
+                                   {"weight": 0.5, "gauss_sigma": []},
+                                   {"weight": 0.5, "gauss_sigma": [-1.0]},
+                                   {"weight": 0.5}, "half"])
+def test_a_damaged_blend_is_refused(tiny_model, tmp_path, blend):
+    ck = tiny_model.to_checkpoint()
+    ck["version"], ck["blend"] = 3, blend
+    assert "its blend" in _load_error(ck, tmp_path)
 
 
 def test_a_huge_declared_network_is_refused_before_it_is_built(tiny_model, tmp_path):

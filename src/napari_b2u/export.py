@@ -195,6 +195,11 @@ def export_bioimageio(model, path, sample, axes: str | None = None, *, output: s
 
     path = check_output(package_path(path), inputs, overwrite, "bioimage.io package")
     output = exportable_output(model, output)
+    if getattr(model, "blend", None):
+        warnings.warn(f"this model blends its network with a Gaussian filter (weight "
+                      f"{model.blend['weight']:.2f}); a bioimage.io package holds the network "
+                      "alone, so its output is the network's, not model.denoise's",
+                      UserWarning, stacklevel=2)
     meta = _metadata(model, output, name, description, authors, license, tags)
     net = ExportNet(output=output, **model.model_config)
     net.model.load_state_dict(model.state_dict)

@@ -71,13 +71,17 @@ class Denoiser:
     """A trained model. ``denoise(stack)`` returns an array shaped like the input."""
 
     def __init__(self, method: str, method_params: dict, model_config: dict, state_dict: dict,
-                 normalization: Normalization, info: dict | None = None):
+                 normalization: Normalization, info: dict | None = None,
+                 blend: dict | None = None):
         self.method_name = method
         self.method_params = dict(method_params)
         self.model_config = dict(model_config)
         self.state_dict = state_dict
         self.normalization = normalization
         self.info = dict(info or {})
+        #: {"weight": w, "gauss_sigma": [σ per channel]}: the output is w × the network's +
+        #: (1 − w) × a Gaussian filter's (the classical floor's blend, results.apply_floor)
+        self.blend = dict(blend) if blend else None
         self._method = get_method(method, **self.method_params)
         self._model = None
         self._device = None
@@ -304,16 +308,24 @@ class Denoiser:
             acc = pred if acc is None else acc + pred
             if v < views - 1:
                 yield
-        return (acc / views).cpu().numpy()
+        acc = acc / views
+        if self.blend:
+            from .methods.classical import gaussian_filter
+
+            w = float(self.blend["weight"])
+            filt = torch.cat([gaussian_filter(t[:, i:i + 1].float(), float(s))
+                              for i, s in enumerate(self.blend["gauss_sigma"])], 1)
+            acc = w * acc + (1.0 - w) * filt
+        return acc.cpu().numpy()
 
     # ---- files ------------------------------------------------------------------------------
     def to_checkpoint(self) -> dict:
         from . import __version__
 
         state = {k: v.detach().cpu() for k, v in self.state_dict.items()}
-        return {
+        ckpt = {
             "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
+            "version": MODEL_VERSION if self.blend else 2,  # older readers load blend-free files
             "package_version": __version__,
             "method": self.method_name,
             "method_params": dict(self.method_params),  # copies: the file is not the model
@@ -323,6 +335,9 @@ class Denoiser:
             "state_dict": state,
             "weights_sha256": weights_checksum(state),
         }
+        if self.blend:
+            ckpt["blend"] = dict(self.blend)
+        return ckpt
 
     def save(self, path) -> Path:
         """Write the model file (weights, config, normalization). Writes atomically: an
@@ -356,6 +371,7 @@ class Denoiser:
             state_dict=ckpt["state_dict"],
             normalization=Normalization.from_dict(ckpt["normalization"]),
             info=ckpt.get("info", {}),
+            blend=ckpt.get("blend"),
         )
 
     @classmethod

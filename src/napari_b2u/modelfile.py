@@ -24,14 +24,14 @@ from .errors import InputError
 
 MODEL_FORMAT = "napari-b2u-model"
 #: 1: napari-b2u 0.1; 2: weights checksum, versioned training settings
-MODEL_VERSION = 2
+MODEL_VERSION = 3  # 3: an optional "blend" (network + Gaussian filter); written only when set
 #: the most a model file may unpack to; the reference U-Net is 4.4 MB, D-BSN about 27 MB
 MAX_UNPACKED_BYTES = 1 << 30
 #: the most parameters a model may declare (the largest preset network has 6.6 M)
 MAX_PARAMETERS = 100_000_000
 
 _KEYS = {"format", "version", "package_version", "method", "method_params", "model_config",
-         "normalization", "info", "state_dict", "weights_sha256", "training"}
+         "normalization", "info", "state_dict", "weights_sha256", "training", "blend"}
 
 
 def weights_checksum(state_dict: dict) -> str:
@@ -108,6 +108,7 @@ def check_checkpoint(ck: dict, source: str = "the model") -> None:
     if not isinstance(ck.get("info", {}), dict):
         raise InputError(f"{source} is damaged: its info is not a mapping")
     method = get_method(ck["method"], **ck["method_params"])  # checks each parameter
+    check_blend(ck.get("blend"), source)
     _check_normalization(ck["normalization"], source)
     state = ck["state_dict"]
     for key, t in state.items():
@@ -175,3 +176,17 @@ def jsonable(obj):
         return int(obj)
     # str subclasses too (torch.__version__ is one): weights_only loading refuses their class
     return str(obj)
+
+
+def check_blend(blend, source: str = "the model") -> None:
+    """A model file's optional blend: {"weight": w in (0, 1), "gauss_sigma": [σ > 0 per
+    channel]} — the output is w × network + (1 − w) × Gaussian filter."""
+    if blend is None:
+        return
+    ok = (isinstance(blend, dict) and set(blend) == {"weight", "gauss_sigma"}
+          and isinstance(blend["weight"], float) and 0.0 < blend["weight"] < 1.0
+          and isinstance(blend["gauss_sigma"], list) and blend["gauss_sigma"]
+          and all(isinstance(s, float) and 0.0 < s < 100.0 for s in blend["gauss_sigma"]))
+    if not ok:
+        raise InputError(f"{source} is damaged: its blend {blend!r} is not a weight in (0, 1) "
+                         "and a Gaussian σ per channel")

@@ -128,9 +128,11 @@ class Blind2Sound(Method):
         mse = weighted_mean((mu_m.detach() - y.float()) ** 2, weight)
         return loss, {"loss": loss, "blind_mse": mse}
 
+    def blind_prediction(self, model, y):
+        return self._branches(model, y, grad_blind=False)[0][0]
+
     def validation_error(self, model, y):
-        (mu_m, _), _ = self._branches(model, y, grad_blind=False)
-        return torch.mean((mu_m - y.float()) ** 2)
+        return torch.mean((self.blind_prediction(model, y) - y.float()) ** 2)
 
     def predict(self, model, y, output=None):
         output = self.check_output(output)

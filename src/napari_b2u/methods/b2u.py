@@ -95,9 +95,12 @@ class Blind2Unblind(Method):
         loss, rev, reg = revisible_loss(blind, visible, y, sched, self.params["eta"], weight)
         return loss, {"loss": loss, "revisible": rev, "regularizer": reg}
 
+    def blind_prediction(self, model, y):
+        return self.blind(model, y)
+
     def validation_error(self, model, y):
         # With pixel-independent noise E[(h - y)²] = E[(h - x)²] + σ²: an honest stopping signal.
-        return torch.mean((self.blind(model, y).float() - y.float()) ** 2)
+        return torch.mean((self.blind_prediction(model, y).float() - y.float()) ** 2)
 
     def predict(self, model, y, output=None):
         output = self.check_output(output)

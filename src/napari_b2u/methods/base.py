@@ -160,6 +160,12 @@ class Method(ABC):
     def validation_error(self, model, y: torch.Tensor) -> torch.Tensor:
         """Mean self-supervised error on held-out patches; lower is better."""
 
+    def blind_prediction(self, model, y: torch.Tensor) -> torch.Tensor | None:
+        """Every pixel predicted without its own value (and its blind spot's): the J-invariant
+        prediction whose error :meth:`validation_error` measures, or None when the method has
+        none per pixel. The classical floor blends with the network by it."""
+        return None
+
     @abstractmethod
     def predict(self, model, y: torch.Tensor, output: str | None = None) -> torch.Tensor:
         """Denoise normalized (B, C, H, W) with the chosen output."""

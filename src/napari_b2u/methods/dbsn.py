@@ -91,9 +91,11 @@ class DBSNMethod(Method):
         loss = nll if sched is None else torch.where(sched < 0, mse, nll)
         return loss, {"loss": loss, "mse": mse.detach()}
 
+    def blind_prediction(self, model, y):
+        return self.run(model, y)[0]
+
     def validation_error(self, model, y):
-        mu, _, _ = self.run(model, y)
-        return torch.mean((mu - y.float()) ** 2)
+        return torch.mean((self.blind_prediction(model, y).float() - y.float()) ** 2)
 
     def predict(self, model, y, output=None):
         output = self.check_output(output)
