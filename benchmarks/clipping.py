@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     noisy, clean = fmdd_like_stack(a.frames, (a.size, a.size), photons=20, read_noise=0.02,
                                    offset=-12.0, gain=400.0, seed=7)
-    truth = np.clip(clean, 0, 255)
+    truth = np.broadcast_to(np.clip(clean, 0, 255), noisy.shape)  # one clean image per stack
     low, high = noisy == 0, noisy == 255
     mid = ~(low | high)
     lo_f, hi_f = clipping(noisy)
