@@ -54,3 +54,15 @@ def test_report_describes_independent_and_correlated_noise():
     r = noise_report(corr)
     assert r.mask == "x-line:3" and r.corr_x[0] > 0.2
     assert r.to_dict()["mask"] == "x-line:3"
+
+
+def test_training_tells_the_user_about_heavy_clipping():
+    from napari_b2u import api
+
+    noisy, _ = fmdd_like_stack(3, (48, 48), photons=20, read_noise=0.02, offset=-12.0,
+                               gain=400.0, seed=1)
+    trainer = api.make_trainer(noisy, steps=1, device="cpu", floor="none", warm_start="none")
+    assert any("clipped at the lower bound" in m for m in trainer.messages)
+    clean, _ = fmdd_like_stack(3, (48, 48), offset=20.0, seed=1)  # lifted off 0: no clipping
+    quiet = api.make_trainer(clean, steps=1, device="cpu", floor="none", warm_start="none")
+    assert not any("clipped" in m for m in quiet.messages)

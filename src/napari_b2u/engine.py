@@ -27,7 +27,7 @@ from .errors import OutputError, TrainingError
 from .events import Preview, TrainEvent, build_event, compute_preview
 from .losses import lr_factor
 from .methods import Method, get_method
-from .noise import describe_mask, resolve_auto_mask
+from .noise import resolve_auto_mask, training_messages
 from .pretrained import warm_start
 from .results import finish
 from .sampling import crop_sampler, prepare_data, validation_crops
@@ -58,8 +58,7 @@ class Trainer:
             cfg.normalization)
         #: the noise measured for mask='auto' (None when the mask was given)
         self.noise = resolve_auto_mask(self.method, self.data.train)
-        if self.noise is not None and self.noise.mask != "pixel":
-            self.messages.append(describe_mask(self.noise.mask, self.noise))
+        self.messages.extend(training_messages(self.noise))
         self.model_config = self.method.model_config(
             self.data.layout.n_channels, cfg.width, cfg.depth)
         if cfg.epochs is not None and cfg.steps is None:

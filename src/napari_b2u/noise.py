@@ -235,12 +235,7 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     cx, cy = noise_correlation(planes)
     low, high = clipping(planes)
     gain, read = estimate_poisson_gaussian(_frames(planes[len(planes) // 2])[0])
-    notes = []
-    for what, frac in (("at the lower bound (0 or the minimum)", low),
-                       ("at the upper bound (saturated)", high)):
-        if frac > HEAVY_CLIPPING:
-            notes.append(f"{100 * frac:.0f} % of pixels are clipped {what}: the noise model "
-                         "does not hold there")
+    notes = clipping_notes(low, high)
     mask = recommend_mask(cx, cy)
     if mask != "pixel":
         notes.append("noise correlated between neighbours: a blind line or box hides the "
@@ -264,6 +259,25 @@ def describe_mask(mask: str, report: NoiseReport) -> str:
     shape = ("a horizontal blind line" if not spot.ly else "a vertical blind line"
              if not spot.lx else "a blind box")
     return f"noise correlated along {', '.join(parts)} → using {shape} ({mask})"
+
+
+def clipping_notes(low: float, high: float) -> list[str]:
+    """A note per bound that clips more than ``HEAVY_CLIPPING`` of the pixels. Clipped pixels
+    are denoised like the others (benchmarks/clipping.py: every method's error there is lower
+    than passing them through), so this is information, not a change of method."""
+    return [f"{100 * frac:.0f} % of pixels are clipped {what}: the noise model does not hold "
+            "there" for what, frac in (("at the lower bound (0 or the minimum)", low),
+                                       ("at the upper bound (saturated)", high))
+            if frac > HEAVY_CLIPPING]
+
+
+def training_messages(report: NoiseReport | None) -> list[str]:
+    """What a training run tells the user about the measured noise: the blind spot chosen for
+    correlated noise and heavy clipping (nothing for independent, unclipped noise)."""
+    if report is None:
+        return []
+    msgs = [describe_mask(report.mask, report)] if report.mask != "pixel" else []
+    return msgs + clipping_notes(report.clipped_low, report.clipped_high)
 
 
 def resolve_auto_mask(method, frames: np.ndarray) -> NoiseReport | None:
