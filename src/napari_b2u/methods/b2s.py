@@ -109,11 +109,15 @@ class Blind2Sound(Method):
         c = out.shape[1] // 2
         return out[:, :c].float(), out[:, c:].float()
 
-    def _branches(self, model, y, grad_blind=True, copies=None):
+    def _blind(self, model, y, grad_blind=True, copies=None):
+        """The blind branch's network output (mean and spread channels), mapped back."""
         s = self.cells
         with torch.set_grad_enabled(grad_blind and torch.is_grad_enabled()):
-            blind = mask_mapper(self.run(model.net, global_mask(y, s, self.spot, copies)), s,
-                                copies)
+            return mask_mapper(self.run(model.net, global_mask(y, s, self.spot, copies)), s,
+                               copies)
+
+    def _branches(self, model, y, grad_blind=True, copies=None):
+        blind = self._blind(model, y, grad_blind, copies)
         with torch.no_grad():
             visible = self.run(model.net, y)
         return self._split(blind), self._split(visible)
@@ -129,7 +133,7 @@ class Blind2Sound(Method):
         return loss, {"loss": loss, "blind_mse": mse}
 
     def blind_prediction(self, model, y):
-        return self._branches(model, y, grad_blind=False)[0][0]
+        return self._split(self._blind(model, y, grad_blind=False))[0]  # no visible pass
 
     def validation_error(self, model, y):
         return torch.mean((self.blind_prediction(model, y) - y.float()) ** 2)
