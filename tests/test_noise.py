@@ -66,3 +66,22 @@ def test_training_tells_the_user_about_heavy_clipping():
     clean, _ = fmdd_like_stack(3, (48, 48), offset=20.0, seed=1)  # lifted off 0: no clipping
     quiet = api.make_trainer(clean, steps=1, device="cpu", floor="none", warm_start="none")
     assert not any("clipped" in m for m in quiet.messages)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1 / 3000.0])
+def test_variance_fit_recovers_poisson_gaussian_noise_in_any_units(scale):
+    """a·signal + b per channel, in the frames' own units: raw counts or normalized ones
+    (where a is far below the raw fit's lower bound)."""
+    from napari_b2u.noise import variance_fit
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:256, 0:256]
+    x = 20 + 200 * (0.5 + 0.5 * np.sin(xx / 25.0) * np.cos(yy / 31.0))
+    frames = np.stack([x + rng.normal(size=x.shape) * np.sqrt(2.0 * x + 9.0),
+                       x / 2 + rng.normal(size=x.shape) * np.sqrt(0.5 * x / 2 + 4.0)])
+    frames = (frames[None] * scale).astype(np.float32)  # (1, C=2, Y, X)
+    (a0, b0), (a1, b1) = variance_fit(frames)
+    assert a0 == pytest.approx(2.0 * scale, rel=0.25) and a1 == pytest.approx(0.5 * scale, rel=0.3)
+    v0, v1 = a0 * 100 * scale + b0, a1 * 50 * scale + b1  # the variance at mid signal
+    assert v0 == pytest.approx(209 * scale**2, rel=0.15)
+    assert v1 == pytest.approx(29 * scale**2, rel=0.2)

@@ -1,7 +1,7 @@
 """What the noise of a stack looks like, measured from the noisy stack alone (numpy only).
 
 - :func:`estimate_poisson_gaussian`: variance = a · mean + b (a photon-transfer fit), for the
-  VST of the BM3D method and for reports.
+  VST of the BM3D method, the floor's risk estimate (:func:`variance_fit`) and for reports.
 - :func:`noise_correlation`: the noise's spatial autocorrelation at lags 1–3 along X and Y.
   Blind-spot methods assume pixel-independent noise; point-scanning confocals and some cameras
   correlate neighbours along the scan (measured 0.26–0.33 on real frames), and then a
@@ -183,6 +183,23 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12):
     xs, ys = np.asarray(xs), np.asarray(ys)
     a, b = np.polyfit(xs, ys, 1) if len(xs) >= 2 else (0.0, float(np.var(r)))
     return max(float(a), 1e-3), float(b)
+
+
+def variance_fit(frames) -> list[tuple[float, float]]:
+    """Per channel, (a, b) of the noise variance a · signal + b of (N, C, Y, X) frames in their
+    own units (raw or normalized): :func:`estimate_poisson_gaussian` of the middle frame, run on
+    it rescaled to 0..255, since that fit bounds ``a`` below in raw-count units."""
+    if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
+        frames = frames.in_memory_sample()
+    fits = []
+    for plane in frames[len(frames) // 2]:
+        img = _frames(plane)[0]
+        lo, hi = np.percentile(img, (0.1, 99.9))
+        k = 255.0 / (hi - lo) if hi > lo else 1.0
+        a, b = estimate_poisson_gaussian((img - lo) * k)
+        # var(k (y − lo)) = a (k (y − lo)) + b  ⇒  var(y) = (a / k) y + (b − a k lo) / k²
+        fits.append((a / k, (b - a * k * lo) / k**2))
+    return fits
 
 
 def clipping(stack) -> tuple[float, float]:

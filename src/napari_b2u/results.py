@@ -86,16 +86,16 @@ def readout(trainer) -> dict:
 
 def apply_floor(trainer, net_error: float) -> None:
     """The classical floor: calibrate ``config.floor`` (a Gaussian filter by default) on the
-    training data and validate it on the same held-out crops as the network, by the same
-    self-supervised error under the same blind spot. The user never gets a network that a
-    filter they could have chosen by that measure beats.
+    training data and compare it with the network on the same crops. The user never gets a
+    network that a filter they could have chosen by that measure beats.
 
-    A Gaussian floor is also *blended*: w × network + (1 − w) × filter, with the w in [0, 1]
-    that minimizes the blend's blind-spot error (closed form: the error is quadratic in w).
-    Both blind predictions are J-invariant, so the blend's error is as honest as theirs, and
-    w = 1 / w = 0 recover the network / the filter. Measured on real frames where the two are
-    close (docs/benchmarks.md), the blend beats the hard choice, which the blind errors often
-    got wrong by a fraction of a per cent."""
+    A Gaussian floor is compared and *blended* by the estimated error of the outputs the user
+    gets (:func:`risk_sums`: the network's visible prediction, ensembled as inference will, and
+    the full filter): w × network + (1 − w) × filter with the w in [0, 1] that minimizes it
+    (closed form: quadratic in w); w = 1 / w = 0 are the network / the filter alone. The blind-spot
+    errors used before under-rated the network's visible output more than the filter and cost
+    0.1–0.3 dB on real frames (docs/benchmarks.md). Other floors (BM3D) keep the hard choice by
+    the blind-spot error."""
     from .inference import Denoiser
 
     floor = get_method(trainer.config.floor)
@@ -109,24 +109,41 @@ def apply_floor(trainer, net_error: float) -> None:
             floor.params["mask"] = mask
     channels = trainer.data.layout.n_channels
     model = floor.build(floor.model_config(channels)).to(trainer.device)
-    crops = validation_crops(trainer.data.train, max(trainer.patch_size, 128), 16)
-    for _ in floor.fit(model, torch.from_numpy(crops).to(trainer.device)):
+    crops = torch.from_numpy(validation_crops(trainer.data.train, max(trainer.patch_size, 128),
+                                              16)).to(trainer.device)
+    for _ in floor.fit(model, crops):
         pass
     val = trainer.val
-    sums = blend_sums(trainer, floor, model) if floor.name == "gauss" else None
+    sums = None
+    if floor.name == "gauss":
+        from .noise import variance_fit
+
+        trainer.model.eval()
+        try:
+            sums = risk_sums(network_output(trainer), model, crops,
+                             variance_fit(trainer.data.train), trainer.config.seed)
+        finally:
+            trainer.model.train()
+        if not np.all(np.isfinite(sums)):  # no usable noise fit (e.g. flat frames)
+            sums = None
     if sums is not None:
-        s0, s1, s2, n = sums
-        err, net_error = s0 / n, (s0 + 2 * s1 + s2) / n  # the filter's and the network's
-        weight = snap_weight(-s1 / s2 if s2 > 0 else 1.0)
-        blend_error = (s0 + 2 * weight * s1 + weight**2 * s2) / n
+        s0, s1, s2, d_net, d_filt, n = sums
+
+        def risk(w):
+            return (s0 + 2 * w * s1 + w * w * s2 + 2 * (w * d_net + (1 - w) * d_filt)) / n
+
+        weight = snap_weight(-(s1 + d_net - d_filt) / s2 if s2 > 0 else 1.0)
+        err, net_error, blend_error = risk(0.0), risk(1.0), risk(weight)
+        measure = "estimated error of the outputs (SURE)"
     else:
         with torch.no_grad():
             err = float(np.mean([float(floor.validation_error(model, val[i:i + 1]))
                                  for i in range(val.shape[0])]))
         weight = 1.0 if err >= net_error else 0.0
+        measure = "blind-spot error"
     info = trainer._result.info
     info["floor"] = {"method": floor.name, "val_error": err, "network_val_error": net_error,
-                     "mask": floor.params.get("mask")}
+                     "measure": measure, "mask": floor.params.get("mask")}
     if weight >= 1.0:
         return
     norm = trainer.data.normalization
@@ -135,7 +152,7 @@ def apply_floor(trainer, net_error: float) -> None:
         info["floor"].update(blend_weight=weight, blend_val_error=blend_error)
         trainer._note(f"blended {weight:.2f} × the network with {1 - weight:.2f} × a Gaussian "
                       f"filter (σ {', '.join(f'{s:.2f}' for s in sigma)} px): its "
-                      f"self-supervised error ({blend_error:.4g}) is lower than the network's "
+                      f"{measure} ({blend_error:.4g}) is lower than the network's "
                       f"({net_error:.4g}) and the filter's ({err:.4g})")
         res = trainer._result
         info["chosen"] = f"{info['chosen']}, blended with a Gaussian filter (weight {weight:.2f})"
@@ -144,7 +161,7 @@ def apply_floor(trainer, net_error: float) -> None:
                                    res.state_dict, norm, info,
                                    blend={"weight": weight, "gauss_sigma": sigma})
         return
-    trainer._note(f"the {floor.title} scored a lower self-supervised error ({err:.4g}) than the "
+    trainer._note(f"the {floor.title} scored a lower {measure} ({err:.4g}) than the "
                   f"trained network ({net_error:.4g}): returning the filter. Train longer, or "
                   "check the noise (correlated noise defeats blind-spot training)")
     info = {**info, "chosen": f"classical floor: {floor.title}", "trained_method":
@@ -167,29 +184,59 @@ def snap_weight(w: float) -> float:
     return 0.0 if w < BLEND_SNAP else 1.0 if w > 1.0 - BLEND_SNAP else w
 
 
+#: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
+#: the same blend weights on real frames)
+PROBE_EPS = 0.01
+
+
 @torch.no_grad()
-def blend_sums(trainer, floor, model):
-    """Over the validation crops, with d = filter's J-invariant prediction − y and
-    e = network's blind prediction − filter's: (Σd², Σd·e, Σe², count); None when the
-    method has no per-pixel blind prediction. The blend w·net + (1−w)·filter then has the
-    blind-spot error (Σd² + 2wΣde + w²Σe²) / count."""
-    val = trainer.val
-    trainer.model.eval()
-    try:
-        s0 = s1 = s2 = 0.0
-        n = 0
-        for i in range(val.shape[0]):
-            y = val[i:i + 1].float()
-            with trainer._autocast():
-                h = trainer.method.blind_prediction(trainer.model, val[i:i + 1])
-            if h is None:
-                return None
-            g = floor.j_invariant(model, y)
-            d, e = g - y, h.float() - g
-            s0 += float((d * d).sum())
-            s1 += float((d * e).sum())
-            s2 += float((e * e).sum())
-            n += d.numel()
-        return s0, s1, s2, n
-    finally:
-        trainer.model.train()
+def risk_sums(predict, filt, crops: torch.Tensor, fits, seed: int = 0):
+    """Stein's unbiased risk estimate (SURE) of w × ``predict`` + (1 − w) × ``filt`` (a
+    GaussModel: the full filter) on ``crops`` (B, C, H, W). For noise of variance
+    v = a·signal + b (per channel, ``fits``) independent between pixels,
+    E‖out − x‖² + Σv = E‖out − y‖² + 2 Σ v_i ∂out_i/∂y_i: the divergence term is what an
+    output that sees the noisy pixel gains by passing its noise. The filter's is exact (its
+    centre tap × Σv); the network's is a Monte-Carlo probe with noise drawn at v. With
+    r = filter − y and e = network − filter, returns (Σr², Σr·e, Σe², D_network, D_filter,
+    count); the blend's risk is (Σr² + 2wΣre + w²Σe² + 2(w D_net + (1 − w) D_filt)) / count,
+    on the scale of mean squared error + mean noise variance."""
+    from .methods.classical import gaussian_kernel1d
+
+    dev = crops.device
+    fits = torch.tensor(fits, dtype=torch.float32, device=dev)
+    a, b = fits[:, 0].view(1, -1, 1, 1), fits[:, 1].view(1, -1, 1, 1)
+    centre = torch.tensor([float(gaussian_kernel1d(float(s)).max()) ** 2 for s in filt.sigma],
+                          device=dev).view(1, -1, 1, 1)
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    sums = np.zeros(5)
+    for i in range(0, crops.shape[0], 4):
+        y = crops[i:i + 4].float()
+        f = filt(y)
+        var = (a * f + b).clamp(min=0.0)  # the filter's output as the signal
+        g = predict(y)
+        probe = var.sqrt() * torch.randn(y.shape, generator=gen, device=dev, dtype=y.dtype)
+        d_net = float((probe * (predict(y + PROBE_EPS * probe) - g)).sum()) / PROBE_EPS
+        r, e = f - y, g - f
+        sums += [float((r * r).sum()), float((r * e).sum()), float((e * e).sum()), d_net,
+                 float((centre * var).sum())]
+    return (*sums.tolist(), crops[0].numel() * crops.shape[0])
+
+
+def network_output(trainer):
+    """The trained network's prediction as the user gets it, as a function of normalized
+    crops: the method's default output, averaged over the dihedral views when inference of the
+    training stack would ensemble; in float32 (the risk probe's differences are below half
+    precision)."""
+    from .inference import dihedral
+
+    method, model = trainer.method, trainer.model
+    output = method.check_output(None)
+    views = trainer._result.plan(tuple(trainer.data.frames.shape), output, trainer.device)[2]
+
+    def predict(y):
+        acc = 0.0
+        for v in range(views):
+            acc = acc + dihedral(method.predict(model, dihedral(y, v), output).float(), v,
+                                 inverse=True)
+        return acc / views
+    return predict
