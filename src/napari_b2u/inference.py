@@ -67,6 +67,12 @@ def dihedral(t: torch.Tensor, view: int, inverse: bool = False) -> torch.Tensor:
     return torch.rot90(t, -k, (-2, -1)) if k else t
 
 
+def predict_view(method, model, t: torch.Tensor, output: str, view: int) -> torch.Tensor:
+    """``method``'s prediction of ``t`` seen in dihedral view ``view``, mapped back (float32):
+    one term of the test-time ensemble."""
+    return dihedral(method.predict(model, dihedral(t, view), output).float(), view, inverse=True)
+
+
 class Denoiser:
     """A trained model. ``denoise(stack)`` returns an array shaped like the input."""
 
@@ -303,8 +309,7 @@ class Denoiser:
         acc = None
         for v in range(views):
             with torch.no_grad():
-                z = dihedral(t, v)
-                pred = dihedral(self._method.predict(model, z, output).float(), v, inverse=True)
+                pred = predict_view(self._method, model, t, output, v)
             acc = pred if acc is None else acc + pred
             if v < views - 1:
                 yield

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .methods import get_method
-from .noise import resolve_auto_mask
+from .noise import resolve_auto_mask, variance_fit
 from .sampling import validation_crops
 
 
@@ -116,8 +116,6 @@ def apply_floor(trainer, net_error: float) -> None:
     val = trainer.val
     sums = None
     if floor.name == "gauss":
-        from .noise import variance_fit
-
         trainer.model.eval()
         try:
             sums = risk_sums(network_output(trainer), model, crops,
@@ -219,7 +217,7 @@ def risk_sums(predict, filt, crops: torch.Tensor, fits, seed: int = 0):
         r, e = f - y, g - f
         sums += [float((r * r).sum()), float((r * e).sum()), float((e * e).sum()), d_net,
                  float((centre * var).sum())]
-    return (*sums.tolist(), crops[0].numel() * crops.shape[0])
+    return (*sums.tolist(), crops.numel())
 
 
 def network_output(trainer):
@@ -227,16 +225,12 @@ def network_output(trainer):
     crops: the method's default output, averaged over the dihedral views when inference of the
     training stack would ensemble; in float32 (the risk probe's differences are below half
     precision)."""
-    from .inference import dihedral
+    from .inference import predict_view
 
     method, model = trainer.method, trainer.model
     output = method.check_output(None)
     views = trainer._result.plan(tuple(trainer.data.frames.shape), output, trainer.device)[2]
 
     def predict(y):
-        acc = 0.0
-        for v in range(views):
-            acc = acc + dihedral(method.predict(model, dihedral(y, v), output).float(), v,
-                                 inverse=True)
-        return acc / views
+        return sum(predict_view(method, model, y, output, v) for v in range(views)) / views
     return predict
