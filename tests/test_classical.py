@@ -105,7 +105,7 @@ def test_the_risk_estimate_tracks_the_true_error_of_outputs_that_see_the_noise(s
     passes some of its own pixel's noise (the identity-heavy one would look perfect by its
     plain residual)."""
     from napari_b2u.methods.classical import GaussModel
-    from napari_b2u.results import risk_sums
+    from napari_b2u.risk import Risk
 
     x, y, fits = _poisson_gaussian_scene(seed)
     filt = GaussModel(1)
@@ -115,8 +115,11 @@ def test_the_risk_estimate_tracks_the_true_error_of_outputs_that_see_the_noise(s
         base = gaussian_filter(t, 0.8)
         return base + 0.5 * torch.tanh((t - base) / 0.05) * 0.05
 
-    s0, s1, s2, d_net, d_filt, n = risk_sums(out, filt, y, fits, seed)
+    risk = Risk(y, fits, seed)
+    measured = risk.output(out)
+    s0, s1, s2, d_net, d_filt, n = risk.blend_sums(*measured, filt)
     var = float((fits[0][0] * x + fits[0][1]).mean())
+    assert risk.error(*measured) == pytest.approx((s0 + 2 * s1 + s2 + 2 * d_net) / n)
     for w in (0.0, 0.4, 1.0):
         blend = w * out(y) + (1 - w) * filt(y)
         true = float(((blend - x) ** 2).mean()) + var
@@ -130,13 +133,14 @@ def test_the_risk_estimate_tracks_the_true_error_of_outputs_that_see_the_noise(s
 def test_the_probe_measures_a_linear_filters_divergence():
     """The Monte-Carlo divergence of a linear filter equals its centre tap × Σ variance."""
     from napari_b2u.methods.classical import GaussModel, gaussian_kernel1d
-    from napari_b2u.results import risk_sums
+    from napari_b2u.risk import Risk
 
     x, y, fits = _poisson_gaussian_scene(2, 96)
     filt = GaussModel(1)
     filt.sigma.fill_(1.2)
-    *_, d_net, d_filt, n = risk_sums(lambda t: gaussian_filter(t, 0.7), filt, y, fits)
-    var = (fits[0][0] * filt(y) + fits[0][1]).clamp(min=0)
+    risk = Risk(y, fits)
+    *_, d_net, d_filt, n = risk.blend_sums(*risk.output(lambda t: gaussian_filter(t, 0.7)), filt)
+    var = risk.var
     exact = float(gaussian_kernel1d(0.7).max()) ** 2 * float(var.sum())
     assert d_net == pytest.approx(exact, rel=0.05)
     assert d_filt == pytest.approx(float(gaussian_kernel1d(1.2).max()) ** 2 * float(var.sum()),
@@ -151,7 +155,7 @@ def test_a_blended_model_denoises_as_the_blend_and_keeps_it_in_its_file(monkeypa
 
     noisy, _ = small_stack
     # a validation where the two are equally good and independent: the optimum is w = 0.3
-    monkeypatch.setattr(results, "risk_sums", lambda *a: (1.0, -0.3, 1.0, 0.0, 0.0, 10))
+    monkeypatch.setattr(results.Risk, "blend_sums", lambda *a: (1.0, -0.3, 1.0, 0.0, 0.0, 10))
     model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
     assert model.method_name == "b2u" and model.blend["weight"] == pytest.approx(0.3)
     assert "blended with a Gaussian filter" in model.info["chosen"]
@@ -232,3 +236,69 @@ def test_the_floor_validates_with_the_networks_blind_spot():
         honest = model.blend["gauss_sigma"][0]
     naive = api.train_stack(noisy, method="gauss", mask="pixel", device="cpu", progress=False)
     assert honest > naive.readout()["gauss_sigma"][0]
+
+
+def _rising_validation(monkeypatch):
+    """Validation errors that only rise: the first validated checkpoint stays the best."""
+    from napari_b2u.engine import Trainer
+
+    monkeypatch.setattr(Trainer, "_validate_safe", lambda self: 1.0 + self.step)
+
+
+@pytest.mark.parametrize("winner", ["last", "best"])
+def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeypatch,
+                                                                        small_stack, winner):
+    from napari_b2u import results
+
+    _rising_validation(monkeypatch)
+    seen = []
+
+    def fake_measure(trainer, risk, state):  # called for the best, then for the last
+        seen.append({k: v.clone() for k, v in state.items()})
+        worse = (len(seen) == 1) == (winner == "last")
+        return risk.y + (0.1 if worse else 0.01), 0.0
+
+    monkeypatch.setattr(results, "measure_state", fake_measure)
+    model = api.train_stack(small_stack[0], steps=6, val_every=2, **TINY)
+    assert len(seen) == 2
+    kept = seen[1] if winner == "last" else seen[0]
+    for k, v in model.state_dict.items():
+        torch.testing.assert_close(v, kept[k].float())
+    assert not all(torch.equal(seen[0][k], seen[1][k]) for k in seen[0])
+    record = model.info["keep"]
+    assert record["best_step"] == 2 and record["best_by_validation"] != record["last"]
+    if winner == "last":
+        assert model.info["chosen"].startswith("last: a lower estimated error")
+    else:
+        assert model.info["chosen"].startswith("best by validation (step 2), confirmed")
+
+
+@pytest.mark.parametrize("keep", ["validation", "last"])
+def test_keep_validation_or_last_does_not_compare(monkeypatch, small_stack, keep):
+    from napari_b2u import results
+
+    _rising_validation(monkeypatch)
+    monkeypatch.setattr(results, "measure_state", lambda *a: pytest.fail("compared"))
+    model = api.train_stack(small_stack[0], steps=6, val_every=2, keep=keep, **TINY)
+    assert "keep" not in model.info
+    assert model.info["chosen"] == ("best by validation (step 2)" if keep == "validation"
+                                    else "last")
+
+
+def test_keep_auto_measures_both_networks_and_the_floor_reuses_the_kept_one(monkeypatch,
+                                                                           small_stack):
+    from napari_b2u import results
+
+    _rising_validation(monkeypatch)
+    calls = []
+    output = results.Risk.output
+    monkeypatch.setattr(results.Risk, "output", lambda self, f: calls.append(1) or output(self, f))
+    model = api.train_stack(small_stack[0], steps=6, val_every=2,
+                            **{**TINY, "floor": "gauss"})
+    record = model.info["keep"]
+    assert np.isfinite(record["best_by_validation"]) and np.isfinite(record["last"])
+    assert len(calls) == 2  # the best and the last; the floor used the kept one's
+    assert model.info["floor"]["measure"].endswith("(SURE)")
+    chosen_err = min(record["best_by_validation"], record["last"])
+    assert model.info["floor"]["network_val_error"] == pytest.approx(chosen_err)
+

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from napari_b2u import api
+from napari_b2u.config import CONFIG_VERSION
 from napari_b2u.errors import InputError
 from napari_b2u.inference import Denoiser
 from napari_b2u.modelfile import MODEL_VERSION, weights_checksum
@@ -32,7 +33,7 @@ def test_a_saved_model_carries_its_checksum_and_version(tiny_model, tmp_path):
     ck = torch.load(tiny_model.save(tmp_path / "m.b2u"), weights_only=True)
     assert ck["version"] == 2 and MODEL_VERSION == 3  # 3 only for a blend (older readers)
     assert ck["weights_sha256"] == weights_checksum(ck["state_dict"])
-    assert ck["info"]["train_config"]["version"] == 2
+    assert ck["info"]["train_config"]["version"] == CONFIG_VERSION
 
 
 @pytest.mark.parametrize("blend", [{"weight": 1.5, "gauss_sigma": [1.0]},

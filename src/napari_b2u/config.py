@@ -16,7 +16,7 @@ from .errors import InputError
 from .params import Param
 
 #: schema version of TrainConfig.to_dict() (1: the unversioned dicts of napari-b2u 0.1)
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 #: every TrainConfig field a user may set, with its type and range. ``optional`` fields are
 #: None until the device preset fills them.
@@ -63,9 +63,14 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
           help="the learning rate when training starts from warm-start weights (None: the "
                "preset's; a learning rate given explicitly wins)"),
     Param("floor", str, "gauss", choices=("gauss", "bm3d", "none"), label="classical floor",
-          help="after training, compare the network with this classical denoiser by the same "
-               "self-supervised validation error and return whichever is better ('none': "
-               "always the network)"),
+          help="after training, compare the network with this classical denoiser by the "
+               "estimated error of their outputs and return the better one or, for 'gauss', "
+               "the best blend of the two ('none': always the network)"),
+    Param("keep", str, "auto", choices=("auto", "validation", "last"), user=False,
+          label="weights kept",
+          help="which weights training returns: 'validation': the lowest blind-spot validation "
+               "error; 'last': the last; 'auto': of those two, the one whose output has the "
+               "lower estimated error (SURE) on training crops"),
     Param("ema", float, None, 0.0, 0.99999, optional=True, user=False, label="weight average",
           help="decay of an exponential moving average of the weights, which is validated and "
                "kept instead of the last weights (0 or None: off)"),
@@ -132,6 +137,7 @@ class TrainConfig:
     warm_start: str | None = None
     warm_lr: float | None = None
     floor: str = "gauss"
+    keep: str = "auto"
     ema: float | None = None
     seed: int = 0
     amp: bool | None = None
@@ -214,7 +220,13 @@ def _from_v1(d: dict) -> dict:
     return d
 
 
-MIGRATIONS = {1: _from_v1}
+def _from_v2(d: dict) -> dict:
+    """Before 0.2: no ``keep``; such runs kept the best by validation, a resumed one now
+    compares it with the last weights (the default)."""
+    return dict(d)
+
+
+MIGRATIONS = {1: _from_v1, 2: _from_v2}
 
 
 def build_config(method: str = "b2u", method_params: dict | None = None,

@@ -57,6 +57,12 @@ def _use_tta(tta, dev, pixels: int) -> bool:
     raise InputError(f"tta={tta!r}: use True, False or 'auto'")
 
 
+def ensemble_views(method, shape, output: str, dev, tta="auto") -> int:
+    """How many dihedral views inference averages for (N, C, Y, X) frames of ``shape``."""
+    n, c, h, w = shape
+    return 8 if _use_tta(tta, dev, n * c * h * w * method.copies_per_image(output)) else 1
+
+
 def dihedral(t: torch.Tensor, view: int, inverse: bool = False) -> torch.Tensor:
     """View ``view`` (0..7) of the 8 flips/rotations of (…, H, W), or its inverse."""
     k, flip = view % 4, view >= 4
@@ -191,7 +197,7 @@ class Denoiser:
         :meth:`denoise_iter` uses, and the out-of-core path too (same tiles, same batches)."""
         n, c, h, w = shape
         copies = self._method.copies_per_image(output)
-        views = 8 if _use_tta(tta, dev, n * c * h * w * copies) else 1
+        views = ensemble_views(self._method, shape, output, dev, tta)
         tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
         if tile_size is None and dev.type == "cpu" and copies > 1 and max(h, w) > tile:
             # frames tiled anyway: one tile is what a cancel waits for, so keep a tile's network

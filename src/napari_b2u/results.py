@@ -9,36 +9,93 @@ import torch
 
 from .methods import get_method
 from .noise import resolve_auto_mask, variance_fit
+from .risk import Risk
 from .sampling import validation_crops
 
 
 def finish(trainer, stopped: bool = False) -> None:
     """Choose the model to keep and set ``trainer._result``. A user's stop is quick: the best
-    validated model, or the last one when nothing was validated yet, with no final validation
-    and no floor."""
+    validated model, or the last one when nothing was validated yet, with no final validation,
+    no comparison and no floor.
+
+    ``config.keep`` "auto" (the default): the best model by the blind-spot validation error and
+    the last weights, when they differ, are compared by the estimated error of the output the
+    user gets (:class:`~napari_b2u.risk.Risk`) and the lower one is kept. The blind-spot error
+    scores the network's *blind* output: on real frames it kept early checkpoints whose visible
+    output was 0.1–0.3 dB worse than the last one (docs/benchmarks.md)."""
     trainer._finished = True
     step = trainer.step
     if step == 0:  # nothing was learned: a random network is not a model
         trainer._result = None
         return
-    chosen, state = "last", None
+    keep = trainer.config.keep
+    chosen, state, best = "last", None, None
     if trainer.val is not None:
         last_seen = trainer.history and trainer.history[-1]["step"] == step
         if not last_seen and not stopped:
             with trainer.average.applied(trainer.model):
                 trainer.history.append({"step": step, "val_error": trainer._validate_safe()})
         best = trainer.best_record()
-        if trainer._best_state is not None and best["step"] != step:
+        if trainer._best_state is not None and best["step"] != step and keep != "last":
             state, chosen = trainer._best_state, f"best by validation (step {best['step']})"
+    last = trainer.average.kept(trainer.model)
+    full = trainer.method.trainable and not stopped
+    risk = measured = record = None
     if state is None:
-        state = trainer.average.kept(trainer.model)
-        if trainer.history and trainer.best_record()["step"] == step:
+        state = last
+        if best is not None and best["step"] == step:
             chosen = f"last, also best by validation (step {step})"
+    elif full and keep == "auto":
+        risk = sure_risk(trainer)
+        if risk is not None:
+            state, chosen, measured, record = choose_by_risk(trainer, risk, state, last,
+                                                             best["step"])
     trainer.model.load_state_dict(state)  # the readout below describes the kept model
     trainer._result = make_denoiser(trainer, state, chosen)
-    if (trainer.config.floor != "none" and trainer.method.trainable and trainer.history
-            and not stopped):  # a stop must be quick: no floor then
-        apply_floor(trainer, trainer.best_record()["val_error"])
+    if record is not None:
+        trainer._result.info["keep"] = record
+    if trainer.config.floor != "none" and full and trainer.history:
+        net_error = best["val_error"] if state is not last else trainer.history[-1]["val_error"]
+        apply_floor(trainer, net_error, risk, measured)
+
+
+def sure_risk(trainer):
+    """The risk estimate on 16 training crops (those the floor calibrates on), or None when the
+    noise fit gives nothing to measure with."""
+    crops = torch.from_numpy(validation_crops(trainer.data.train, max(trainer.patch_size, 128),
+                                              16)).to(trainer.device)
+    risk = Risk(crops, variance_fit(trainer.data.train), trainer.config.seed)
+    return risk if risk.usable() else None
+
+
+def measure_state(trainer, risk, state: dict):
+    """The network with ``state``: its output on the risk's crops and divergence term."""
+    trainer.model.load_state_dict(state)
+    trainer.model.eval()
+    try:
+        return risk.output(network_output(trainer))
+    finally:
+        trainer.model.train()
+
+
+def choose_by_risk(trainer, risk, best_state: dict, last: dict, best_step: int):
+    """The best-by-validation or the last weights, whichever has the lower estimated error:
+    ``(state, chosen, measured, record)``, ``measured`` the kept one's output and divergence,
+    ``record`` both estimates (the model file's info["keep"]). The
+    same crops and probe for both, so the difference is what is estimated, and a tie keeps
+    the last (more training)."""
+    on_best = measure_state(trainer, risk, best_state)
+    on_last = measure_state(trainer, risk, last)
+    e_best, e_last = risk.error(*on_best), risk.error(*on_last)
+    if not (np.isfinite(e_best) and np.isfinite(e_last)):
+        return best_state, f"best by validation (step {best_step})", None, None
+    record = {"measure": "estimated error of the output (SURE)", "best_step": best_step,
+              "best_by_validation": e_best, "last": e_last}
+    if e_last <= e_best:
+        return last, (f"last: a lower estimated error (SURE) than the best by validation "
+                      f"(step {best_step})"), on_last, record
+    return best_state, (f"best by validation (step {best_step}), confirmed by a lower "
+                        "estimated error (SURE) than the last"), on_best, record
 
 
 def make_denoiser(trainer, state: dict, chosen: str):
@@ -84,18 +141,20 @@ def readout(trainer) -> dict:
         trainer.model.train()
 
 
-def apply_floor(trainer, net_error: float) -> None:
+def apply_floor(trainer, net_error: float, risk=None, measured=None) -> None:
     """The classical floor: calibrate ``config.floor`` (a Gaussian filter by default) on the
     training data and compare it with the network on the same crops. The user never gets a
     network that a filter they could have chosen by that measure beats.
 
     A Gaussian floor is compared and *blended* by the estimated error of the outputs the user
-    gets (:func:`risk_sums`: the network's visible prediction, ensembled as inference will, and
-    the full filter): w × network + (1 − w) × filter with the w in [0, 1] that minimizes it
-    (closed form: quadratic in w); w = 1 / w = 0 are the network / the filter alone. The blind-spot
-    errors used before under-rated the network's visible output more than the filter and cost
-    0.1–0.3 dB on real frames (docs/benchmarks.md). Other floors (BM3D) keep the hard choice by
-    the blind-spot error."""
+    gets (:class:`~napari_b2u.risk.Risk`: the network's visible prediction, ensembled as
+    inference will, and the full filter): w × network + (1 − w) × filter with the w in [0, 1]
+    that minimizes it (closed form: quadratic in w); w = 1 / w = 0 are the network / the filter
+    alone. The blind-spot errors used before under-rated the network's visible output more than
+    the filter and cost 0.1–0.3 dB on real frames (docs/benchmarks.md). Other floors (BM3D)
+    keep the hard choice by the blind-spot error. ``risk`` and ``measured`` (the kept network's
+    output and divergence on its crops), when :func:`finish` has them, are not computed
+    again."""
     from .inference import Denoiser
 
     floor = get_method(trainer.config.floor)
@@ -109,29 +168,30 @@ def apply_floor(trainer, net_error: float) -> None:
             floor.params["mask"] = mask
     channels = trainer.data.layout.n_channels
     model = floor.build(floor.model_config(channels)).to(trainer.device)
-    crops = torch.from_numpy(validation_crops(trainer.data.train, max(trainer.patch_size, 128),
-                                              16)).to(trainer.device)
+    if floor.name == "gauss" and risk is None:
+        risk = sure_risk(trainer)
+    crops = risk.y if risk is not None else torch.from_numpy(validation_crops(
+        trainer.data.train, max(trainer.patch_size, 128), 16)).to(trainer.device)
     for _ in floor.fit(model, crops):
         pass
     val = trainer.val
     sums = None
-    if floor.name == "gauss":
-        trainer.model.eval()
-        try:
-            sums = risk_sums(network_output(trainer), model, crops,
-                             variance_fit(trainer.data.train), trainer.config.seed)
-        finally:
-            trainer.model.train()
-        if not np.all(np.isfinite(sums)):  # no usable noise fit (e.g. flat frames)
-            sums = None
+    if floor.name == "gauss" and risk is not None:
+        if measured is None:  # the kept weights are loaded
+            trainer.model.eval()
+            try:
+                measured = risk.output(network_output(trainer))
+            finally:
+                trainer.model.train()
+        sums = risk.blend_sums(*measured, model)  # None: not finite (e.g. flat frames)
     if sums is not None:
         s0, s1, s2, d_net, d_filt, n = sums
 
-        def risk(w):
+        def blend_risk(w):
             return (s0 + 2 * w * s1 + w * w * s2 + 2 * (w * d_net + (1 - w) * d_filt)) / n
 
         weight = snap_weight(-(s1 + d_net - d_filt) / s2 if s2 > 0 else 1.0)
-        err, net_error, blend_error = risk(0.0), risk(1.0), risk(weight)
+        err, net_error, blend_error = blend_risk(0.0), blend_risk(1.0), blend_risk(weight)
         measure = "estimated error of the outputs (SURE)"
     else:
         with torch.no_grad():
@@ -182,54 +242,16 @@ def snap_weight(w: float) -> float:
     return 0.0 if w < BLEND_SNAP else 1.0 if w > 1.0 - BLEND_SNAP else w
 
 
-#: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
-#: the same blend weights on real frames)
-PROBE_EPS = 0.01
-
-
-@torch.no_grad()
-def risk_sums(predict, filt, crops: torch.Tensor, fits, seed: int = 0):
-    """Stein's unbiased risk estimate (SURE) of w × ``predict`` + (1 − w) × ``filt`` (a
-    GaussModel: the full filter) on ``crops`` (B, C, H, W). For noise of variance
-    v = a·signal + b (per channel, ``fits``) independent between pixels,
-    E‖out − x‖² + Σv = E‖out − y‖² + 2 Σ v_i ∂out_i/∂y_i: the divergence term is what an
-    output that sees the noisy pixel gains by passing its noise. The filter's is exact (its
-    centre tap × Σv); the network's is a Monte-Carlo probe with noise drawn at v. With
-    r = filter − y and e = network − filter, returns (Σr², Σr·e, Σe², D_network, D_filter,
-    count); the blend's risk is (Σr² + 2wΣre + w²Σe² + 2(w D_net + (1 − w) D_filt)) / count,
-    on the scale of mean squared error + mean noise variance."""
-    from .methods.classical import gaussian_kernel1d
-
-    dev = crops.device
-    fits = torch.tensor(fits, dtype=torch.float32, device=dev)
-    a, b = fits[:, 0].view(1, -1, 1, 1), fits[:, 1].view(1, -1, 1, 1)
-    centre = torch.tensor([float(gaussian_kernel1d(float(s)).max()) ** 2 for s in filt.sigma],
-                          device=dev).view(1, -1, 1, 1)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
-    sums = np.zeros(5)
-    for i in range(0, crops.shape[0], 4):
-        y = crops[i:i + 4].float()
-        f = filt(y)
-        var = (a * f + b).clamp(min=0.0)  # the filter's output as the signal
-        g = predict(y)
-        probe = var.sqrt() * torch.randn(y.shape, generator=gen, device=dev, dtype=y.dtype)
-        d_net = float((probe * (predict(y + PROBE_EPS * probe) - g)).sum()) / PROBE_EPS
-        r, e = f - y, g - f
-        sums += [float((r * r).sum()), float((r * e).sum()), float((e * e).sum()), d_net,
-                 float((centre * var).sum())]
-    return (*sums.tolist(), crops.numel())
-
-
 def network_output(trainer):
     """The trained network's prediction as the user gets it, as a function of normalized
     crops: the method's default output, averaged over the dihedral views when inference of the
     training stack would ensemble; in float32 (the risk probe's differences are below half
     precision)."""
-    from .inference import predict_view
+    from .inference import ensemble_views, predict_view
 
     method, model = trainer.method, trainer.model
     output = method.check_output(None)
-    views = trainer._result.plan(tuple(trainer.data.frames.shape), output, trainer.device)[2]
+    views = ensemble_views(method, tuple(trainer.data.frames.shape), output, trainer.device)
 
     def predict(y):
         return sum(predict_view(method, model, y, output, v) for v in range(views)) / views
