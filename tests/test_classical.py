@@ -9,7 +9,7 @@ from napari_b2u import api
 from napari_b2u.methods.classical import GAUSS_SIGMAS, gaussian_filter
 from napari_b2u.sample_data import fmdd_like_stack
 
-from .conftest import TINY, mean_psnr
+from .conftest import TINY, TINY_T, mean_psnr
 
 
 def test_the_j_invariant_gaussian_ignores_each_pixels_own_value():
@@ -128,6 +128,61 @@ def test_the_risk_estimate_tracks_the_true_error_of_outputs_that_see_the_noise(s
         assert abs(est - true) < 0.1 * mse, (w, est, true, mse)
         naive = float(((blend - y) ** 2).mean())  # without the divergence: far too low
         assert true - naive > 0.5 * mse
+
+
+def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
+    """Frames exported one by one (each scaled to its own range) have different noise laws in
+    the stack's units: each risk crop takes the law of the frame it came from, not one law for
+    the stack (that mis-weighed the W2S stack's blend by 0.3 in w)."""
+    from napari_b2u import results
+    from napari_b2u.noise import variance_fit
+    from napari_b2u.sampling import crop_spots
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    x = 40 + 120 * (0.5 + 0.5 * np.sin(xx / 9.0) * np.cos(yy / 11.0))
+    noisy = np.stack([x + rng.normal(size=x.shape) * np.sqrt(4.0 * x + 25.0) for _ in range(6)])
+    noisy[3:] *= 2.5  # the later frames exported at 2.5× the scale: 6.25× the variance
+    trainer = api.make_trainer(noisy.astype(np.float32), steps=1, val_fraction=0.0, **TINY_T)
+    train = trainer.data.train
+    risk = results.sure_risk(trainer)
+    frames = [f for f, _, _ in crop_spots(train.shape, max(trainer.patch_size, 128), 16)]
+    per_crop = risk.var.mean(dim=(1, 2, 3)).numpy()
+    low = per_crop[[f < 3 for f in frames]].mean()
+    high = per_crop[[f >= 3 for f in frames]].mean()
+    assert 4.5 < high / low < 8.0, high / low
+    for i, f in enumerate(frames[:3]):  # the law of its own frame
+        (a, b), = variance_fit(train, f)
+        expect = (a * gaussian_filter(risk.y[i:i + 1], 1.5) + b).clamp(min=0)
+        torch.testing.assert_close(risk.var[i:i + 1], expect, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_risk_estimate_holds_at_a_few_photons_for_outputs_curved_in_their_pixel(seed):
+    """Photon noise at 0.5–4.5 photons per pixel: for an output curved in its own pixel the
+    Gaussian SURE is far off (the Poisson second-order term), the estimate with it is not."""
+    from napari_b2u.risk import Risk
+
+    gen = torch.Generator().manual_seed(seed)
+    lam = gaussian_filter(torch.rand(8, 1, 96, 96, generator=gen), 2.5)
+    lam = 0.5 + 4 * (lam - lam.min()) / (lam.max() - lam.min())
+    a = 0.05  # one photon, in the image's units
+    x, y = a * lam, a * torch.poisson(lam, generator=gen)
+
+    def out(t):  # the base plus a share of the squared detail
+        base = gaussian_filter(t, 1.0)
+        return base + 3.0 * (t - base) ** 2
+
+    risk = Risk(y, [(a, 0.0)], seed)
+    est = risk.error(*risk.output(out))
+    gaussian_only = Risk(y, [(a, 0.0)], seed)
+    gaussian_only.curve = torch.zeros_like(gaussian_only.curve)
+    first = gaussian_only.error(*gaussian_only.output(out))
+    var = float((a * x).mean())
+    true = float(((out(y) - x) ** 2).mean()) + var
+    mse = true - var
+    assert abs(est - true) < 0.25 * mse, (est, true, mse)
+    assert true - first > 0.5 * mse, (first, true, mse)
 
 
 def test_the_probe_measures_a_linear_filters_divergence():

@@ -85,3 +85,20 @@ def test_variance_fit_recovers_poisson_gaussian_noise_in_any_units(scale):
     v0, v1 = a0 * 100 * scale + b0, a1 * 50 * scale + b1  # the variance at mid signal
     assert v0 == pytest.approx(209 * scale**2, rel=0.15)
     assert v1 == pytest.approx(29 * scale**2, rel=0.2)
+
+
+def test_variance_fit_fits_the_frame_it_is_given():
+    """One law per frame (the middle one by default): frames scaled on their own differ."""
+    from napari_b2u.noise import variance_fit
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:256, 0:256]
+    x = 20 + 200 * (0.5 + 0.5 * np.sin(xx / 25.0) * np.cos(yy / 31.0))
+    frames = np.stack([k * (x + rng.normal(size=x.shape) * np.sqrt(2.0 * x + 9.0))
+                       for k in (1.0, 3.0, 1.0)])[:, None].astype(np.float32)
+    (a0, b0), = variance_fit(frames, 0)
+    (a1, b1), = variance_fit(frames, 1)
+    assert variance_fit(frames) == variance_fit(frames, 1)
+    assert a0 == pytest.approx(2.0, rel=0.25)
+    assert a1 == pytest.approx(3 * 2.0, rel=0.25)  # var(k y) = k² var(y) at signal k x
+    assert a1 * 300 + b1 == pytest.approx(9 * (a0 * 100 + b0), rel=0.15)

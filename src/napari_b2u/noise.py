@@ -185,15 +185,22 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12):
     return max(float(a), 1e-3), float(b)
 
 
-def variance_fit(frames) -> list[tuple[float, float]]:
-    """Per channel, (a, b) of the noise variance a · signal + b of (N, C, Y, X) frames in their
-    own units (raw or normalized): :func:`estimate_poisson_gaussian` of the middle frame, run on
-    it rescaled to 0..255, since that fit bounds ``a`` below in raw-count units."""
-    if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
-        frames = frames.in_memory_sample()
+def variance_fit(frames, index: int | None = None) -> list[tuple[float, float]]:
+    """Per channel, (a, b) of the noise variance a · signal + b of frame ``index`` (default:
+    the middle one) of (N, C, Y, X) frames (an array or lazy frames), in their own units (raw
+    or normalized): :func:`estimate_poisson_gaussian` of the frame's central 768² pixels,
+    rescaled to 0..255 first, since that fit bounds ``a`` below in raw-count units.
+
+    One law per frame, not per stack: frames exported one by one, each scaled to its own range
+    (as W2S's were), differ within a stack (a from 6.5 to 27 in 8-bit units on the W2S
+    stack), so whoever measures a crop fits the frame it came from."""
+    n, _, h, w = frames.shape
+    j = n // 2 if index is None else int(index)
+    side = 768
+    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     fits = []
-    for plane in frames[len(frames) // 2]:
-        img = _frames(plane)[0]
+    for plane in np.asarray(frames[j, :, y0:y0 + side, x0:x0 + side]):
+        img = plane.astype(np.float64)
         lo, hi = np.percentile(img, (0.1, 99.9))
         k = 255.0 / (hi - lo) if hi > lo else 1.0
         a, b = estimate_poisson_gaussian((img - lo) * k)

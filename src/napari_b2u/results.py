@@ -10,7 +10,7 @@ import torch
 from .methods import get_method
 from .noise import resolve_auto_mask, variance_fit
 from .risk import Risk
-from .sampling import validation_crops
+from .sampling import crop_spots, take_crops, validation_crops
 
 
 def finish(trainer, stopped: bool = False) -> None:
@@ -60,11 +60,14 @@ def finish(trainer, stopped: bool = False) -> None:
 
 
 def sure_risk(trainer):
-    """The risk estimate on 16 training crops (those the floor calibrates on), or None when the
-    noise fit gives nothing to measure with."""
-    crops = torch.from_numpy(validation_crops(trainer.data.train, max(trainer.patch_size, 128),
-                                              16)).to(trainer.device)
-    risk = Risk(crops, variance_fit(trainer.data.train), trainer.config.seed)
+    """The risk estimate on 16 training crops (those the floor calibrates on), each with the
+    noise law of its own frame, or None when the noise fit gives nothing to measure with."""
+    train = trainer.data.train
+    size = max(trainer.patch_size, 128)
+    spots = crop_spots(train.shape, size, 16)
+    crops = torch.from_numpy(take_crops(train, size, spots)).to(trainer.device)
+    laws = {f: variance_fit(train, f) for f in sorted({f for f, _, _ in spots})}
+    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed)
     return risk if risk.usable() else None
 
 

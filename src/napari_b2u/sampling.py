@@ -263,14 +263,27 @@ class CropSampler:
         return out.contiguous()
 
 
-def validation_crops(val: np.ndarray, size: int, count: int) -> np.ndarray:
-    """Up to ``count`` crops of up to size x size, spread evenly over the held-out data."""
-    n, c, h, w = val.shape
+def crop_spots(shape, size: int, count: int) -> list[tuple[int, int, int]]:
+    """(frame, y0, x0) of up to ``count`` crops of up to size x size, spread evenly over
+    frames of ``shape`` (N, C, Y, X)."""
+    n, _, h, w = shape
     ch, cw = min(size, h), min(size, w)
     ys = np.unique(np.linspace(0, h - ch, max(1, h // ch)).round().astype(int))
     xs = np.unique(np.linspace(0, w - cw, max(1, w // cw)).round().astype(int))
-    spots = [(f, y, x) for f in range(n) for y in ys for x in xs]
+    spots = [(f, int(y), int(x)) for f in range(n) for y in ys for x in xs]
     if len(spots) > count:
         pick = np.linspace(0, len(spots) - 1, count).round().astype(int)
         spots = [spots[i] for i in pick]
-    return np.stack([val[f, :, y:y + ch, x:x + cw] for f, y, x in spots])
+    return spots
+
+
+def take_crops(frames, size: int, spots) -> np.ndarray:
+    """The crops of up to size x size at ``spots`` ((frame, y0, x0), :func:`crop_spots`)."""
+    _, _, h, w = frames.shape
+    ch, cw = min(size, h), min(size, w)
+    return np.stack([frames[f, :, y:y + ch, x:x + cw] for f, y, x in spots])
+
+
+def validation_crops(val: np.ndarray, size: int, count: int) -> np.ndarray:
+    """Up to ``count`` crops of up to size x size, spread evenly over the held-out data."""
+    return take_crops(val, size, crop_spots(val.shape, size, count))
