@@ -39,6 +39,25 @@ def test_train_then_denoise(tmp_path, noisy_tif, monkeypatch, capsys):
     assert tifffile.imread(noisy_tif).shape == (8, 64, 64)
 
 
+def test_denoise_tta_option_sets_the_views(tmp_path, noisy_tif, tiny_model, capsys):
+    """--tta off / 4 / on give the one-pass, four-view and eight-view outputs of the API; a
+    count that is no ensemble is refused before any work."""
+    model = tmp_path / "m.b2u"
+    tiny_model.save(model)
+    noisy = tifffile.imread(noisy_tif)
+    for flag, tta in (("off", False), ("4", 4), ("on", True)):
+        out = tmp_path / f"den_{flag}.tif"
+        assert main(["denoise", str(noisy_tif), "--model", str(model), "--out", str(out),
+                     "--device", "cpu", "--tta", flag, "-q"]) == 0
+        np.testing.assert_array_equal(tifffile.imread(out),
+                                      tiny_model.denoise(noisy, axes="TYX", tta=tta))
+    with pytest.raises(SystemExit):
+        main(["denoise", str(noisy_tif), "--model", str(model), "--out",
+              str(tmp_path / "x.tif"), "--tta", "3"])
+    assert "use auto, on, off or 1, 2, 4, 8" in capsys.readouterr().err
+    assert not (tmp_path / "x.tif").exists()
+
+
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"II*\x00garbage")

@@ -272,6 +272,37 @@ def test_test_time_ensembling_is_the_mean_of_the_eight_views(tiny_model, small_s
         tiny_model.denoise(x, tta="always")
 
 
+def test_auto_ensembling_takes_the_views_that_fit_the_budget(tiny_model, small_stack,
+                                                              monkeypatch):
+    """'auto' averages 8, 4, 2 or 1 views, as many as fit the device's pass budget; a count
+    asks for that many (the rotations first)."""
+    from napari_b2u import inference
+    from napari_b2u.inference import dihedral, ensemble_views
+
+    noisy, _ = small_stack
+    x = noisy[:2]
+    cpu = torch.device("cpu")
+    pixels = x.size  # one channel, the visible output: one copy
+    method = tiny_model.method
+    for budget, views in ((8 * pixels, 8), (8 * pixels - 1, 4), (4 * pixels, 4),
+                          (3 * pixels, 2), (pixels, 1), (pixels // 2, 1)):
+        monkeypatch.setitem(inference.TTA_AUTO_PASS_PIXELS, "cpu", budget)
+        assert ensemble_views(method, (2, 1) + x.shape[1:], "visible", cpu) == views
+    monkeypatch.setitem(inference.TTA_AUTO_PASS_PIXELS, "cpu", 4 * pixels)
+    four = tiny_model.denoise(x, dtype="float32")
+    np.testing.assert_array_equal(four, tiny_model.denoise(x, dtype="float32", tta=4))
+    rotations = [dihedral(torch.from_numpy(tiny_model.denoise(
+        dihedral(torch.from_numpy(x.copy()), v).numpy().copy(), dtype="float32", tta=False)),
+        v, inverse=True).numpy() for v in range(4)]
+    np.testing.assert_allclose(four, np.mean(rotations, 0), atol=1e-3)
+    shape = (2, 1) + x.shape[1:]
+    assert ensemble_views(method, shape, "visible", cpu, tta=True) == 8
+    assert ensemble_views(method, shape, "visible", cpu, tta=False) == 1
+    for bad in (3, 0, 16, "4"):
+        with pytest.raises(InputError, match="number of views"):
+            ensemble_views(method, shape, "visible", cpu, tta=bad)
+
+
 def test_check_stack_refuses_a_channel_mismatch_without_data(tiny_model):
     lay = tiny_model.check_stack((4, 32, 32), "TYX")
     assert lay.n_frames == 4

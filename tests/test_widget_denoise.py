@@ -100,6 +100,29 @@ def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, 
         out.data, tiny_model.denoise(noisy, axes="TYX", output="weighted"))
 
 
+def test_the_ensembling_choice_reaches_the_core(viewer, qtbot, noisy, tiny_model):
+    """The Ensembling combo offers the core's choices; each gives the API's output for it."""
+    from napari_b2u.inference import TTA_CHOICES
+
+    layer = viewer.add_image(noisy, name="cells")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    assert [d.tta_combo.itemText(i) for i in range(d.tta_combo.count())] == [
+        text for _, text in TTA_CHOICES]
+    d.set_layers([layer])
+    d.new_layer.setChecked(True)
+    for i, (value, _) in enumerate(TTA_CHOICES):
+        if value not in (False, 4):
+            continue
+        d.tta_combo.setCurrentIndex(i)
+        chosen = d.options()["tta"]
+        assert chosen == value and type(chosen) is type(value)
+        assert d.denoise()
+        qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+        np.testing.assert_array_equal(viewer.layers["cells_denoised"].data,
+                                      tiny_model.denoise(noisy, axes="TYX", tta=value))
+
+
 def test_outputs_are_described_by_the_method(viewer, tiny_model):
     session_for(viewer).set_model(tiny_model, "tiny test model")
     d = dock(viewer, DENOISE)

@@ -125,6 +125,16 @@ def _save_model(model, out: Path) -> Path:
                           "failed too: the trained model is lost; free some disk space") from exc
 
 
+def _tta(value: str):
+    """--tta: 'auto', 'on' / 'off', or a number of views."""
+    low = value.strip().lower()
+    if low in ("auto", "on", "off"):
+        return {"auto": "auto", "on": True, "off": False}[low]
+    if low in ("1", "2", "4", "8"):  # inference.VIEW_COUNTS (not imported: torch-free parsing)
+        return int(low)
+    raise argparse.ArgumentTypeError(f"{value!r}: use auto, on, off or 1, 2, 4, 8")
+
+
 def cmd_denoise(a) -> int:
     from . import api
     from .data import check_output_dtype
@@ -154,7 +164,8 @@ def cmd_denoise(a) -> int:
         print(f"note: OME-TIFF cannot store {img.data.dtype}; writing {np.dtype(dtype).name}")
     t = time.perf_counter()
     res = model.denoise(img.data, axes=img.axes, output=a.output, dtype=dtype,
-                        device=a.device, tile_size=a.tile_size, progress=not a.quiet)
+                        device=a.device, tile_size=a.tile_size, progress=not a.quiet,
+                        tta=a.tta)
     note = {"denoised_by": "napari-b2u", "model": str(a.model), "method": model.method_name,
             "output": a.output or model.outputs[0], "source": str(a.input)}
     write_tiff(out, res, img.axes, img.pixel_size, note, overwrite=a.overwrite)
@@ -367,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output pixel type (default: the input's)")
     d.add_argument("--device", default="auto")
     d.add_argument("--tile-size", type=int)
+    d.add_argument("--tta", type=_tta, default="auto", metavar="{auto,on,off,1,2,4,8}",
+                   help="test-time ensembling: the mean over the flips/rotations of the input "
+                        "(on: all 8, or a number of views; auto, the default: as many as "
+                        "stay cheap on the device)")
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_denoise)

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
+from ..inference import TTA_CHOICES
 from ._denoise_job import DenoiseMessage, denoise_job
 from ._forms import button, form_section, hbox
 from ._layers import (
@@ -112,6 +113,13 @@ class DenoiseWidget(Panel):
         self.output_combo = QComboBox()
         self.output_combo.setToolTip("Which output of the model's method to use")
         form.addRow("Output", self.output_combo)
+        self.tta_combo = QComboBox()
+        for value, text in TTA_CHOICES:
+            self.tta_combo.addItem(text, value)
+        self.tta_combo.setToolTip("Test-time ensembling: the mean of the model's output over "
+                                  "flips and rotations of the input — a little cleaner, a "
+                                  "multiple of the time")
+        form.addRow("Ensembling", self.tta_combo)
         self.in_place = QRadioButton("in place")
         self.in_place.setToolTip("Replace the layer's data; 'Restore original' brings the raw "
                                  "data back bit-exact at any time")
@@ -266,7 +274,8 @@ class DenoiseWidget(Panel):
         """Keyword arguments for Denoiser.denoise_iter from the form (0 = auto = None)."""
         return {"output": self.output_combo.currentData(), "device": self.device_combo.device(),
                 "tile_size": self.tile_spin.value() or None,
-                "batch_size": self.batch_spin.value() or None}
+                "batch_size": self.batch_spin.value() or None,
+                "tta": self.tta_combo.currentData()}
 
     def denoise(self) -> bool:
         """Denoise the ticked layers in a worker; False (with a message) if something is wrong.
