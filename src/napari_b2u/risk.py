@@ -43,9 +43,9 @@ class Risk:
     """SURE of outputs on ``crops`` (B, C, H, W, normalized) for noise fitted as ``fits``:
     [(a, b)] per channel (:func:`~napari_b2u.noise.variance_fit`) for every crop, or one such
     list per crop (the law of the frame each crop came from). ``signal`` (default: a
-    Gaussian smoothing of the crops) stands for the clean signal in the variance; one Monte-Carlo
-    probe, drawn once from ``seed``, serves every output compared. Risks are on the scale of
-    mean squared error + mean noise variance."""
+    Gaussian smoothing of the crops) stands for the clean signal in the variance; the two
+    Monte-Carlo probes (divergence, photon term), drawn once from ``seed``, serve every output
+    compared. Risks are on the scale of mean squared error + mean noise variance."""
 
     def __init__(self, crops: torch.Tensor, fits, seed: int = 0,
                  signal: torch.Tensor | None = None):
@@ -68,7 +68,7 @@ class Risk:
         bern = (torch.rand(self.y.shape, generator=gen, device=dev) < q).float()
         self.curve_probe = (bern - q) / math.sqrt(q * (1 - q))
         self.curve_moment = (1 - 2 * q) / math.sqrt(q * (1 - q))
-        self.curve_step = a.clamp(min=CURVE_MIN_STEP).expand_as(self.y[:, :, :1, :1])
+        self.curve_step = a.clamp(min=CURVE_MIN_STEP)  # (B, C, 1, 1)
         self.count = self.y.numel()
 
     def usable(self) -> bool:
