@@ -441,6 +441,11 @@ def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_s
     again = api.make_trainer(big, axes="TYX", resume=str(tmp_path / "a.b2u"), steps=8,
                              **{k: v for k, v in TINY_T.items() if k in ("device",)})
     assert again.step == 6
+    # the floor's risk estimate reads its crops and each one's noise law from the lazy frames
+    floored = api.make_trainer(big, axes="TYX", steps=4, seed=0, **{**TINY_T, "floor": "gauss"})
+    assert isinstance(floored.data.train, LazyFrames)
+    list(floored)
+    assert "SURE" in floored.result().info["floor"]["measure"]
     monkeypatch.delenv("NAPARI_B2U_MEMORY_BUDGET")
     small = api.make_trainer(big, axes="TYX", steps=1, **TINY_T)  # fits: in memory as before
     assert isinstance(small.data.train, np.ndarray)

@@ -36,16 +36,26 @@ def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
     return s / (k * k)
 
 
-def _frames(stack, side: int = 768) -> np.ndarray:
+#: side of the central square the noise is measured on (plenty for a fit or a correlation;
+#: keeps large frames fast)
+SIDE = 768
+
+
+def _central(shape) -> tuple[slice, slice]:
+    """Rows and columns of the central ``SIDE`` × ``SIDE`` pixels of frames of ``shape``."""
+    h, w = shape[-2:]
+    y0, x0 = max(0, (h - SIDE) // 2), max(0, (w - SIDE) // 2)
+    return slice(y0, y0 + SIDE), slice(x0, x0 + SIDE)
+
+
+def _frames(stack) -> np.ndarray:
     """(…, Y, X) -> float64 (N, Y, X): at most 16 frames spread over the stack, each cut to its
-    central ``side`` × ``side`` pixels (plenty for a correlation; keeps large frames fast)."""
+    central :data:`SIDE` pixels."""
     a = np.asarray(stack)
     a = a.reshape((-1,) + a.shape[-2:])
     if a.shape[0] > 16:
         a = a[np.linspace(0, a.shape[0] - 1, 16).round().astype(int)]
-    h, w = a.shape[-2:]
-    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return a[:, y0:y0 + side, x0:x0 + side].astype(np.float64)
+    return a[(slice(None), *_central(a.shape))].astype(np.float64)
 
 
 def _flat_mask(img: np.ndarray, residual: np.ndarray, quantile: float = 0.25) -> np.ndarray:
@@ -188,18 +198,15 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12):
 def variance_fit(frames, index: int | None = None) -> list[tuple[float, float]]:
     """Per channel, (a, b) of the noise variance a · signal + b of frame ``index`` (default:
     the middle one) of (N, C, Y, X) frames (an array or lazy frames), in their own units (raw
-    or normalized): :func:`estimate_poisson_gaussian` of the frame's central 768² pixels,
+    or normalized): :func:`estimate_poisson_gaussian` of the frame's central :data:`SIDE` px,
     rescaled to 0..255 first, since that fit bounds ``a`` below in raw-count units.
 
     One law per frame, not per stack: frames exported one by one, each scaled to its own range
     (as W2S's were), differ within a stack (a from 6.5 to 27 in 8-bit units on the W2S
     stack), so whoever measures a crop fits the frame it came from."""
-    n, _, h, w = frames.shape
-    j = n // 2 if index is None else int(index)
-    side = 768
-    y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    j = frames.shape[0] // 2 if index is None else int(index)
     fits = []
-    for plane in np.asarray(frames[j, :, y0:y0 + side, x0:x0 + side]):
+    for plane in np.asarray(frames[(j, slice(None), *_central(frames.shape))]):  # lazy: a crop
         img = plane.astype(np.float64)
         lo, hi = np.percentile(img, (0.1, 99.9))
         k = 255.0 / (hi - lo) if hi > lo else 1.0
