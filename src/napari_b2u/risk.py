@@ -13,7 +13,7 @@ That is exact for Gaussian noise. Photon noise is not Gaussian, and at a few pho
 y = a·Poisson(x/a) + Gaussian, E[n_i out_i] = v_i E[∂out_i/∂y_i] + (a p_i / 2) E[∂²out_i/∂y_i²]
 + O(a³), p_i the Poisson part of v_i (Le Montagner et al., "An unbiased risk estimator for image
 denoising in the presence of mixed Poisson–Gaussian noise", IEEE TIP 2014, to second order).
-Without it the network's risk on the W2S stack was 3·10⁻⁵ too high, enough to hand half the
+Without it the network's risk on the W2S stack was 1.7·10⁻⁵ too high, enough to hand half the
 weight to a Gaussian filter 0.7 dB worse (docs/benchmarks.md). A linear filter has no second
 derivative, so only networks carry the term; it vanishes as the photon step a does.
 """
