@@ -34,6 +34,7 @@ import torch
 
 import napari_b2u
 from napari_b2u.data import Normalization
+from napari_b2u.device import amp_dtype
 from napari_b2u.inference import Denoiser
 from napari_b2u.masking import global_mask, mask_mapper
 from napari_b2u.methods import get_method
@@ -43,7 +44,7 @@ PACKAGE_DIR = Path(napari_b2u.__file__).resolve().parent / "pretrained"
 
 
 def train(width: int, depth: int, minutes: float, steps: int | None, patch: int, batch: int,
-          lr: float, pool_size: int, blind_every: int, seed: int, log=print):
+          lr: float, pool_size: int, blind_every: int, seed: int, log=print, init=None):
     rng = np.random.default_rng(seed)
     side = patch + patch // 2
     t = time.perf_counter()
@@ -53,6 +54,15 @@ def train(width: int, depth: int, minutes: float, steps: int | None, patch: int,
     config = method.model_config(1, width, depth)
     torch.manual_seed(seed)
     net = method.build(config)
+    if init is not None:  # go on from an earlier pretrained model of the same network
+        start = Denoiser.load(init)
+        if start.model_config != config:
+            raise SystemExit(f"--init {init} is a {start.model_config} network, not {config}")
+        net.load_state_dict(start.state_dict)
+    # the CPU preset's speed-ups: bf16 where the CPU computes it natively, channels-last
+    amp = amp_dtype(torch.device("cpu"))
+    net.to(memory_format=torch.channels_last)
+    log(f"mixed precision: {amp or 'off (fp32)'}; channels-last")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     budget = minutes * 60.0
     t0, step, acc = time.perf_counter(), 0, []
@@ -73,14 +83,16 @@ def train(width: int, depth: int, minutes: float, steps: int | None, patch: int,
         if rng.random() < 0.5:
             crops = crops[:, :, ::-1]
         noisy, target = random_noisy_batch(np.ascontiguousarray(crops), rng)
-        y = torch.from_numpy(noisy)[:, None]
+        y = torch.from_numpy(noisy)[:, None].contiguous(memory_format=torch.channels_last)
         x = torch.from_numpy(target)[:, None]
         for g in opt.param_groups:  # cosine from lr to lr / 10
             g["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
-        loss = torch.mean((net(y) - x) ** 2)
-        if blind_every and step % blind_every == 0:
-            blind = mask_mapper(net(global_mask(y, 2)), 2)
-            loss = loss + torch.mean((blind - x) ** 2)
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            loss = torch.mean((net(y).float() - x) ** 2)
+            if blind_every and step % blind_every == 0:
+                masked = global_mask(y, 2).contiguous(memory_format=torch.channels_last)
+                blind = mask_mapper(net(masked).float(), 2)
+                loss = loss + torch.mean((blind - x) ** 2)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -128,6 +140,8 @@ def main(argv=None) -> int:
                    help="supervise the blind branch too on every N-th step (0: never)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, help="start from this pretrained model file (same "
+                   "network) instead of random weights")
     p.add_argument("--out", help="model file (default: the package's pretrained/ folder)")
     p.add_argument("--eval", type=Path, help="report PSNR on this real-data folder afterwards")
     a = p.parse_args(argv)
@@ -136,16 +150,21 @@ def main(argv=None) -> int:
     t_start = datetime.datetime.now()
     net, config, steps, seconds = train(a.width, a.depth, a.minutes if not a.steps else 0,
                                         a.steps, a.patch, a.batch, a.lr, a.pool, a.blind_every,
-                                        a.seed)
+                                        a.seed, init=a.init)
     command = "python benchmarks/pretrain.py " + " ".join(sys.argv[1:] if argv is None
                                                           else argv)
+    before = Denoiser.load(a.init).info if a.init else {}
+    total = steps + int(before.get("steps", 0))  # continued: the earlier run's steps too
     desc = (f"napari-b2u generic fluorescence model (U-Net {a.width} wide, {a.depth} levels), "
-            f"supervised on synthetic scenes, {steps} steps")
-    info = {"description": desc, "steps": steps, "seconds": round(seconds), "command": command,
+            f"supervised on synthetic scenes, {total} steps")
+    info = {"description": desc, "steps": total, "seconds": round(seconds), "command": command,
             "date": t_start.date().isoformat(), "torch": str(torch.__version__),
             "threads": torch.get_num_threads(), "data": "napari_b2u.sample_data.random_scene + "
             "random_noisy_batch (synthetic only; no real images)",
             "chosen": "last", "axes": "YX", "split": "synthetic, no validation"}
+    if a.init:
+        info["continued_from"] = {k: before.get(k) for k in ("description", "command", "date",
+                                                              "steps", "seconds")}
     model = Denoiser("b2u", dict(get_method("b2u").params), config,
                      {k: v.detach().float().cpu() for k, v in net.state_dict().items()},
                      Normalization([0.0], [255.0], mode="range", source_dtype="uint8"), info)

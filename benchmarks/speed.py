@@ -174,13 +174,14 @@ def _peak(dev) -> str:
 
 
 def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, compile_,
-              method="b2u"):
+              method="b2u", **options):
     """ms/step of the engine, timed between two synchronized steps after warm-up. Returns
     (s/step, warm-up seconds, peak memory, FLOPs per B2U step or None for other methods)."""
     trainer = api.make_trainer(frames, axes="TYX", method=method, device=dev,
                                steps=warmup + steps, cells=cells, width=width, depth=depth,
                                patch_size=patch, batch_size=batch, val_fraction=0,
-                               preview_every=0, compile=compile_, log_every=warmup + steps)
+                               preview_every=0, compile=compile_, log_every=warmup + steps,
+                               **options)
     _reset_peak(dev)
     t_first = t0 = t1 = None
     for ev in trainer:
@@ -296,8 +297,9 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, help="timed steps per configuration")
     ap.add_argument("--ttq-steps", type=int, help="steps of the time-to-quality runs (0: skip)")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--parts", default="train,methods,ttq,inference",
-                    help="which tables: train (fast vs reference), methods, ttq, inference")
+    ap.add_argument("--parts", default="train,methods,ttq,inference,precision",
+                    help="which tables: train (fast vs reference), methods, ttq, inference, "
+                         "precision (mixed precision and memory layout of the engine)")
     a = ap.parse_args(argv)
     parts = set(a.parts.split(","))
     dev = resolve_device(a.device)
@@ -325,6 +327,45 @@ def main(argv=None):
         ttq_table(frames, clean, dev, width, depth, patch, batch, ttq, compile_)
     if "inference" in parts:
         inference_table(dev, width, depth, full)
+    if "precision" in parts:
+        precision_table(frames, dev, width, depth, patch, batch, warmup, steps, compile_)
+
+
+def precision_table(frames, dev, width, depth, patch, batch, warmup, steps, compile_):
+    """The engine's training step with and without mixed precision (bf16 where the device
+    computes it natively: CUDA, CPUs with AVX512-BF16/AMX) and channels-last memory; then the
+    inference of one network in both layouts (always fp32)."""
+    from napari_b2u.device import amp_dtype
+
+    print(f"\nmixed precision on this device: {amp_dtype(dev) or 'not available (fp32)'}")
+    print("| amp | channels-last | ms/step | steps/s |")
+    print("|---|---|---|---|")
+    for amp in (False, True):
+        if amp and amp_dtype(dev) is None:
+            continue
+        for cl in (False, True):
+            sec, _, _, _ = time_fast(frames, dev, 2, width, depth, patch, batch, warmup,
+                                     steps * 3, compile_, amp=amp, channels_last=cl)
+            print(f"| {amp} | {cl} | {sec * 1e3:.1f} | {1 / sec:.1f} |")
+    model = api.train_stack(frames, steps=1, width=width, depth=depth, patch_size=patch,
+                            device=dev, progress=False, floor="none", val_fraction=0,
+                            warm_start="none")
+    net = model.model(dev)
+    x = torch.from_numpy(frames[:4, None].astype(np.float32) / 255).to(dev)
+    print("\n| inference layout | Mpx/s (one view, fp32) |")
+    print("|---|---|")
+    for cl in (False, True):
+        net.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        xin = x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        with torch.no_grad():
+            net(xin)  # warm-up
+            _sync(dev)
+            t = time.perf_counter()
+            for _ in range(3):
+                net(xin)
+            _sync(dev)
+        print(f"| {'channels-last' if cl else 'NCHW'} | "
+              f"{3 * x.numel() / (time.perf_counter() - t) / 1e6:.2f} |")
 
 
 def train_table(frames, dev, width, depth, patch, batch, warmup, steps, compile_, peak):

@@ -4,6 +4,7 @@ import torch
 
 from napari_b2u import api
 from napari_b2u.config import TrainConfig
+from napari_b2u.device import cpu_bf16_native
 from napari_b2u.engine import Trainer
 from napari_b2u.sampling import CropSampler
 
@@ -187,11 +188,35 @@ def test_config_presets_follow_device():
 
     cfg = resolve_config(TrainConfig(), torch.device("cpu"))
     assert cfg.width == PRESETS["cpu"]["width"] and cfg.patch_size == PRESETS["cpu"]["patch_size"]
-    assert cfg.amp is False
+    assert cfg.amp is cpu_bf16_native() and cfg.channels_last is True
     cfg = resolve_config(TrainConfig(patch_size=96, width=8), torch.device("cpu"))
     assert cfg.patch_size == 96 and cfg.width == 8
     with pytest.raises(ValueError, match="steps"):
         resolve_config(TrainConfig(steps=0), torch.device("cpu"))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_mixed_precision_only_where_bf16_is_native(small_stack, monkeypatch, native):
+    """CPU training autocasts to bf16 where the CPU computes it natively and stays fp32
+    elsewhere (emulated bf16 is slower); either way the kept weights are fp32 and denoise."""
+    from napari_b2u import config, device
+
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: native)
+    noisy, clean = small_stack
+    trainer = api.make_trainer(noisy, steps=60, lr=3e-3, seed=0, **TINY_T)
+    assert trainer.config.amp is native
+    assert trainer.amp == (torch.bfloat16 if native else None)
+    assert config.resolve_config(TrainConfig(), torch.device("cpu")).amp is native
+    for _ in trainer:
+        pass
+    model = trainer.result()
+    assert all(v.dtype == torch.float32 for v in model.state_dict.values()
+               if v.is_floating_point())
+    out = model.denoise(noisy)
+    assert out.dtype == noisy.dtype
+    assert mean_psnr(out, clean) > mean_psnr(noisy, clean) + 2
+    # asked for explicitly, fp32 it is
+    assert api.make_trainer(noisy, steps=1, amp=False, **TINY_T).amp is None
 
 
 def test_training_length_in_epochs(small_stack):

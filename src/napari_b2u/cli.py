@@ -14,7 +14,7 @@ from .io import OME_DTYPES
 
 #: TrainConfig fields the CLI offers as --options (the others are set by dedicated arguments
 #: or are not for the command line)
-_SKIP_FIELDS = ("method", "autosave", "preview_every", "amp")
+_SKIP_FIELDS = ("method", "autosave", "preview_every")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

@@ -77,9 +77,10 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
     Param("seed", int, 0, 0, 2**63 - 1, help="random seed: same seed, data and device, same "
                                               "model"),
     Param("amp", bool, None, optional=True, label="mixed precision",
-          help="bf16/fp16 mixed precision (CUDA)"),
+          help="bf16/fp16 mixed precision for training (CUDA, and CPUs with native bf16: "
+               "AVX512-BF16 or AMX; elsewhere fp32)"),
     Param("channels_last", bool, None, optional=True, user=False,
-          help="channels-last memory layout (CUDA)"),
+          help="channels-last memory layout (CUDA and CPU)"),
     Param("compile", bool, None, optional=True, label="torch.compile",
           help="torch.compile the network (CUDA; a slow first minute, then faster)"),
     Param("normalization", str, "auto", choices=("auto", "percentile", "range"), user=False,
@@ -104,7 +105,7 @@ PRESETS = {
                 val_every=100, val_patches=8, preview_every=50, amp=False, channels_last=False,
                 compile=False, log_every=10),
     "cpu": dict(steps=300, patch_size=64, batch_size=4, lr=1e-3, width=24, depth=4,
-                val_every=25, val_patches=4, preview_every=25, amp=False, channels_last=False,
+                val_every=25, val_patches=4, preview_every=25, amp=True, channels_last=True,
                 compile=False, log_every=1, warm_start="pretrained", warm_lr=3e-4),
 }
 
@@ -272,7 +273,7 @@ def resolve_config(config: TrainConfig, device) -> TrainConfig:
         cfg.steps = None  # from the epochs once the data is known, or a time budget only
     cfg.validate()
     if cfg.amp and amp_dtype(device) is None:
-        cfg.amp = False  # AMP is a CUDA feature here; CPU bf16 is slower than fp32 on most CPUs
+        cfg.amp = False  # no fast half precision here (MPS; CPUs that emulate bf16)
     return cfg
 
 

@@ -80,10 +80,27 @@ def free_memory(device: torch.device) -> int | None:
     return None
 
 
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX: recent Xeon and EPYC).
+    Elsewhere bf16 is emulated and slower than fp32, so CPU training stays in fp32."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)  # private probes: absent in some builds
+        try:
+            if check is not None and check():
+                return True
+        except Exception:  # noqa: BLE001 - a failing probe means "not known to be native"
+            pass
+    return False
+
+
 def amp_dtype(device: torch.device):
-    """The autocast dtype for training on ``device``, or None for plain fp32."""
+    """The autocast dtype for training on ``device``, or None for plain fp32: bf16 (fp16 on
+    GPUs without it) on CUDA; bf16 on CPUs that compute it natively (an AMD EPYC with
+    AVX512-BF16 trained the CPU preset 3× faster: docs/benchmarks.md)."""
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_bf16_native():
+        return torch.bfloat16
     return None
 
 

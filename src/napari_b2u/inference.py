@@ -15,6 +15,7 @@ import torch
 
 from .blocks import keep as _keep
 from .blocks import tile_starts
+from .config import PRESETS
 from .data import (
     Layout,
     Normalization,
@@ -44,7 +45,7 @@ TILE_OVERLAP = 64
 
 
 #: network pixels (frames × channels × H × W × copies, summed over the views) that
-#: ``tta="auto"`` may spend, by device type: on 2 CPU cores 32 Mpx take ~55 s with the CPU
+#: ``tta="auto"`` may spend, by device type: on 2 CPU cores 32 Mpx take ~30 s with the CPU
 #: preset network (8 views of 4 Mpx, or 4 of a 20-frame 512² stack); a GPU ensembles anything
 #: of ordinary size
 TTA_AUTO_PASS_PIXELS = {"cuda": 2**34, "mps": 2**31, "cpu": 2**25}
@@ -152,6 +153,12 @@ class Denoiser:
             m = self._method.build(self.model_config)
             m.load_state_dict(self.state_dict)
             m.eval().to(dev)
+            # the layout the device's preset trains in; on 2 CPU cores it halved inference
+            # time with identical outputs (docs/benchmarks.md)
+            layout = bool(PRESETS.get(dev.type, PRESETS["cpu"])["channels_last"])
+            if layout:
+                m.to(memory_format=torch.channels_last)
+            self._method.channels_last = layout
             self._model, self._device = m, dev
         return self._model
 
