@@ -153,6 +153,22 @@ def test_train_length_in_epochs(tmp_path, noisy_tif, monkeypatch, capsys):
     assert not (tmp_path / "x.b2u").exists()
 
 
+@pytest.mark.parametrize("flag, native, expected", [("--no-amp", True, False),
+                                                     ("--amp", True, True),
+                                                     ("--amp", False, False)])
+def test_mixed_precision_flag(tmp_path, noisy_tif, monkeypatch, flag, native, expected):
+    """--amp/--no-amp reach training; --amp on a CPU without native bf16 stays fp32."""
+    from napari_b2u import api, device
+    from napari_b2u.config import PRESETS
+
+    monkeypatch.setattr(device, "cpu_bf16_native", lambda: native)
+    monkeypatch.setitem(PRESETS, "cpu", {**PRESETS["cpu"], "width": 16, "depth": 2})
+    model = tmp_path / "m.b2u"
+    assert main(["train", str(noisy_tif), "--out", str(model), "--steps", "2", flag,
+                 *TINY_ARGS]) == 0
+    assert api.load(model).info["train_config"]["amp"] is expected
+
+
 @pytest.mark.parametrize("method", ["b2s", "dbsn", "n2v", "nbr2nbr"])
 def test_every_method_trains_and_denoises_from_the_cli(tmp_path, noisy_tif, monkeypatch, capsys,
                                                       method):
