@@ -252,7 +252,8 @@ class Trainer:
         tot, n = 0.0, 0
         vb = max(1, vb or self.batch_size)
         # in fp32 even when training autocasts: checkpoints differ by fractions of a per cent
-        # in this error, and bf16 moved it by 3 % (tests/test_training.py)
+        # in this error, and bf16 moved it by 3 % (the run of tests/test_training.py's
+        # test_validation_keeps_best_model, re-measured in fp32)
         for i in range(0, self.val.shape[0], vb):
             part = self.val[i:i + vb]
             tot += float(self.method.validation_error(self.model, part)) * part.shape[0]
