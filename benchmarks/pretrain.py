@@ -54,11 +54,10 @@ def train(width: int, depth: int, minutes: float, steps: int | None, patch: int,
     config = method.model_config(1, width, depth)
     torch.manual_seed(seed)
     net = method.build(config)
-    if init is not None:  # go on from an earlier pretrained model of the same network
-        start = Denoiser.load(init)
-        if start.model_config != config:
-            raise SystemExit(f"--init {init} is a {start.model_config} network, not {config}")
-        net.load_state_dict(start.state_dict)
+    if init is not None:  # go on from an earlier pretrained model (a Denoiser) of this network
+        if init.model_config != config:
+            raise SystemExit(f"--init is a {init.model_config} network, not {config}")
+        net.load_state_dict(init.state_dict)
     # the CPU preset's speed-ups: bf16 where the CPU computes it natively, channels-last
     amp = amp_dtype(torch.device("cpu"))
     net.to(memory_format=torch.channels_last)
@@ -148,12 +147,13 @@ def main(argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     t_start = datetime.datetime.now()
+    start = Denoiser.load(a.init) if a.init else None
     net, config, steps, seconds = train(a.width, a.depth, a.minutes if not a.steps else 0,
                                         a.steps, a.patch, a.batch, a.lr, a.pool, a.blind_every,
-                                        a.seed, init=a.init)
+                                        a.seed, init=start)
     command = "python benchmarks/pretrain.py " + " ".join(sys.argv[1:] if argv is None
                                                           else argv)
-    before = Denoiser.load(a.init).info if a.init else {}
+    before = start.info if start is not None else {}
     total = steps + int(before.get("steps", 0))  # continued: the earlier run's steps too
     desc = (f"napari-b2u generic fluorescence model (U-Net {a.width} wide, {a.depth} levels), "
             f"supervised on synthetic scenes, {total} steps")

@@ -75,9 +75,7 @@ class Trainer:
                            if self.method.trainable else None)
         self.model.to(self.device)
         self.method.seed(cfg.seed + 1, self.device)
-        if cfg.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-            self.method.channels_last = True
+        self.method.set_channels_last(self.model, cfg.channels_last)
         self.batch_size = cfg.batch_size
         self.sampler = crop_sampler(self.data.train, self.device, cfg.seed, cfg.augment)
         self.val = None

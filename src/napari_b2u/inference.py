@@ -155,10 +155,8 @@ class Denoiser:
             m.eval().to(dev)
             # the layout the device's preset trains in; on 2 CPU cores it halved inference
             # time with identical outputs (docs/benchmarks.md)
-            layout = bool(PRESETS.get(dev.type, PRESETS["cpu"])["channels_last"])
-            if layout:
-                m.to(memory_format=torch.channels_last)
-            self._method.channels_last = layout
+            self._method.set_channels_last(
+                m, PRESETS.get(dev.type, PRESETS["cpu"])["channels_last"])
             self._model, self._device = m, dev
         return self._model
 

@@ -129,6 +129,13 @@ class Method(ABC):
     def build(self, config: dict) -> torch.nn.Module:
         return build_model(config)
 
+    def set_channels_last(self, net: torch.nn.Module, on: bool) -> None:
+        """Run ``net`` channels-last or not: its weights and the inputs :meth:`run` gives it
+        (the two must agree, or every layer converts)."""
+        if on:
+            net.to(memory_format=torch.channels_last)
+        self.channels_last = bool(on)
+
     def run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """Apply ``net`` to any (B, C, H, W): pad to the net's multiple, crop back."""
         xp, (h, w) = pad_to_multiple(x, getattr(net, "multiple", 1))
