@@ -49,6 +49,25 @@ def test_events_report_progress_and_previews(small_stack):
     assert last.previews is not None  # final preview of the kept model
 
 
+def test_no_previews_without_a_callback(small_stack, monkeypatch):
+    """Nobody sees previews without a callback, so training does not compute them; with one
+    (or with preview_every given) it does."""
+    import napari_b2u.engine as engine
+
+    noisy, _ = small_stack
+    calls = []
+    real = engine.compute_preview
+    monkeypatch.setattr(engine, "compute_preview", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = api.train_stack(noisy, steps=6, preview_seconds=0, **TINY)
+    assert calls == [] and model.info["train_config"]["preview_every"] == 0
+    api.train_stack(noisy, steps=6, preview_every=3, preview_seconds=0, **TINY)
+    assert len(calls) == 3  # steps 3 and 6, and the kept model's
+    calls.clear()
+    events = []
+    api.train_stack(noisy, steps=6, preview_seconds=0, callback=events.append, **TINY)
+    assert calls and any(e.previews is not None for e in events)
+
+
 def test_stop_midrun_returns_usable_model(small_stack):
     noisy, _ = small_stack
     trainer = api.make_trainer(noisy, steps=1000, **{k: v for k, v in TINY.items()
