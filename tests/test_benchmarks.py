@@ -284,3 +284,31 @@ def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monk
     assert real.parse_row("b2u[ema=0.99;warm_start=none]") == ("b2u", {"ema": 0.99,
                                                                        "warm_start": "none"})
     assert real.main(["--data", str(tmp_path)]) == 2  # no data: a message, not a traceback
+
+
+def test_pretrain_writes_a_model_that_warm_starts(tmp_path, small_stack):
+    """benchmarks/pretrain.py (how the packaged model is made) on a tiny network for a few
+    steps, each also supervising the blind branch: the file records its run, loads, and
+    fine-tuning starts from it."""
+    import pretrain
+
+    from napari_b2u import api
+    from napari_b2u.inference import Denoiser
+
+    out = tmp_path / "pre.b2u"
+    assert pretrain.main(["--width", "8", "--depth", "2", "--steps", "4", "--pool", "4",
+                          "--patch", "32", "--batch", "4", "--blind-every", "1",
+                          "--out", str(out)]) == 0
+    model = Denoiser.load(out)
+    assert model.info["steps"] == 4 and "synthetic only" in model.info["data"]
+    assert model.info["command"].startswith("python benchmarks/pretrain.py --width 8")
+    noisy, _ = small_stack
+    tuned = api.train_stack(noisy, steps=2, warm_start=str(out), width=8, depth=2,
+                            patch_size=32, batch_size=4, device="cpu", progress=False,
+                            floor="none")
+    assert tuned.info["warm_start"] == "from pre.b2u (4 steps)"
+    # the weights it started from are the pretrained ones, not a fresh initialization
+    fresh = api.make_trainer(noisy, steps=1, warm_start=str(out), width=8, depth=2,
+                             patch_size=32, batch_size=4, device="cpu", floor="none")
+    for k, v in model.state_dict.items():
+        assert torch.equal(fresh.model.state_dict()[k].float().cpu(), v.float()), k
