@@ -59,7 +59,8 @@ def test_no_previews_without_a_callback(small_stack, monkeypatch):
     real = engine.compute_preview
     monkeypatch.setattr(engine, "compute_preview", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = api.train_stack(noisy, steps=6, preview_seconds=0, **TINY)
-    assert calls == [] and model.info["train_config"]["preview_every"] == 0
+    # none computed, but the interval stays in the model (a resumed run in napari previews)
+    assert calls == [] and model.info["train_config"]["preview_every"] == 25
     api.train_stack(noisy, steps=6, preview_every=3, preview_seconds=0, **TINY)
     assert len(calls) == 3  # steps 3 and 6, and the kept model's
     calls.clear()

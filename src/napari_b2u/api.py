@@ -74,8 +74,9 @@ def train_stack(
     device: 'auto', 'cuda', 'cuda:1', 'mps' or 'cpu'.
     callback: called with every :class:`TrainEvent`; return ``False`` to stop training early
         (the best model so far is kept). Events carry previews (``preview_every``) only when
-        there is a callback to see them: without one none are computed (each costs s² + 1
-        network passes over a 256² crop — a quarter of a CPU run's time with a box mask).
+        there is a callback to see them (or ``preview_every`` is given): without one none are
+        computed (each costs s² + 1 network passes over a 256² crop — about a quarter of a CPU
+        run's time with a box mask).
     val_stack: a separate validation stack; by default ``val_fraction`` (0.1) of the frames
         (or, for fewer than 5 frames, of each frame's area) is held out. The model with the
         lowest self-supervised validation error is returned.
@@ -87,10 +88,12 @@ def train_stack(
         device preset, see ``PRESETS``) or a parameter of the method (B2U: ``cells``, ...;
         ``Method.parameters``). Every value is checked before training starts.
     """
-    if callback is None:  # a progress bar shows no images: previews would only cost time
-        options.setdefault("preview_every", 0)
+    asked = options.get("preview_every") is not None
     trainer = make_trainer(stack, axes=axes, method=method, device=device, val_stack=val_stack,
                            resume=resume, steps=steps, max_time=max_time, **options)
+    # a progress bar shows no images: previews would only cost time (the config keeps its
+    # interval, so a run resumed in the Train widget previews again)
+    trainer.previews = callback is not None or asked
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -91,6 +91,9 @@ class Trainer:
         self._lock = threading.Lock()
         self._preview = (int(preview_frame), preview_region)
         self._preview_now = False
+        #: compute previews at all (``preview_every`` says how often): api.train_stack turns
+        #: them off when no callback receives the events
+        self.previews = True
         self._result = None
         self._finished = False  # _finish ran (with or without a model)
         self._best_state = None
@@ -459,7 +462,7 @@ class Trainer:
         """Every ``preview_every`` steps, when the view moved, or — so that slow steps on a
         large frame still show progress — every ``preview_seconds``."""
         cfg = self.config
-        if not cfg.preview_every:
+        if not (cfg.preview_every and self.previews):
             return False
         return (self.step % cfg.preview_every == 0 or self._preview_now
                 or bool(cfg.preview_seconds and since_last >= cfg.preview_seconds))
@@ -474,7 +477,7 @@ class Trainer:
         p = self._progress(self.step, self.elapsed)
         self._sched = self.method.schedule(p)
         previews = None
-        if cfg.preview_every and self._result is not None and not stopped:
+        if cfg.preview_every and self.previews and self._result is not None and not stopped:
             previews = self._previews_safe(self._sched)
         self._cleanup()
         msg = (f"kept the {self._result.info['chosen']} model after {self.step} steps"
