@@ -458,11 +458,16 @@ class Trainer:
             self._best_val = err
         return True
 
+    @property
+    def _previews_on(self) -> bool:
+        """Previews are computed at all: an interval is set and someone receives them."""
+        return bool(self.config.preview_every) and self.previews
+
     def _preview_due(self, since_last: float) -> bool:
         """Every ``preview_every`` steps, when the view moved, or — so that slow steps on a
         large frame still show progress — every ``preview_seconds``."""
         cfg = self.config
-        if not (cfg.preview_every and self.previews):
+        if not self._previews_on:
             return False
         return (self.step % cfg.preview_every == 0 or self._preview_now
                 or bool(cfg.preview_seconds and since_last >= cfg.preview_seconds))
@@ -477,7 +482,7 @@ class Trainer:
         p = self._progress(self.step, self.elapsed)
         self._sched = self.method.schedule(p)
         previews = None
-        if cfg.preview_every and self.previews and self._result is not None and not stopped:
+        if self._previews_on and self._result is not None and not stopped:
             previews = self._previews_safe(self._sched)
         self._cleanup()
         msg = (f"kept the {self._result.info['chosen']} model after {self.step} steps"
