@@ -122,6 +122,15 @@ class NoiseReport:
     clipped_high: float = 0.0  # fraction at the upper bound
     mask: str = "pixel"  # the blind-spot mask recommended for these data
     notes: list[str] = field(default_factory=list)
+    #: the correlation at every lag (:func:`correlation_kernel`; not in :meth:`to_dict`)
+    kernel: np.ndarray | None = field(default=None, repr=False)
+
+    def noise_kernel(self) -> np.ndarray | None:
+        """The noise's correlation between neighbours as the risk estimate takes it: the
+        measured kernel where the noise counts as correlated (the mask is not a pixel), None
+        (independent) where it does not — elsewhere the kernel holds mostly signal (see
+        :func:`axis_noise_correlations`)."""
+        return None if self.mask == "pixel" or self.kernel is None else self.kernel
 
     def describe(self) -> str:
         """One or two lines for people (CLI, widget)."""
@@ -144,7 +153,53 @@ def noise_correlation(stack, lags: int = 3) -> tuple[list[float], list[float]]:
     The residual x - box_7(x) over the flattest quarter of each frame (normalized by its local
     level, as Poisson noise varies) is correlated at every lag up to ``lags`` in both directions
     (diagonals too); the residual filter's own mixing is then undone (:func:`_unmix`), so
-    correlations along both axes at once are measured as well as along one."""
+    correlations along both axes at once are measured as well as along one. Fine structure
+    leaks into these values; :func:`axis_noise_correlations` is what the noise check uses."""
+    return axis_correlations(correlation_kernel(stack, lags))
+
+
+def axis_correlations(kernel: np.ndarray) -> tuple[list[float], list[float]]:
+    """The lags along X and along Y of a :func:`correlation_kernel`."""
+    r = kernel.shape[0] // 2
+    return ([float(kernel[r, r + d]) for d in range(1, r + 1)],
+            [float(kernel[r + d, r]) for d in range(1, r + 1)])
+
+
+def axis_noise_correlations(kernel: np.ndarray) -> tuple[list[float], list[float]]:
+    """The correlations along X and Y of a :func:`correlation_kernel` that are the noise's.
+
+    Structure finer than the residual's 7-px box (a PSF of a few pixels, dense filaments) leaks
+    into the measured correlation, and it leaks in every direction: on the real GigaDB
+    actin_60x and mito_20x frames the kernel read 0.13–0.18 at lag 1 along both axes and
+    0.11–0.13 on the diagonals, where their noise measured against the ground truth is
+    correlated by 0.02 at most (docs/benchmarks.md). Noise correlated by a detector along an
+    axis reaches the diagonal (d, d) only as the product ρx·ρy (separable) — so what the
+    diagonals share beyond that product is taken for signal and removed from each axis."""
+    r = kernel.shape[0] // 2
+    cx, cy = axis_correlations(kernel)
+    out_x, out_y = [], []
+    for d in range(1, r + 1):
+        diagonal = (kernel[r + d, r + d] + kernel[r + d, r - d]) / 2
+        signal = max(0.0, float(diagonal) - cx[d - 1] * cy[d - 1])
+        out_x.append(cx[d - 1] - signal)
+        out_y.append(cy[d - 1] - signal)
+    return out_x, out_y
+
+
+def correlation_kernel(stack, lags: int = 3) -> np.ndarray:
+    """The noise's correlation at every lag (dy, dx), |dy|, |dx| <= ``lags``, as a
+    (2·lags + 1)² array centred on lag 0 (which is 1): what :func:`noise_correlation`
+    measures, diagonals included."""
+    noise = _noise_lags(stack, lags)
+    k = np.zeros((2 * lags + 1, 2 * lags + 1))
+    k[lags, lags] = 1.0
+    for (dy, dx), v in noise.items():
+        k[lags + dy, lags + dx] = k[lags - dy, lags - dx] = float(np.clip(v, -1, 1))
+    return k
+
+
+def _noise_lags(stack, lags: int) -> dict:
+    """{(dy, dx): correlation} for one lag of each ± pair (dy >= 0)."""
     frames = _frames(stack)
     half = [(dy, dx) for dy in range(0, lags + 1) for dx in range(-lags, lags + 1)
             if (dy, dx) > (0, 0)]
@@ -167,19 +222,43 @@ def noise_correlation(stack, lags: int = 3) -> tuple[list[float], list[float]]:
             num[(dy, dx)] += float(np.sum((p * q)[both]))
             den[(dy, dx)] += float(np.sum(((p * p + q * q) / 2)[both]))
     rho = {d: (num[d] / den[d] if den[d] > 0 else 0.0) for d in half}
-    noise = _unmix(rho, _BOX, lags)
-    return ([float(np.clip(noise[(0, d)], -1, 1)) for d in range(1, lags + 1)],
-            [float(np.clip(noise[(d, 0)], -1, 1)) for d in range(1, lags + 1)])
+    return _unmix(rho, _BOX, lags)
 
 
-def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12):
+#: the 4-neighbour residual y − mean(N4) of the noise fit, as a 3×3 filter
+_N4_RESIDUAL = np.array([[0.0, -0.25, 0.0], [-0.25, 1.0, -0.25], [0.0, -0.25, 0.0]])
+
+
+def residual_gain(corr: np.ndarray | None = None) -> float:
+    """var(residual) / var(noise) of the noise fit's 4-neighbour residual: 1.25 for
+    independent noise; for noise correlated as ``corr`` (:func:`correlation_kernel`)
+    Σ_d (w ⋆ w)(d) R(d) — lower where neighbours correlate (0.98 at a lag-1 correlation of
+    0.27 along X), so that a fit dividing by 1.25 under-estimates the variance (by 22 % there)."""
+    if corr is None:
+        return 1.25
+    k = np.asarray(corr, np.float64)
+    r = k.shape[0] // 2
+    w = _N4_RESIDUAL
+    total = 0.0
+    for (i, j), wij in np.ndenumerate(w):  # Σ_{p,q} w_p w_q R(p − q)
+        for (m, n), wmn in np.ndenumerate(w):
+            dy, dx = i - m, j - n
+            if wij and wmn and abs(dy) <= r and abs(dx) <= r:
+                total += wij * wmn * k[r + dy, r + dx]
+    return float(total)
+
+
+def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12,
+                              corr: np.ndarray | None = None):
     """Fit var = a·mean + b from one image: residuals of a 4-neighbour predictor measure the
     noise, block means the signal; per intensity bin the lower quartile of block variances
-    avoids edges and texture (a simplified Foi et al. 2008). Returns (a, b), a > 0."""
+    avoids edges and texture (a simplified Foi et al. 2008). Returns (a, b), a > 0. ``corr``:
+    the noise's correlation (:func:`correlation_kernel`), which the residual's variance
+    depends on (:func:`residual_gain`); None: independent noise."""
     y = np.asarray(img, np.float64)
     p = np.pad(y, 1, mode="reflect")
     pred = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]) / 4.0
-    r = (y - pred) / np.sqrt(1.25)  # var(r) = noise var for independent noise
+    r = (y - pred) / np.sqrt(residual_gain(corr))  # var(r) = the noise's variance
     h, w = (y.shape[0] // block) * block, (y.shape[1] // block) * block
     mb = y[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3)).ravel()
     vb = r[:h, :w].reshape(h // block, block, w // block, block).var(axis=(1, 3)).ravel()
@@ -195,7 +274,8 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12):
     return max(float(a), 1e-3), float(b)
 
 
-def variance_fit(frames, index: int | None = None) -> list[tuple[float, float]]:
+def variance_fit(frames, index: int | None = None,
+                 corr: np.ndarray | None = None) -> list[tuple[float, float]]:
     """Per channel, (a, b) of the noise variance a · signal + b of frame ``index`` (default:
     the middle one) of (N, C, Y, X) frames (an array or lazy frames), in their own units (raw
     or normalized): :func:`estimate_poisson_gaussian` of the frame's central :data:`SIDE` px,
@@ -203,14 +283,15 @@ def variance_fit(frames, index: int | None = None) -> list[tuple[float, float]]:
 
     One law per frame, not per stack: frames exported one by one, each scaled to its own range
     (as W2S's were), differ within a stack (a from 6.5 to 27 in 8-bit units on the W2S
-    stack), so whoever measures a crop fits the frame it came from."""
+    stack), so whoever measures a crop fits the frame it came from. ``corr``: the noise's
+    correlation (:func:`estimate_poisson_gaussian`)."""
     j = frames.shape[0] // 2 if index is None else int(index)
     fits = []
     for plane in np.asarray(frames[(j, slice(None), *_central(frames.shape))]):  # lazy: a crop
         img = plane.astype(np.float64)
         lo, hi = np.percentile(img, (0.1, 99.9))
         k = 255.0 / (hi - lo) if hi > lo else 1.0
-        a, b = estimate_poisson_gaussian((img - lo) * k)
+        a, b = estimate_poisson_gaussian((img - lo) * k, corr=corr)
         # var(k (y − lo)) = a (k (y − lo)) + b  ⇒  var(y) = (a / k) y + (b − a k lo) / k²
         fits.append((a / k, (b - a * k * lo) / k**2))
     return fits
@@ -263,15 +344,18 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
         frames = frames.in_memory_sample()
     planes = frames.reshape((-1,) + frames.shape[-2:])
-    cx, cy = noise_correlation(planes)
+    kernel = correlation_kernel(planes)
+    cx, cy = axis_noise_correlations(kernel)
     low, high = clipping(planes)
-    gain, read = estimate_poisson_gaussian(_frames(planes[len(planes) // 2])[0])
     notes = clipping_notes(low, high)
     mask = recommend_mask(cx, cy)
     if mask != "pixel":
         notes.append("noise correlated between neighbours: a blind line or box hides the "
                      "correlated extent")
-    return NoiseReport(cx, cy, gain, read, low, high, mask, notes)
+    report = NoiseReport(cx, cy, None, None, low, high, mask, notes, kernel)
+    report.gain, report.read_var = estimate_poisson_gaussian(
+        _frames(planes[len(planes) // 2])[0], corr=report.noise_kernel())
+    return report
 
 
 def describe_mask(mask: str, report: NoiseReport) -> str:
