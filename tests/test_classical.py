@@ -135,7 +135,7 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     the stack's units: each risk crop takes the law of the frame it came from, not one law for
     the stack (that mis-weighed the W2S stack's blend by 0.3 in w)."""
     from napari_b2u import results
-    from napari_b2u.noise import variance_fit
+    from napari_b2u.noise import frames_report, variance_fit
     from napari_b2u.sampling import crop_spots
 
     rng = np.random.default_rng(0)
@@ -151,8 +151,9 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     low = per_crop[[f < 3 for f in frames]].mean()
     high = per_crop[[f >= 3 for f in frames]].mean()
     assert 4.5 < high / low < 8.0, high / low
+    kernel = frames_report(train).noise_kernel()  # None: independent noise
     for i, f in enumerate(frames[:3]):  # the law of its own frame
-        (a, b), = variance_fit(train, f)
+        (a, b), = variance_fit(train, f, kernel)
         expect = (a * gaussian_filter(risk.y[i:i + 1], 1.5) + b).clamp(min=0)
         torch.testing.assert_close(risk.var[i:i + 1], expect, rtol=1e-5, atol=1e-9)
 
@@ -183,6 +184,43 @@ def test_the_risk_estimate_holds_at_a_few_photons_for_outputs_curved_in_their_pi
     mse = true - var
     assert abs(est - true) < 0.25 * mse, (est, true, mse)
     assert true - first > 0.5 * mse, (first, true, mse)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
+    """Noise correlated at 0.3 along X (a scanning confocal): a filter that averages along X
+    passes its neighbours' correlated noise, which the independent-noise SURE does not see
+    (it measured 0.80 of the true risk); with the measured correlation it is the true risk,
+    and the full filter's exact term agrees with the probe's."""
+    from napari_b2u.methods.classical import GaussModel
+    from napari_b2u.noise import correlation_kernel
+    from napari_b2u.risk import Risk
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:128, 0:128]
+    x = 0.3 + 0.2 * np.sin(xx / 9.0) * np.cos(yy / 11.0)
+    sd = 0.05
+    noisy = x + sd * correlate(rng.normal(size=(8, 128, 128)), corr_x=0.3)
+    y = torch.from_numpy(noisy[:, None].astype(np.float32))
+    tap = torch.tensor([0.25, 0.5, 0.25]).view(1, 1, 1, 3)
+
+    def along_x(t):
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(t, (1, 1, 0, 0), "reflect"),
+                                          tap)
+
+    clean = torch.from_numpy(x[None, None].astype(np.float32))
+    true = float(((along_x(y) - clean) ** 2).mean()) + sd**2
+    kernel = correlation_kernel(noisy)
+    assert kernel[3, 4] == pytest.approx(0.3, abs=0.05)
+    independent = Risk(y, [(0.0, sd**2)], seed, signal=y)
+    correlated = Risk(y, [(0.0, sd**2)], seed, signal=y, corr=kernel)
+    assert independent.error(*independent.output(along_x)) < 0.9 * true
+    assert correlated.error(*correlated.output(along_x)) == pytest.approx(true, rel=0.03)
+    filt = GaussModel(1)
+    filt.sigma.fill_(1.2)
+    *_, d_filt, n = correlated.blend_sums(*correlated.output(along_x), filt)
+    assert d_filt == pytest.approx(correlated.output(filt)[1], rel=0.05)
 
 
 def test_the_probe_measures_a_linear_filters_divergence():

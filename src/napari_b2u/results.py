@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .methods import get_method
-from .noise import resolve_auto_mask, variance_fit
+from .noise import frames_report, resolve_auto_mask, variance_fit
 from .risk import Risk
 from .sampling import crop_spots, take_crops, validation_crops
 
@@ -61,13 +61,18 @@ def finish(trainer, stopped: bool = False) -> None:
 
 def sure_risk(trainer):
     """The risk estimate on 16 training crops (those the floor calibrates on), each with the
-    noise law of its own frame, or None when the noise fit gives nothing to measure with."""
+    noise law of its own frame and, where the noise is correlated between neighbours, its
+    measured correlation; None when the noise fit gives nothing to measure with."""
     train = trainer.data.train
     size = max(trainer.patch_size, 128)
     spots = crop_spots(train.shape, size, 16)
-    crops = torch.from_numpy(take_crops(train, size, spots)).to(trainer.device)
-    laws = {f: variance_fit(train, f) for f in sorted({f for f, _, _ in spots})}
-    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed)
+    taken = take_crops(train, size, spots)
+    crops = torch.from_numpy(taken).to(trainer.device)
+    # the noise check of training (mask="auto"), else one of these crops (a given mask)
+    report = trainer.noise if trainer.noise is not None else frames_report(taken)
+    corr = report.noise_kernel()
+    laws = {f: variance_fit(train, f, corr) for f in sorted({f for f, _, _ in spots})}
+    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr)
     return risk if risk.usable() else None
 
 
