@@ -151,7 +151,8 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     low = per_crop[[f < 3 for f in frames]].mean()
     high = per_crop[[f >= 3 for f in frames]].mean()
     assert 4.5 < high / low < 8.0, high / low
-    kernel = frames_report(train).noise_kernel()  # None: independent noise
+    kernel = frames_report(train).noise_kernel()
+    assert kernel is None  # independent noise
     for i, f in enumerate(frames[:3]):  # the law of its own frame
         (a, b), = variance_fit(train, f, kernel)
         expect = (a * gaussian_filter(risk.y[i:i + 1], 1.5) + b).clamp(min=0)
@@ -221,6 +222,29 @@ def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
     filt.sigma.fill_(1.2)
     *_, d_filt, n = correlated.blend_sums(*correlated.output(along_x), filt)
     assert d_filt == pytest.approx(correlated.output(filt)[1], rel=0.05)
+
+
+def test_the_risk_estimate_takes_the_noise_correlation_the_mask_was_chosen_for():
+    """Correlated noise: the training risk estimate gets the noise check's separable kernel
+    (and the variance fit for it); independent noise: none, as before."""
+    from napari_b2u import results
+    from napari_b2u.noise import variance_fit
+
+    corr, _ = fmdd_like_stack(3, (128, 128), corr_x=0.3, seed=5, dtype=np.float32)
+    trainer = api.make_trainer(corr, steps=1, val_fraction=0.0, **TINY_T)
+    report = trainer.noise
+    assert report.mask == "x-line:3"
+    risk = results.sure_risk(trainer)
+    kernel = report.noise_kernel()
+    np.testing.assert_allclose(risk.corr, kernel)
+    assert kernel[3, 4] == pytest.approx(report.corr_x[0]) and report.corr_x[0] > 0.2
+    assert kernel[2, 4] == pytest.approx(report.corr_x[0] * report.corr_y[0])  # separable
+    (a, b), = variance_fit(trainer.data.train, 1, kernel)
+    (a0, b0), = variance_fit(trainer.data.train, 1)
+    assert a > 1.1 * a0  # the residual of correlated noise has less variance: the fit says more
+    plain, _ = fmdd_like_stack(3, (128, 128), seed=5, dtype=np.float32)
+    assert results.sure_risk(api.make_trainer(plain, steps=1, val_fraction=0.0,
+                                              **TINY_T)).corr is None
 
 
 def test_the_probe_measures_a_linear_filters_divergence():

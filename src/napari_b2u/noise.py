@@ -6,7 +6,10 @@
   Blind-spot methods assume pixel-independent noise; point-scanning confocals and some cameras
   correlate neighbours along the scan (measured 0.26–0.33 on real frames), and then a
   blind spot leaks the noise. The estimate is the correlation of a high-pass residual over the
-  flattest parts of the image, corrected for the residual filter's own correlation.
+  flattest parts of the image, corrected for the residual filter's own correlation;
+  :func:`axis_noise_correlations` then removes the fine structure that leaks into it (what the
+  report and the mask use), and :meth:`NoiseReport.noise_kernel` is the noise's correlation
+  the risk estimate takes.
 - :func:`clipping`: the fraction of pixels at the dtype's bounds or at zero.
 - :func:`noise_report`: all of it, with a recommended blind-spot mask.
 """
@@ -114,7 +117,7 @@ def _unmix(rho: dict, k: int, lags: int) -> dict:
 class NoiseReport:
     """What :func:`noise_report` found. Correlations are along X (rows' neighbours) and Y."""
 
-    corr_x: list[float]  # lags 1, 2, 3
+    corr_x: list[float]  # lags 1, 2, 3 (the noise's: :func:`axis_noise_correlations`)
     corr_y: list[float]
     gain: float | None = None  # variance = gain * (mean - 0) + read_var, raw units
     read_var: float | None = None
@@ -122,15 +125,19 @@ class NoiseReport:
     clipped_high: float = 0.0  # fraction at the upper bound
     mask: str = "pixel"  # the blind-spot mask recommended for these data
     notes: list[str] = field(default_factory=list)
-    #: the correlation at every lag (:func:`correlation_kernel`; not in :meth:`to_dict`)
-    kernel: np.ndarray | None = field(default=None, repr=False)
 
     def noise_kernel(self) -> np.ndarray | None:
-        """The noise's correlation between neighbours as the risk estimate takes it: the
-        measured kernel where the noise counts as correlated (the mask is not a pixel), None
-        (independent) where it does not — elsewhere the kernel holds mostly signal (see
-        :func:`axis_noise_correlations`)."""
-        return None if self.mask == "pixel" or self.kernel is None else self.kernel
+        """The noise's correlation between neighbours as the risk estimate takes it: None
+        (independent) where the mask is a pixel; elsewhere the separable kernel
+        R(dy, dx) = ρy(|dy|)·ρx(|dx|) of the axis correlations the mask was chosen from
+        (:attr:`corr_x`, :attr:`corr_y`) — the measured kernel itself also holds the fine
+        structure they leave out (:func:`axis_noise_correlations`)."""
+        if self.mask == "pixel":
+            return None
+        rx = np.array([1.0] + list(self.corr_x))
+        ry = np.array([1.0] + list(self.corr_y))
+        lags = np.abs(np.arange(-len(self.corr_x), len(self.corr_x) + 1))
+        return np.outer(ry[lags], rx[lags])
 
     def describe(self) -> str:
         """One or two lines for people (CLI, widget)."""
@@ -352,7 +359,7 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     if mask != "pixel":
         notes.append("noise correlated between neighbours: a blind line or box hides the "
                      "correlated extent")
-    report = NoiseReport(cx, cy, None, None, low, high, mask, notes, kernel)
+    report = NoiseReport(cx, cy, None, None, low, high, mask, notes)
     report.gain, report.read_var = estimate_poisson_gaussian(
         _frames(planes[len(planes) // 2])[0], corr=report.noise_kernel())
     return report

@@ -18,11 +18,12 @@ weight to a Gaussian filter 0.7 dB worse (docs/benchmarks.md). A linear filter h
 derivative, so only networks carry the term; it vanishes as the photon step a does.
 
 Noise correlated between neighbours (point-scanning confocals, some cameras) has covariance
-C = S R S (S the deviations, R the correlation at each lag, :func:`~napari_b2u.noise.
-correlation_kernel`), and the first term becomes tr(C ∂out/∂y): an output that passes a
-neighbour's correlated noise gains by it too, which Σ v ∂out_i/∂y_i does not see. On a synthetic
+C = S R S (S the deviations, R the correlation at each lag, as the noise check models it:
+:meth:`~napari_b2u.noise.NoiseReport.noise_kernel`), and the first term becomes
+tr(C ∂out/∂y): an output that passes a neighbour's correlated noise gains by it too, which
+Σ v ∂out_i/∂y_i does not see. On a synthetic
 frame correlated at 0.27 along X (clean image known), the fine-tuned network's term was 0.58
-of the truth with the independent form, and 0.93–1.05 with this one and a variance fit that
+of the truth with the independent form, and 0.93–1.07 with this one and a variance fit that
 knows the correlation, both measured from that frame (docs/benchmarks.md).
 """
 
@@ -126,16 +127,17 @@ class Risk:
         """For w × ``out`` + (1 − w) × ``filt`` (a GaussModel: the full filter), with
         r = filter − y and e = out − filter: (Σr², Σr·e, Σe², D_out, D_filter, count). The
         blend's risk is (Σr² + 2wΣre + w²Σe² + 2(w D_out + (1 − w) D_filter)) / count,
-        quadratic in w. The filter's divergence is exact: its centre tap × Σv, or for
-        correlated noise Σ_d R(d) g(d) × Σv (:meth:`_filter_trace`)."""
+        quadratic in w. The filter's divergence is exact for independent noise: its centre
+        tap × Σv; for correlated noise Σ_d R(d) g(d) × Σv (:meth:`_filter_trace`), which takes
+        the variance as locally constant over the filter's reach."""
         from .methods.classical import gaussian_kernel1d
 
         f = filt(self.y).float()
-        centre = torch.tensor([self._filter_trace(gaussian_kernel1d(float(s)))
-                               for s in filt.sigma], device=self.y.device).view(1, -1, 1, 1)
+        trace = torch.tensor([self._filter_trace(gaussian_kernel1d(float(s)))
+                              for s in filt.sigma], device=self.y.device).view(1, -1, 1, 1)
         r, e = f - self.y, out - f
         sums = [float((r * r).sum()), float((r * e).sum()), float((e * e).sum()), div,
-                float((centre * self.var).sum())]
+                float((trace * self.var).sum())]
         return (*sums, self.count) if np.all(np.isfinite(sums)) else None
 
     def _filter_trace(self, g1: np.ndarray) -> float:
