@@ -77,7 +77,7 @@ class Risk:
         # lags): Stein's term is tr(C J) = E[(S R z)ᵀ J S z] for white z, so the network's
         # response to the probe S z is read against S (R ∗ z) instead of S z
         self.corr, self.dual = None, self.probe
-        if corr is not None and _off_centre(corr).any():
+        if corr is not None:
             self.corr = np.asarray(corr, np.float64)
             k = torch.tensor(self.corr, dtype=torch.float32, device=dev)
             c = self.y.shape[1]
@@ -151,10 +151,3 @@ class Risk:
         n = min(r, h)
         return float((self.corr[r - n:r + n + 1, r - n:r + n + 1]
                       * g[h - n:h + n + 1, h - n:h + n + 1]).sum())
-
-
-def _off_centre(k) -> np.ndarray:
-    k = np.array(k, np.float64)
-    k[k.shape[0] // 2, k.shape[1] // 2] = 0.0
-    return k != 0
-
