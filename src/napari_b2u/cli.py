@@ -65,7 +65,8 @@ def _train_kwargs(a) -> dict:
 
 def cmd_train(a) -> int:
     from . import api
-    from .files import check_distinct, check_output
+    from .config import _path_or_word
+    from .files import check_distinct, check_output, check_writable
     from .lazy import open_image
 
     out = Path(a.out)
@@ -74,12 +75,17 @@ def cmd_train(a) -> int:
     # Every written path is checked against every read path before any work: --overwrite
     # replaces earlier outputs, never an input. An autosave may continue the checkpoint it
     # resumes from; the final model may not replace that checkpoint.
-    inputs = [a.input, a.val, a.resume]
+    warm = _path_or_word(a.warm_start) if a.warm_start else None
+    warm = warm if warm not in (None, "pretrained") else None  # a file the run starts from
+    inputs = [a.input, a.val, a.resume, warm]
     check_output(out, inputs, a.overwrite, "--out model")
     if a.autosave:
-        check_output(a.autosave, [a.input, a.val], a.overwrite, "--autosave checkpoint",
+        check_output(a.autosave, [a.input, a.val, warm], a.overwrite, "--autosave checkpoint",
                      allow=[a.resume] if a.resume else ())
     check_distinct({"--out": out, "--autosave": a.autosave})
+    for path, what in ((out, "--out model"), (a.autosave, "--autosave checkpoint")):
+        if path:
+            check_writable(path, what)  # a read-only folder: say so now, not after training
     img = open_image(a.input, a.axes)  # zarr, and TIFFs larger than memory, stay lazy
     val = open_image(a.val, a.axes).data if a.val else None
     print(f"training on {a.input}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
@@ -114,7 +120,9 @@ def _save_model(model, out: Path) -> Path:
     except OutputError as exc:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for folder in (Path(tempfile.gettempdir()), Path.home()):
-            spare = folder / f"{out.stem}-{stamp}.b2u"
+            spare, k = folder / f"{out.stem}-{stamp}.b2u", 1
+            while spare.exists():  # never over another file, not even an earlier spare
+                spare, k = folder / f"{out.stem}-{stamp}-{k}.b2u", k + 1
             try:
                 model.save(spare)
             except OutputError:
@@ -138,7 +146,7 @@ def _tta(value: str):
 def cmd_denoise(a) -> int:
     from . import api
     from .data import check_output_dtype
-    from .files import check_output
+    from .files import check_output, check_writable
     from .io import check_tiff_dtype, tiff_dtype_for, write_tiff
     from .lazy import is_zarr_path, open_image
 
@@ -154,6 +162,7 @@ def cmd_denoise(a) -> int:
                          "or --outdir")
     a.input = a.input[0]
     out = check_output(a.out, [a.input, a.model], a.overwrite, "--out image")
+    check_writable(out, "--out image")
     if a.dtype is not None:
         check_tiff_dtype(check_output_dtype(a.dtype))  # before any work
     model = api.load(a.model)
@@ -254,6 +263,8 @@ def comparison_png(path, panels: list[tuple[str, np.ndarray]], vmax: float = 255
     """Side-by-side 8-bit PNG of 2D images with a title on each."""
     from PIL import Image, ImageDraw
 
+    from .files import atomic_write
+
     tiles = []
     for title, img in panels:
         a = np.clip(np.asarray(img, np.float64) / vmax, 0, 1)
@@ -270,7 +281,8 @@ def comparison_png(path, panels: list[tuple[str, np.ndarray]], vmax: float = 255
         canvas.paste(t, (x, 0))
         x += t.width + 4
     path = Path(path)
-    canvas.save(path)
+    with atomic_write(path, "the comparison image") as tmp:
+        canvas.save(tmp, format="PNG")
     return path
 
 
@@ -279,6 +291,7 @@ def cmd_demo(a) -> int:
 
     from . import api
     from .device import device_info, resolve_device
+    from .files import check_writable
     from .io import write_tiff
     from .metrics import evaluate
     from .sample_data import fmdd_like_stack
@@ -291,7 +304,7 @@ def cmd_demo(a) -> int:
     if outdir.exists() and not outdir.is_dir():
         raise InputError(f"--out {outdir} is a file; the demo writes several files into a "
                          "folder: give a folder name")
-    outdir.mkdir(parents=True, exist_ok=True)
+    check_writable(outdir / "demo_model.b2u", "demo output")  # before the training
     print(f"napari-b2u demo on {device_info(dev).describe()} (torch {torch.__version__})")
     noisy, clean = fmdd_like_stack(frames, (size, size), seed=a.seed or 0)
     print(f"sample: {frames} noisy frames of {size}x{size}, uint8, Poisson-Gaussian noise")
@@ -309,7 +322,7 @@ def cmd_demo(a) -> int:
     for name, stack in rows:
         ps, ss = zip(*(evaluate(f, clean) for f in stack))
         print(f"{name:20s} {np.mean(ps):10.2f} {np.mean(ss):7.3f}")
-    path_model = model.save(outdir / "demo_model.b2u")
+    path_model = _save_model(model, outdir / "demo_model.b2u")
     path_tif = write_tiff(outdir / "demo_denoised.tif", np.clip(np.rint(den), 0, 255).astype(
         np.uint8), "TYX", note={"denoised_by": "napari-b2u demo"}, overwrite=True)
     write_tiff(outdir / "demo_noisy.tif", noisy, "TYX", overwrite=True)

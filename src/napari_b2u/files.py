@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from .errors import InputError, OutputError
@@ -18,33 +19,93 @@ PART_SUFFIX = ".part"
 def atomic_write(path, what: str = "the file"):
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step,
     on any failure (disk full, Ctrl-C, a writer's error) the temporary file is removed, ``path``
-    is untouched, and OS errors become an :class:`OutputError` naming ``what`` and ``path``."""
+    is untouched, and write errors become an :class:`OutputError` naming ``what`` and ``path``.
+
+    The temporary file is a fresh hidden name created exclusively (``.NAME.<random>.part``),
+    never ``NAME.part``: that may be an input or any other file of the user's."""
     path = Path(path)
-    tmp = path.with_name(path.name + PART_SUFFIX)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _fresh_file(path)
         yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OutputError) or not _is_write_error(exc):
+        # judged before the temporary file goes: it may be what filled the disk
+        failed = not isinstance(exc, OutputError) and _is_write_error(exc, path.parent)
+        reason = _reason(exc, path.parent) if failed else ""
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if not failed:
             raise
-        raise OutputError(f"could not write {what} to {path}: {_reason(exc)}") from exc
+        raise OutputError(f"could not write {what} to {path}: {reason}") from exc
 
 
-def _is_write_error(exc: BaseException) -> bool:
-    # torch.save reports a full disk as RuntimeError("... failed writing file ..."): the
-    # C++ stream writer does not raise OSError
-    return isinstance(exc, OSError) or (
-        isinstance(exc, RuntimeError) and "writ" in str(exc).lower())
+def _fresh_file(path: Path) -> Path:
+    """A new empty file next to ``path`` that no one else has: O_EXCL, a random name (mode
+    0666 less the umask, as the final file would have had)."""
+    while True:
+        tmp = path.with_name(f".{path.name[:200]}.{secrets.token_hex(4)}{PART_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
-def _reason(exc: BaseException) -> str:
+#: how torch's C++ writer (PyTorchStreamWriter, inline_container.cc) words a failed write: a
+#: full disk is "unexpected pos 576 vs 534", an unwritable folder "open file failed with
+#: strerror: ...", others "failed writing file ..." -- RuntimeErrors, not OSErrors
+_TORCH_WRITE = ("inline_container", "pytorchstreamwriter", "unexpected pos", "file failed",
+                "strerror", "failed writing", "iostream error")
+
+
+def _is_write_error(exc: BaseException, folder) -> bool:
+    """A failed write: any OSError, torch's serialization errors, or any other RuntimeError
+    of the writer while ``folder`` is full or not writable."""
+    if isinstance(exc, OSError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    return any(s in text for s in _TORCH_WRITE) or _disk_trouble(folder) is not None
+
+
+def _disk_trouble(folder) -> str | None:
+    """What is wrong with ``folder`` for writing (no space, not writable), else None."""
+    try:
+        if not os.access(folder, os.W_OK):
+            return "the folder is read-only or not writable"
+        st = os.statvfs(folder)
+        if st.f_bavail * st.f_frsize < 64 * 1024:
+            return "No space left on device"
+    except (OSError, AttributeError):  # no statvfs on Windows
+        pass
+    return None
+
+
+def _reason(exc: BaseException, folder=None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    trouble = _disk_trouble(folder) if folder is not None else None
+    # torch's words ("unexpected pos 576 vs 534") do not say what happened; the disk does
+    return f"{trouble} ({text[:160]})" if trouble else text[:200]
+
+
+def check_writable(path, what: str = "output") -> None:
+    """Refuse, before any work, an output whose folder cannot be written (read-only, no
+    permission): a probe file is created there and removed. A full disk passes (an empty file
+    needs no space); a write that fails later still raises OutputError."""
+    folder = Path(path).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the first folder that exists: the others will be made in it
+    try:
+        _fresh_file(folder / Path(path).name).unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} {path}: {_reason(exc)} ({folder}); "
+                          "choose a folder you can write to") from exc
 
 
 def same_file(a, b) -> bool:
