@@ -12,6 +12,8 @@ this process, or on a dask.distributed cluster (:mod:`~napari_b2u.cluster`).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import threading
@@ -26,8 +28,8 @@ import numpy as np
 from . import omezarr
 from .blocks import BlockPlan, keep, plan_blocks
 from .data import Layout, cast_output, check_output_dtype, output_float
-from .errors import Cancelled, InputError
-from .files import check_distinct
+from .errors import B2UError, Cancelled, InputError, OutputError
+from .files import _reason, check_distinct
 from .lazy import (
     ArraySource,
     FrameReader,
@@ -201,6 +203,29 @@ def run_block(payload: ModelPayload, job: Job, index: int) -> int:
     return block.pixels
 
 
+#: errno values of a write that failed for lack of room or permission (a read never gives these)
+_WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS}
+
+
+@contextlib.contextmanager
+def _writing(outs):
+    """An OSError while writing ``outs`` (a full or read-only disk) becomes one OutputError
+    saying what to do; errors of reading the inputs pass through."""
+    try:
+        yield
+    except OSError as exc:
+        name = str(getattr(exc, "filename", None) or "")
+        ours = [o for o in outs if name.startswith(str(o)) or
+                name.startswith(str(Path(o).resolve()))]
+        if isinstance(exc, B2UError) or not (ours or exc.errno in _WRITE_ERRNOS):
+            raise
+        where = ", ".join(map(str, ours or outs))
+        raise OutputError(
+            f"could not write the OME-Zarr output {where}: {_reason(exc)}; free some space "
+            "or choose a folder you can write to, then run the same command again (finished "
+            "chunks are kept)") from exc
+
+
 def _as_source(obj) -> Source:
     src = open_source(obj)
     if src is not None:
@@ -245,15 +270,19 @@ class ZarrRun:
         output = model.method.check_output(output)
         dev = resolve_device(device)
         check_distinct({f"output {k + 1}": it[1] for k, it in enumerate(items)})
+        sources = [_as_source(obj) for obj, _, _ in items]
+        # every output is checked against every input of the run: with --outdir, one input
+        # may be the output folder of another
+        inputs = [getattr(s, "path", None) for s in sources] + [name_model]
         prepared = []
-        for k, (obj, out, axes) in enumerate(items):
-            src = _as_source(obj)
+        for k, (src, (_, out, axes)) in enumerate(zip(sources, items)):
             layout = source_layout(src, axes)
             model.check_stack(layout.shape, layout.axes)
             out_dtype = check_output_dtype(dtype) if dtype is not None else src.dtype
             n, c, h, w = shape = (layout.n_frames, layout.n_channels) + layout.frame_shape
             tile, batch, views = model.plan(shape, output, dev, batch_size, tile_size, tta)
             out_axes = omezarr.ngff_axes(layout.axes)
+            omezarr.check_axes(out_axes, src)  # not after the work, in finish()
             plan = plan_blocks(n, c, h, w, tile, overlap, batch, (min(chunk, h), min(chunk, w)),
                                block_pixels, FrameReader(src, layout).inner_chunk)
             identity = {
@@ -265,15 +294,15 @@ class ZarrRun:
                 "source_fingerprint": source_fingerprint(src, layout.axes)}
             if name_model:
                 identity["model"] = str(name_model)
-            inputs = [getattr(src, "path", None)] + ([name_model] if name_model else [])
             action = omezarr.check_output_folder(out, inputs, overwrite, identity)
             prepared.append((k, src, layout, str(out), out_axes, plan, out_dtype, identity,
                              action))
         self.jobs: list[Job] = []
         for k, src, layout, out, out_axes, plan, out_dtype, identity, action in prepared:
             shape_out = tuple(layout.shape[layout.axes.index(a)] for a in out_axes)
-            group = omezarr.create_output(out, action, identity, shape_out, out_dtype, out_axes,
-                                          chunk)
+            with _writing([out]):
+                group = omezarr.create_output(out, action, identity, shape_out, out_dtype,
+                                              out_axes, chunk)
             todo = list(range(plan.n_blocks))
             if action == "resume":
                 arr = group["0"]
@@ -315,7 +344,8 @@ class ZarrRun:
 
         t0 = time.perf_counter()
         try:
-            with cluster.client_for(scheduler, workers, processes) as client:
+            with _writing([j.out for j in self.jobs]), \
+                    cluster.client_for(scheduler, workers, processes) as client:
                 if client is not None:
                     local = workers is not None and not processes
                     threads = None if local else cluster.torch_threads(client, workers is not None)

@@ -6,9 +6,10 @@ Layout of an output: a zarr v3 group (OME-Zarr 0.5) with arrays ``0`` (full reso
 The group's ``napari_b2u`` attribute records what made it (model checksum, source, options):
 a rerun with the same settings resumes, skipping every chunk already on disk (zarr writes
 each chunk to a temporary file and renames it, so a chunk on disk is complete); another
-model or other options are refused unless ``overwrite`` (and a folder napari-b2u did not
-write is never replaced). ``complete`` turns true, and the multiscales metadata appears,
-only when every chunk and the pyramid are written.
+model or other options are refused unless ``overwrite``, which replaces only what napari-b2u
+wrote (the level arrays and the group's metadata: labels and other files stay), and a folder
+napari-b2u did not write is never replaced. ``complete`` turns true, and the multiscales
+metadata appears, only when every chunk and the pyramid are written.
 """
 
 from __future__ import annotations
@@ -48,26 +49,49 @@ def ngff_axes(axes: str) -> str:
     return ax if valid else canon
 
 
+#: the type OME-Zarr gives each of its named axes
+_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
+
+
 def axes_metadata(out_axes: str, src) -> list[dict]:
-    """OME-Zarr axis dicts: the input's own (names, types, units) when it is OME-Zarr with the
-    same axes, else from the letters (space axes in micrometres when pixel sizes are known)."""
+    """OME-Zarr axis dicts: the input's own (names, units) when it is OME-Zarr with the same
+    axes, else from the letters (space axes in micrometres when pixel sizes are known). Types
+    always follow the letters: OME-Zarr 0.4 allows axes without types, but then more than one
+    axis has an unknown type and the output's metadata would be invalid."""
     ngff = getattr(src, "ngff", None)
     if ngff and src.axes and sorted(src.axes) == sorted(out_axes):
         by = dict(zip(src.axes, ngff["axes"]))
-        return [dict(by[a]) for a in out_axes]
+        out = []
+        for a in out_axes:
+            d = dict(by[a])
+            if a in _TYPES:
+                d["type"] = _TYPES[a]
+            elif d.get("type") in _TYPES.values():  # another axis (S, Q): one unknown type
+                del d["type"]
+            out.append(d)
+        return out
     out = []
     for a in out_axes:
         d = {"name": a.lower()}
-        if a in "XYZ":
-            d["type"] = "space"
-            if src.pixel_size.get(a):
+        if a in _TYPES:
+            d["type"] = _TYPES[a]
+            if a in "XYZ" and src.pixel_size.get(a):
                 d["unit"] = "micrometer"
-        elif a == "T":
-            d["type"] = "time"
-        elif a == "C":
-            d["type"] = "channel"
         out.append(d)
     return out
+
+
+def check_axes(out_axes: str, src) -> None:
+    """Refuse, before any work, axes whose OME-Zarr metadata ome-zarr-py would not write."""
+    with warnings.catch_warnings():  # ome-zarr-py's own deprecations, at import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        axes = require("ome_zarr.axes", "writing OME-Zarr metadata")
+        fmt = require("ome_zarr.format", "writing OME-Zarr metadata")
+    try:
+        axes.Axes(axes_metadata(out_axes, src), fmt=fmt.FormatV05())
+    except ValueError as exc:
+        raise InputError(f"the axes of {src.name} cannot be written as OME-Zarr ({exc}); "
+                         "give --axes, or write OME-TIFF (--out name.ome.tif)") from exc
 
 
 def base_transform(out_axes: str, src) -> tuple[list[float], list[float] | None]:
@@ -120,8 +144,8 @@ def is_ours(path) -> dict | None:
 
 def check_output_folder(out, inputs, overwrite: bool, identity: dict) -> str:
     """What to do with ``out``: 'create', 'resume' (same identity, unfinished or finished) or
-    'replace' (ours, other settings, ``overwrite``). InputError for an input, a file, a
-    folder napari-b2u did not write, or other settings without ``overwrite``."""
+    'replace' (ours, other settings, ``overwrite``). InputError for an input (any input of the
+    run), a file, a folder napari-b2u did not write, or other settings without ``overwrite``."""
     out = Path(out)
     for inp in inputs:
         if inp is None:
@@ -143,7 +167,7 @@ def check_output_folder(out, inputs, overwrite: bool, identity: dict) -> str:
     diff = [k for k in identity if k not in _INFO_ONLY and rec.get(k) != identity[k]]
     if not diff:
         return "resume"
-    if overwrite:
+    if overwrite or not (out / "0").is_dir():  # ours without arrays (a failed start): no loss
         return "replace"
     raise InputError(f"{out} holds the output of an earlier run with other settings "
                      f"({', '.join(diff)} differ); pass --overwrite (overwrite=True) to "
@@ -165,20 +189,37 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def create_output(out, action: str, identity: dict, shape, dtype, out_axes: str,
                   chunk: int = CHUNK):
-    """Open (resume) or create the output group with its (empty) level arrays."""
+    """Open (resume) or create the output group with its (empty) level arrays. 'replace'
+    replaces only what napari-b2u wrote (the level arrays and the group's metadata): OME-Zarr
+    labels and any other file a user put in the folder stay."""
     zarr = require("zarr")
-    out = Path(out)
-    if action == "replace":
-        shutil.rmtree(out)
+    out = Path(out).resolve()  # a symlink: the folder it names is written, the link stays
+    shapes = level_shapes(shape, out_axes)
     if action == "resume":
-        return zarr.open_group(str(out), mode="r+")
-    group = zarr.open_group(str(out), mode="w", zarr_format=3)
-    names = [a.lower() for a in out_axes]
-    for k, s in enumerate(level_shapes(shape, out_axes)):
-        group.create_array(str(k), shape=s, dtype=np.dtype(dtype), chunks=chunks_for(
-            s, out_axes, chunk), fill_value=0, dimension_names=names,
-            config={"write_empty_chunks": True})
-    group.attrs[KEY] = {**identity, "complete": False, "levels_done": 1}
+        group = zarr.open_group(str(out), mode="r+")
+        a0 = group.get("0")
+        if a0 is not None and (a0.shape, a0.dtype, a0.chunks) == (
+                shapes[0], np.dtype(dtype), chunks_for(shapes[0], out_axes, chunk)):
+            return group
+        action = "replace"  # ours and the same settings, but its arrays are not all there
+    created = not out.exists()
+    try:
+        group = zarr.open_group(str(out), mode="a", zarr_format=3)
+        # the record first (and only it: the old multiscales go), so that a replace that fails
+        # half-way leaves a folder still known as ours, unfinished
+        group.attrs.put({KEY: {**identity, "complete": False, "levels_done": 1}})
+        for name in os.listdir(out):  # the earlier levels: "0", "1", ...
+            if name.isdigit() and (out / name / "zarr.json").is_file():
+                shutil.rmtree(out / name)
+        names = [a.lower() for a in out_axes]
+        for k, s in enumerate(shapes):
+            group.create_array(str(k), shape=s, dtype=np.dtype(dtype), chunks=chunks_for(
+                s, out_axes, chunk), fill_value=0, dimension_names=names,
+                config={"write_empty_chunks": True})
+    except OSError:
+        if created:  # all of it is this call's: a rerun must not meet a folder it refuses
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     return group
 
 
