@@ -20,7 +20,7 @@ from .data import SAMPLE_AXES, default_axes, single_channel_of_rgb
 from .errors import InputError
 from .files import atomic_write
 from .fmdd import is_fmdd_folder, read_fmdd_folder
-from .images import Image, read_png
+from .images import Image, check_regular, read_png
 
 
 def _normalize_axes(axes: str) -> str:
@@ -131,7 +131,9 @@ def read_tiff(path) -> Image:
             data = series.asarray()
             axes = series.axes
             pixel_size, meta = tiff_metadata(tif, path)
-    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged files raise anything (0 width: ZeroDivision)
         raise InputError(
             f"{path} could not be read as a TIFF ({type(exc).__name__}: {exc}); the file may be "
             "truncated or not a TIFF"
@@ -150,6 +152,7 @@ def read_image(path, axes: str | None = None) -> Image:
     path = Path(path)
     if not path.exists():
         raise InputError(f"no such file: {path}")
+    check_regular(path, folder_ok=True)  # a FIFO or device would block or never end
     if path.is_dir():
         if is_fmdd_folder(path):
             img = read_fmdd_folder(path)
@@ -249,24 +252,72 @@ def _read_bioio(path: Path) -> Image:
     return Image(data, axes, pixel_size, {}, str(path))
 
 
+def tiff_axes(axes: str) -> str:
+    """The order :func:`write_tiff` writes ``axes`` in. OME-TIFF needs the image plane last and
+    stores a sample axis (S, I, Q) as a 'modulo' of a T, Z or C axis: the given order when it
+    complies, else Y and X moved last, else T, Z, C each followed by one sample axis."""
+    ax = axes.upper()
+    if _ome_takes(ax):
+        return ax
+    rest = [a for a in ax if a not in "YX"]
+    if _ome_takes("".join(rest) + "YX"):  # e.g. MATLAB's YXT -> TYX
+        return "".join(rest) + "YX"
+    free = [a for a in rest if a in "SIQ"]
+    out = ""
+    for a in "TZC":
+        if a in rest:
+            out += a + (free.pop(0) if free else "")
+    return "".join(free) + out + "YX"  # any left take a T, Z or C the stack lacks
+
+
+def _ome_letters(axes: str) -> str:
+    """Our axes as tifffile's OME letters: the first sample axis is 'other' (Q), further ones
+    angle (A) and phase (P), as each letter may appear once (the note records ours)."""
+    free = iter("QAP")
+    return "".join(next(free) if a in "SIQ" else a for a in axes)
+
+
+def _ome_takes(axes: str) -> bool:
+    """Whether tifffile writes ``axes`` as OME-TIFF (its own check, on a 2-pixel shape)."""
+    import tifffile
+
+    if not axes.endswith("YX"):  # tifffile also takes YXC, as RGB samples: not for our data
+        return False
+    shape = (2,) * len(axes)
+    try:
+        tifffile.OmeXml().addimage(np.uint8, shape, (2 ** (len(axes) - 2), 1, 1, 2, 2, 1),
+                                   axes=_ome_letters(axes))
+    except (tifffile.OmeXmlError, ValueError):
+        return False
+    return True
+
+
 def write_tiff(path, data: np.ndarray, axes: str, pixel_size: dict | None = None,
                note: dict | None = None, overwrite: bool = False) -> Path:
     """Write OME-TIFF with axes and physical pixel sizes; ``note`` (e.g. which model made the
-    image) goes into the OME description. Refuses to overwrite unless asked; writes atomically."""
+    image) goes into the OME description with the axes written. Axes OME-TIFF cannot take in
+    their order (e.g. 'YXT') are written transposed (see :func:`tiff_axes`), with a warning.
+    Refuses to overwrite unless asked; writes atomically."""
     import tifffile
 
     path = Path(path)
     check_tiff_dtype(data.dtype)
     if path.exists() and not overwrite:
         raise InputError(f"{path} exists; choose another output name (or pass overwrite)")
-    ome_axes = axes.upper().replace("S", "Q").replace("I", "Q")
-    meta: dict = {"axes": ome_axes}
+    axes = axes.upper()
+    out_axes = tiff_axes(axes)
+    note = {**(note or {}), "axes": out_axes}
+    if out_axes != axes:
+        data = np.transpose(data, [axes.index(a) for a in out_axes])
+        note["input_axes"] = axes
+        warnings.warn(f"{path.name}: OME-TIFF needs the image plane last; axes {axes} are "
+                      f"written as {out_axes} (transposed)", stacklevel=2)
+    meta: dict = {"axes": _ome_letters(out_axes)}
     for ax, key in (("X", "PhysicalSizeX"), ("Y", "PhysicalSizeY"), ("Z", "PhysicalSizeZ")):
         if pixel_size and pixel_size.get(ax):
             meta[key] = float(pixel_size[ax])
             meta[key + "Unit"] = "µm"  # explicit, though it is OME's default
-    if note:
-        meta["Description"] = json.dumps(note, default=str)
+    meta["Description"] = json.dumps(note, default=str)
     with atomic_write(path, "the image") as tmp:
         tifffile.imwrite(tmp, data, ome=True, metadata=meta, photometric="minisblack")
     return path
