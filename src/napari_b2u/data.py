@@ -99,6 +99,8 @@ def as_array(stack) -> np.ndarray:
         stack = stack.compute()
     try:
         arr = np.asarray(stack)
+    except InputError:  # a lazy input's own message (e.g. a damaged chunk)
+        raise
     except Exception as exc:  # noqa: BLE001 - any conversion failure is a user input problem
         raise InputError(f"could not read the input as an array: {exc}") from exc
     return arr

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import itertools
 import os
 import re
 import threading
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import MIN_SIDE, SAMPLE_AXES, Layout, check_dtype, default_axes, parse_axes
-from .errors import DISTRIBUTED_EXTRA, InputError, MissingExtra
+from .errors import DISTRIBUTED_EXTRA, B2UError, InputError, MissingExtra
+from .images import check_regular
 
 #: environment variable that sets the memory budget, e.g. "4GB" (default: half the RAM)
 BUDGET_ENV = "NAPARI_B2U_MEMORY_BUDGET"
@@ -157,6 +159,37 @@ class _Reopened(Source):
     def _open(self):
         """Open the array at ``self.path`` (in this process)."""
 
+    def read(self, index: tuple) -> np.ndarray:
+        try:
+            return super().read(index)
+        except (B2UError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - codecs raise anything on a damaged chunk
+            where = f" of its array {self.component!r}" if getattr(self, "component", None) else ""
+            raise InputError(
+                f"{self.name} is damaged: {self._bad_chunk(index)}{where} could not be decoded "
+                f"({type(exc).__name__}: {exc}); copy or export the file again") from exc
+
+    def _bad_chunk(self, index: tuple, most: int = 256) -> str:
+        """The first chunk of those ``index`` reads that fails alone, as 'chunk (i, j) (elements
+        [a:b, c:d])', or the range of chunks when none does (or there are too many)."""
+        index = tuple(index) + (slice(None),) * (self.ndim - len(index))
+        chunks = self.chunks or self.shape
+        spans = []
+        for ix, n, c in zip(index, self.shape, chunks):
+            a, b = ix.indices(n)[:2] if isinstance(ix, slice) else (ix % n, ix % n + 1)
+            spans.append(range(a // c, max(a, b - 1) // c + 1))
+        for pos in itertools.islice(itertools.product(*spans), most):
+            box = tuple(slice(p * c, min((p + 1) * c, n))
+                        for p, c, n in zip(pos, chunks, self.shape))
+            try:
+                Source.read(self, box)
+            except Exception:  # noqa: BLE001 - this one is damaged
+                where = ", ".join(f"{b.start}:{b.stop}" for b in box)
+                return f"chunk {pos} (elements [{where}])"
+        first, last = (tuple(r[0] for r in spans), tuple(r[-1] for r in spans))
+        return f"one of the chunks {first} to {last}"
+
 
 _NGFF_LETTERS = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 _NGFF_TYPES = {"time": "T", "channel": "C"}
@@ -167,67 +200,120 @@ class ZarrSource(_Reopened):
 
     def __init__(self, target, component: str | None = None):
         zarr = require("zarr")
-        if isinstance(target, (str, os.PathLike)):
-            self.path = str(target)
-            node = zarr.open(store=self.path, mode="r")
-        else:
-            node = target if isinstance(target, (zarr.Array, zarr.Group)) else zarr.open(
-                store=target, mode="r")
-        self.name = self.path or getattr(node, "name", None) or "zarr"
+        self.path = str(target) if isinstance(target, (str, os.PathLike)) else None
+        self.name = self.path or "zarr"  # the node's name once it is open
         self.component = component
-        if isinstance(node, zarr.Group):
-            node = self._level0(node, component)
-        elif component is not None:
-            raise InputError(f"{self.name} is a zarr array; it has no component {component!r}")
+        try:
+            node = zarr.open(store=self.path, mode="r") if self.path else (
+                target if isinstance(target, (zarr.Array, zarr.Group))
+                else zarr.open(store=target, mode="r"))
+            self.name = self.path or getattr(node, "name", None) or "zarr"
+            if isinstance(node, zarr.Group):
+                node = self._level0(node, component)
+            elif component is not None:
+                raise InputError(f"{self.name} is a zarr array; it has no component "
+                                 f"{component!r}")
+            shape, dtype, chunks = node.shape, np.dtype(node.dtype), node.chunks
+        except (B2UError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - zarr raises anything on damaged metadata
+            raise InputError(
+                f"{self.name} could not be read as zarr / OME-Zarr ({type(exc).__name__}: "
+                f"{exc}); its metadata (zarr.json, .zarray, .zattrs) may be damaged") from exc
+        if any(int(c) < 1 for c in chunks):  # zarr would divide by it
+            raise InputError(f"{self.name} is damaged: its chunk shape {tuple(chunks)} has a "
+                             f"side of 0 (array of shape {tuple(shape)}); repair its metadata")
         self._arr = node
-        self.shape = tuple(int(v) for v in node.shape)
-        self.dtype = np.dtype(node.dtype)
-        self.chunks = tuple(int(c) for c in node.chunks)
+        self.shape = tuple(int(v) for v in shape)
+        self.dtype = dtype
+        self.chunks = tuple(int(c) for c in chunks)
         if self.axes is None:
             names = getattr(node.metadata, "dimension_names", None)
-            if names and all(n and n.lower() in _NGFF_LETTERS for n in names):
+            if names and all(isinstance(n, str) and n.lower() in _NGFF_LETTERS for n in names):
                 self.axes = "".join(_NGFF_LETTERS[n.lower()] for n in names)
+
+    def _bad(self, what: str) -> InputError:
+        return InputError(f"{self.name}: its OME-Zarr metadata is damaged ({what}); repair "
+                          "zarr.json (.zattrs for OME-Zarr 0.4), or point to the array inside "
+                          f"it and give --axes, e.g. {self.name}/0")
+
+    def _child(self, group, path: str):
+        zarr = require("zarr")
+        try:
+            node = group[path]
+        except KeyError:
+            raise self._bad(f"there is no array {path!r} in it") from None
+        if not isinstance(node, zarr.Array):
+            raise self._bad(f"{path!r} is a group, not an array")
+        return node
 
     def _level0(self, group, component):
         attrs = group.attrs.asdict()
-        ms = attrs.get("ome", {}).get("multiscales") or attrs.get("multiscales")
+        ome = attrs.get("ome")
+        ms = (ome.get("multiscales") if isinstance(ome, dict) else None) or attrs.get(
+            "multiscales")
         if component is None and not ms:
             raise InputError(f"{self.name} is a zarr group but not an OME-Zarr image (no "
                              "multiscales metadata); point to an array inside it, e.g. "
                              f"{self.name}/0")
         if component is not None:
-            return group[component]
+            return self._child(group, component)
+        if not isinstance(ms, list) or not isinstance(ms[0], dict):
+            raise self._bad(f"multiscales is {ms!r}, not a list of multiscale images")
         m = ms[0]
-        ds = m["datasets"][0]
+        dss = m.get("datasets")
+        ds = dss[0] if isinstance(dss, list) and dss and isinstance(dss[0], dict) else {}
+        if not isinstance(ds.get("path"), str):
+            raise self._bad("no multiscales[0].datasets[0].path, the full-resolution array")
         self.component = ds["path"]
-        self._read_ngff(m, ds)
-        return group[ds["path"]]
+        node = self._child(group, ds["path"])
+        self._read_ngff(m, ds, len(node.shape))
+        return node
 
-    def _read_ngff(self, m: dict, ds: dict) -> None:
+    def _read_ngff(self, m: dict, ds: dict, ndim: int) -> None:
         from .io import _to_um
 
-        axes = [a if isinstance(a, dict) else {"name": a} for a in m.get("axes", [])]
-        if not axes:
+        axes = m.get("axes", [])
+        if not isinstance(axes, list) or not all(isinstance(a, (dict, str)) for a in axes):
+            raise self._bad(f"multiscales[0].axes is {axes!r}, not a list of axes")
+        axes = [a if isinstance(a, dict) else {"name": a} for a in axes]
+        if not axes:  # OME-Zarr < 0.3 names no axes
             return
+        if len(axes) != ndim:
+            raise self._bad(f"{len(axes)} axes for an array of {ndim} dimensions")
         letters, free = [], [a for a in "QSI"]
         for a in axes:
             name = str(a.get("name", "")).lower()
-            letter = _NGFF_LETTERS.get(name) or _NGFF_TYPES.get(a.get("type", ""))
+            letter = _NGFF_LETTERS.get(name) or _NGFF_TYPES.get(str(a.get("type", "")))
             letters.append(letter or (free.pop(0) if free else "?"))
-        scale, trans = [1.0] * len(axes), None
-        for tr in list(ds.get("coordinateTransformations", [])) + list(
-                m.get("coordinateTransformations", [])):
-            if tr.get("type") == "scale" and "scale" in tr:
-                scale = [s * float(v) for s, v in zip(scale, tr["scale"])]
-            elif tr.get("type") == "translation" and "translation" in tr:
-                trans = [float(v) for v in tr["translation"]]
+        scale, trans, declared = [1.0] * ndim, None, False
+        for where, trs in (("datasets[0]", ds.get("coordinateTransformations")),
+                           ("multiscales[0]", m.get("coordinateTransformations"))):
+            if trs is None:  # optional before OME-Zarr 0.4: no pixel size then
+                continue
+            if not isinstance(trs, list) or not all(isinstance(t, dict) for t in trs):
+                raise self._bad(f"{where}.coordinateTransformations is {trs!r}, not a list of "
+                                "transformations")
+            for tr in trs:
+                kind = tr.get("type")
+                if kind not in ("scale", "translation") or kind not in tr:
+                    continue
+                v = tr[kind]
+                if not (isinstance(v, list) and len(v) == ndim and all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool)
+                        and np.isfinite(x) for x in v)):
+                    raise self._bad(f"the {kind} {v!r} of {where} is not {ndim} numbers")
+                if kind == "scale":
+                    scale, declared = [s * float(x) for s, x in zip(scale, v)], True
+                else:
+                    trans = [float(x) for x in v]
         self.ngff = {"axes": axes, "scale": scale, "translation": trans, "name": m.get("name")}
         if "?" not in letters and len(set(letters)) == len(letters):
             self.axes = "".join(letters)
         sizes = {}
         for a, letter, s in zip(axes, letters, scale):
-            if letter in "XYZ" and a.get("type", "space") == "space":
-                um = _to_um(s, a.get("unit") or "micrometer", self.name)
+            if declared and letter in "XYZ" and a.get("type", "space") == "space":
+                um = _to_um(s, str(a.get("unit") or "micrometer"), self.name)
                 if um is not None:
                     sizes[letter] = um
         self.pixel_size = sizes
@@ -257,12 +343,13 @@ class TiffSource(_Reopened):
                 self.dtype = np.dtype(series.dtype)
                 self.axes = _normalize_axes(series.axes) or None
                 self.pixel_size, _ = tiff_metadata(tif, self.path)
-        except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+            self._arr = None
+            self.chunks = tuple(int(c) for c in self._array().chunks)
+        except (B2UError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file raises anything
             raise InputError(f"{path} could not be read as a TIFF ({type(exc).__name__}: "
                              f"{exc}); the file may be truncated or not a TIFF") from exc
-        self._arr = None
-        arr = self._array()
-        self.chunks = tuple(int(c) for c in arr.chunks)
 
     def read(self, index: tuple) -> np.ndarray:
         with _TIFF_LOCK:  # one file handle: reads from several threads take turns
@@ -291,6 +378,8 @@ def open_source(obj) -> Source | None:
         return obj
     if isinstance(obj, (str, os.PathLike)):
         p = Path(obj)
+        if p.exists():
+            check_regular(p, folder_ok=True)  # a FIFO or device would block or never end
         if is_zarr_path(p):
             if not p.exists():
                 raise InputError(f"no such zarr / OME-Zarr folder: {p}")
