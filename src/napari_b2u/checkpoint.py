@@ -8,15 +8,16 @@ on the same stack reproduces an uninterrupted one (tested on CPU) and other data
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
 
-from .config import TrainConfig
+from .config import FIELDS, TrainConfig
 from .data import Normalization, data_fingerprint
 from .errors import InputError
 from .files import atomic_write
-from .modelfile import read_checkpoint
+from .modelfile import check_checkpoint, read_checkpoint
 from .results import make_denoiser
 
 
@@ -65,20 +66,113 @@ def save_checkpoint(trainer, path) -> None:
 
 def check_resumable(checkpoint) -> dict:
     """The checkpoint (a path or a loaded dict) if training can resume from it, else the
-    InputError saying why — cheap, for a GUI to refuse before it starts a thread."""
+    InputError saying why — cheap, for a GUI to refuse before it starts a thread. Its model is
+    checked like any model file's and every field of its training entry too (a damaged
+    autosave would end in a traceback, or train on NaN and save a model nobody can load)."""
+    return _resumable(checkpoint)[0]
+
+
+def _resumable(checkpoint):
     ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
     if not ck.get("training"):
         raise InputError("this model file holds no training state to resume from (it was "
                          "saved after training, not autosaved during it)")
-    return ck
+    source = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    check_checkpoint(ck, source)
+    return ck, training_config(ck, source), source
+
+
+def damaged(source: str, field: str) -> InputError:
+    return InputError(f"{source}: the autosave is damaged ({field}): resume from another "
+                      "checkpoint, or train afresh")
+
+
+def _int(v, low, high) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _num(v, low, high) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and low <= v <= high)
+
+
+def _tensors(d, ref: dict) -> bool:
+    """Named finite float tensors with exactly the names and shapes of ``ref``."""
+    return (isinstance(d, dict) and set(d) == set(ref)
+            and all(isinstance(t, torch.Tensor) and t.is_floating_point()
+                    and t.shape == ref[k].shape and bool(torch.isfinite(t).all())
+                    for k, t in d.items()))
+
+
+def _rng(v, device) -> bool:
+    """A generator state: uint8 bytes, of a CPU generator's length for a CPU run (other
+    devices' states are checked when set)."""
+    return (isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1
+            and 0 < v.numel() <= 1 << 20
+            and (device != "cpu" or v.numel() == _CPU_RNG_BYTES))
+
+
+_CPU_RNG_BYTES = torch.Generator().get_state().numel()
+
+
+def training_config(ck: dict, source: str = "the checkpoint") -> TrainConfig:
+    """The run's settings, after every field of the training entry is checked (types, ranges,
+    shapes against the model's weights, which check_checkpoint compared with its network)."""
+    tr = ck["training"]
+    if not isinstance(tr, dict):
+        raise damaged(source, "training")
+    d = tr.get("config")
+    if isinstance(d, dict) and d.get("epochs") is not None and d.get("steps") is not None:
+        d = {**d, "epochs": None}  # an epochs run saves the steps computed from them
+    try:
+        cfg = TrainConfig.from_dict(d, source)
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - a value of the wrong type
+        raise damaged(source, "config") from None
+    if cfg.method != ck["method"]:
+        raise damaged(source, "config")
+    ref, step, hist, device = ck["state_dict"], tr.get("step"), tr.get("history"), \
+        tr.get("rng_device")
+    data = tr.get("data") if isinstance(tr.get("data"), dict) else {}
+    checks = (  # in order: a later check may rely on an earlier one (the step)
+        ("model", lambda: _tensors(tr.get("model"), ref)),
+        ("best_state", lambda: tr.get("best_state") is None or _tensors(tr["best_state"], ref)),
+        ("ema", lambda: tr.get("ema") is None or _tensors(tr["ema"], ref)),
+        ("best_val", lambda: _num(tr.get("best_val"), -math.inf, math.inf)
+         or tr.get("best_val") is None and tr.get("best_state") is None),
+        ("step", lambda: _int(step, 0, FIELDS["steps"].high if cfg.steps is None
+                              else cfg.steps)),
+        ("elapsed", lambda: _num(tr.get("elapsed"), 0.0, 1e9)),
+        ("base_lr", lambda: _num(tr.get("base_lr"), 0.0, 1.0) and tr["base_lr"] > 0),
+        ("batch_size", lambda: _int(tr.get("batch_size"), 1,
+                                    cfg.batch_size or FIELDS["batch_size"].high)),
+        ("nan_retries", lambda: _int(tr.get("nan_retries", 0), 0, cfg.max_nan_retries + 1)),
+        ("history", lambda: isinstance(hist, list) and len(hist) <= step + 1 and all(
+            isinstance(r, dict) and set(r) == {"step", "val_error"} and _int(r["step"], 0, step)
+            and isinstance(r["val_error"], (int, float)) and not isinstance(r["val_error"], bool)
+            and not math.isnan(r["val_error"]) for r in hist)),
+        ("rng_device", lambda: isinstance(device, str) and 0 < len(device) <= 16),
+        ("sampler_rng", lambda: _rng(tr.get("sampler_rng"), device)),
+        ("method_rng", lambda: tr.get("method_rng") is None or _rng(tr["method_rng"], device)),
+        ("optimizer", lambda: isinstance(tr.get("optimizer"), dict)),
+        ("data axes", lambda: isinstance(data.get("axes"), str) and 0 < len(data["axes"]) <= 8),
+        ("data shape", lambda: isinstance(data.get("shape"), list)
+         and 0 < len(data["shape"]) <= 8 and all(_int(n, 1, 1 << 40) for n in data["shape"])),
+        ("data fingerprint", lambda: isinstance(data.get("fingerprint"), str)
+         and re.fullmatch("[0-9a-f]{32}", data["fingerprint"]) is not None),
+    )
+    for field, ok in checks:
+        if not ok():
+            raise damaged(source, field)
+    return cfg
 
 
 def resume_trainer(cls, checkpoint, stack, axes=None, device="auto", val_stack=None,
                    steps=None, max_time=None, autosave=None, **changes):
     """A ``cls`` (Trainer) continuing the run saved in ``checkpoint`` on the same ``stack``."""
-    ck = check_resumable(checkpoint)
+    ck, cfg, source = _resumable(checkpoint)
     tr = ck["training"]
-    cfg = TrainConfig.from_dict(tr["config"], "this checkpoint")
     if steps is not None:
         cfg.steps = steps
     if max_time is not None:
@@ -95,14 +189,13 @@ def resume_trainer(cls, checkpoint, stack, axes=None, device="auto", val_stack=N
             f"this checkpoint was trained on a stack of shape {tuple(data['shape'])} "
             f"(axes {data['axes']}); the stack given has shape {tuple(arr.shape)}. "
             "Resume with the same data")
-    stored = data.get("fingerprint")
-    if stored is not None and stored != data_fingerprint(arr, axes):
+    if data["fingerprint"] != data_fingerprint(arr, axes):
         raise InputError(
             "this checkpoint was trained on other data: the stack given has the same shape "
             f"{tuple(arr.shape)} but different values, dtype or orientation. Resume with "
             "the stack it was trained on, or start a new training")
     trainer = cls(stack, axes=axes, config=cfg, device=device, val_stack=val_stack)
-    restore(trainer, tr)
+    restore(trainer, tr, source)
     return trainer
 
 
@@ -134,16 +227,26 @@ def _apply_changes(cfg: TrainConfig, changes: dict) -> None:
 _MISSING = object()
 
 
-def restore(trainer, tr: dict) -> None:
-    """Put the saved training state into a freshly built trainer."""
+def restore(trainer, tr: dict, source: str = "the checkpoint") -> None:
+    """Put the saved training state (checked by :func:`training_config`) into a freshly built
+    trainer; what only the trainer can check (its network, optimizer and generators) is
+    checked here, still before any training."""
+    live = trainer.model.state_dict()
+    if {k: v.shape for k, v in tr["model"].items()} != {k: v.shape for k, v in live.items()}:
+        raise damaged(source, "config: its network differs from the saved weights")
     trainer.model.load_state_dict(tr["model"])
     trainer.base_lr = float(tr["base_lr"])
     trainer.batch_size = int(tr["batch_size"])
     trainer.optimizer = trainer._make_optimizer()
-    trainer.optimizer.load_state_dict(tr["optimizer"])
+    if not _optimizer_ok(tr["optimizer"], trainer.optimizer):
+        raise damaged(source, "optimizer")
+    try:
+        trainer.optimizer.load_state_dict(tr["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError):
+        raise damaged(source, "optimizer") from None
     trainer.step = int(tr["step"])
     trainer.elapsed = float(tr["elapsed"])
-    trainer.history = list(tr["history"])
+    trainer.history = [dict(r) for r in tr["history"]]
     trainer._nan_retries = int(tr.get("nan_retries", 0))
     if tr.get("ema") is not None and trainer.average.on:
         trainer.average.state = {k: v.to(trainer.device) for k, v in tr["ema"].items()}
@@ -151,7 +254,44 @@ def restore(trainer, tr: dict) -> None:
         trainer._best_state = {k: v.to(trainer.device) for k, v in tr["best_state"].items()}
         trainer._best_val = float(tr["best_val"])
     if tr.get("rng_device") == trainer.device.type:
-        trainer.sampler.gen.set_state(tr["sampler_rng"])
-        if tr.get("method_rng") is not None and trainer.method.generator is not None:
-            trainer.method.generator.set_state(tr["method_rng"])
+        try:
+            trainer.sampler.gen.set_state(tr["sampler_rng"])
+            if tr.get("method_rng") is not None and trainer.method.generator is not None:
+                trainer.method.generator.set_state(tr["method_rng"])
+        except (RuntimeError, TypeError, ValueError):
+            raise damaged(source, "random-number states") from None
     trainer.messages.append(f"resumed at step {trainer.step}")
+
+
+def _optimizer_ok(sd, optimizer) -> bool:
+    """A saved optimizer state that fits the live (Adam) optimizer: its groups hold as many
+    parameters, every state tensor is finite with its parameter's shape (Adam's moments; its
+    step a count), every hyperparameter finite and >= 0, betas < 1 (the saved lr_scale, betas
+    and eps replace the live ones: a NaN there trains on NaN)."""
+    live = optimizer.param_groups
+    if not live:  # a classical method's stand-in has no state
+        return sd == {}
+    groups, state = sd.get("param_groups"), sd.get("state")
+    if not (isinstance(groups, list) and isinstance(state, dict) and len(groups) == len(live)):
+        return False
+    params = {}
+    for g, lg in zip(groups, live):
+        if not (isinstance(g, dict) and isinstance(g.get("params"), list)
+                and len(g["params"]) == len(lg["params"])):
+            return False
+        params.update(zip(g["params"], lg["params"]))
+        values = [v for k, v in g.items() if k != "params"]
+        values += [x for v in values if isinstance(v, (list, tuple)) for x in v]
+        if not (all(math.isfinite(v) and v >= 0 for v in values if isinstance(v, float))
+                and all(_num(b, 0.0, 0.999999) for b in g.get("betas", ()))):
+            return False
+    for i, entry in state.items():
+        if i not in params or not isinstance(entry, dict):
+            return False
+        for k, t in entry.items():
+            if not (isinstance(t, torch.Tensor) and t.is_floating_point()
+                    and bool(torch.isfinite(t).all())
+                    and (t.numel() == 1 and t.item() >= 0 if k == "step"
+                         else t.shape == params[i].shape)):
+                return False
+    return True
