@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .images import check_regular
 
 MODEL_FORMAT = "napari-b2u-model"
 #: 1: napari-b2u 0.1; 2: weights checksum, versioned training settings
@@ -47,8 +48,9 @@ def weights_checksum(state_dict: dict) -> str:
 def read_checkpoint(path) -> dict:
     """Load a model/checkpoint file safely (``weights_only``: it can never run code)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"no model file at {path}")
+    check_regular(path)  # a FIFO would block torch.load forever
     _check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import InputError
+
 #: side of the box whose mean the high-pass residual removes
 _BOX = 7
 #: the correlation at which a lag counts as correlated (the masks then blind it)
@@ -342,7 +344,13 @@ def noise_report(stack, axes: str | None = None) -> NoiseReport:
     from .data import Layout, validate_stack
 
     arr, ax = validate_stack(stack, axes)
-    return frames_report(Layout(ax, arr.shape).to_frames(arr))
+    frames = Layout(ax, arr.shape).to_frames(arr)
+    for c in range(frames.shape[1]):
+        lo, hi = frames[:, c].min(), frames[:, c].max()
+        if lo == hi:  # no noise to measure (the fit would divide by zero)
+            raise InputError(f"channel {c} is constant (every pixel is {lo:g}): there is no "
+                             "noise to measure. Check that the right image/channel was chosen")
+    return frames_report(frames)
 
 
 def frames_report(frames: np.ndarray) -> NoiseReport:
