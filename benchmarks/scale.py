@@ -92,7 +92,7 @@ def write_input(path, n: int, size: int, chunk: int = 1024) -> Path:
 
 def _level0(path):
     """The full-resolution zarr array of an OME-Zarr image."""
-    from napari_b2u.lazy import ZarrSource
+    from napari_b2u.io.sources import ZarrSource
 
     return ZarrSource(str(path))._array()
 

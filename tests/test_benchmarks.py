@@ -16,7 +16,7 @@ import quality  # noqa: E402
 import report  # noqa: E402
 import speed  # noqa: E402
 
-from napari_b2u.fmdd import list_sets, list_views, load_view, read_fmdd_folder, split_views  # noqa: E402,E501
+from napari_b2u.io.fmdd import list_sets, list_views, load_view, read_fmdd_folder, split_views
 from napari_b2u.masking import global_mask  # noqa: E402
 from napari_b2u.methods import get_method  # noqa: E402
 from napari_b2u.metrics import evaluate  # noqa: E402

@@ -146,7 +146,7 @@ def test_lazy_inputs_are_read_a_batch_at_a_time(tiny_model, tmp_path):
     import tifffile
 
     from napari_b2u import api
-    from napari_b2u.lazy import ArraySource
+    from napari_b2u.io.sources import ArraySource
 
     x = _stack((6, 64, 80))
     ref = tiny_model.denoise(x, batch_size=2, **OPTS)
@@ -389,7 +389,7 @@ def test_cli_tiff_output_of_a_zarr_input_and_the_memory_budget(tiny_model, tmp_p
 # ---- lazy training data ----------------------------------------------------------------------
 def test_lazy_crops_are_uniform_and_never_touch_held_out_frames(monkeypatch):
     from napari_b2u.data import Layout, Normalization
-    from napari_b2u.lazy import ArraySource, FrameReader
+    from napari_b2u.io.sources import ArraySource, FrameReader
     from napari_b2u.lazytrain import BufferedCropSampler, LazyFrames
 
     n, h, w, p = 6, 23, 19, 4

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from napari_b2u import api
 from napari_b2u.data import InputError, Layout, validate_stack
 from napari_b2u.engine import Trainer
-from napari_b2u.io import read_image, write_tiff
+from napari_b2u.io.readers import read_image
+from napari_b2u.io.tiff import write_tiff
 
 from .conftest import TINY, TINY_T
 
@@ -462,7 +463,7 @@ def test_bioio_reader_keeps_axes_and_pixel_size(tmp_path):
     """The optional reader for proprietary formats (bioio, the successor of aicsimageio),
     exercised on an OME-TIFF so that no proprietary sample file is needed."""
     pytest.importorskip("bioio_ome_tiff")
-    from napari_b2u.io import _read_bioio
+    from napari_b2u.io.readers import _read_bioio
 
     data = np.random.default_rng(0).integers(0, 255, (3, 2, 16, 16)).astype(np.uint8)
     p = write_tiff(tmp_path / "b.ome.tif", data, "TCYX", {"X": 0.3, "Y": 0.3})

@@ -160,7 +160,7 @@ def test_a_file_named_like_the_output_plus_part_is_never_touched(tmp_path, files
 
 
 def test_a_failed_write_removes_its_temporary_file(tmp_path):
-    from napari_b2u.files import atomic_write
+    from napari_b2u.io.files import atomic_write
 
     with pytest.raises(OutputError, match="could not write the test file"):
         with atomic_write(tmp_path / "x.bin", "the test file") as tmp:
@@ -386,7 +386,7 @@ def test_the_atomic_write_fallback_detects_torch_messages_on_real_disks(tmp_path
     errors (no mocked message: the real torch.save on the real folders)."""
     import torch
 
-    from napari_b2u.files import atomic_write
+    from napari_b2u.io.files import atomic_write
 
     full, limit = disks.full()
     if limit is not None:
@@ -402,7 +402,7 @@ def test_the_atomic_write_fallback_detects_torch_messages_on_real_disks(tmp_path
     with pytest.raises(RuntimeError) as exc:
         torch.save(big, full / "direct.pt")
     (full / "direct.pt").unlink(missing_ok=True)
-    from napari_b2u.files import _is_write_error
+    from napari_b2u.io.files import _is_write_error
 
     assert _is_write_error(exc.value, full)
     with pytest.raises(RuntimeError) as exc:

@@ -13,7 +13,7 @@ def denoise_to_zarr(a) -> int:
     from . import api
     from .bigdata import output_for
     from .cluster import client_for
-    from .lazy import is_zarr_path
+    from .io.sources import is_zarr_path
 
     if a.outdir:
         if a.out:

@@ -29,8 +29,8 @@ from . import omezarr
 from .blocks import BlockPlan, keep, plan_blocks
 from .data import Layout, cast_output, check_output_dtype, output_float
 from .errors import B2UError, Cancelled, InputError, OutputError
-from .files import _reason, check_distinct
-from .lazy import (
+from .io.files import _reason, check_distinct
+from .io.sources import (
     ArraySource,
     FrameReader,
     Source,

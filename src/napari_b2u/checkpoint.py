@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from .config import FIELDS, TrainConfig
-from .data import Normalization, data_fingerprint
+from .data import Normalization
 from .errors import InputError
-from .files import atomic_write
+from .io.files import atomic_write
+from .io.sources import stack_fingerprint
 from .modelfile import check_checkpoint, read_checkpoint
 from .results import make_denoiser
 
@@ -189,7 +190,7 @@ def resume_trainer(cls, checkpoint, stack, axes=None, device="auto", val_stack=N
             f"this checkpoint was trained on a stack of shape {tuple(data['shape'])} "
             f"(axes {data['axes']}); the stack given has shape {tuple(arr.shape)}. "
             "Resume with the same data")
-    if data["fingerprint"] != data_fingerprint(arr, axes):
+    if data["fingerprint"] != stack_fingerprint(arr, axes):
         raise InputError(
             "this checkpoint was trained on other data: the stack given has the same shape "
             f"{tuple(arr.shape)} but different values, dtype or orientation. Resume with "

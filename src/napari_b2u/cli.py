@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import B2UError, InputError
-from .io import OME_DTYPES
+from .io.tiff import OME_DTYPES
 
 #: TrainConfig fields the CLI offers as --options (the others are set by dedicated arguments
 #: or are not for the command line)
@@ -66,8 +66,8 @@ def _train_kwargs(a) -> dict:
 def cmd_train(a) -> int:
     from . import api
     from .config import _path_or_word
-    from .files import check_distinct, check_output, check_writable
-    from .lazy import open_image
+    from .io.files import check_distinct, check_output, check_writable
+    from .io.sources import open_image
 
     out = Path(a.out)
     if out.suffix == "":
@@ -146,9 +146,9 @@ def _tta(value: str):
 def cmd_denoise(a) -> int:
     from . import api
     from .data import check_output_dtype
-    from .files import check_output, check_writable
-    from .io import check_tiff_dtype, tiff_dtype_for, write_tiff
-    from .lazy import is_zarr_path, open_image
+    from .io.files import check_output, check_writable
+    from .io.tiff import check_tiff_dtype, tiff_dtype_for, write_tiff
+    from .io.sources import is_zarr_path, open_image
 
     if a.outdir or len(a.input) > 1 or (a.out and is_zarr_path(a.out)):
         from ._cli_zarr import denoise_to_zarr
@@ -185,8 +185,8 @@ def cmd_denoise(a) -> int:
 def cmd_export(a) -> int:
     from . import api
     from .export import exportable_output, package_path
-    from .files import check_output
-    from .io import read_image
+    from .io.files import check_output
+    from .io.readers import read_image
     from .zoo import check_package, require_bioimageio
 
     require_bioimageio(core=a.test)  # before any work
@@ -220,7 +220,7 @@ def cmd_check(a) -> int:
     clipping, a Poisson-Gaussian fit and the blind spot ``mask="auto"`` would choose."""
     import json
 
-    from .io import read_image
+    from .io.readers import read_image
     from .noise import describe_mask, noise_report
 
     reports = {}
@@ -249,7 +249,7 @@ def cmd_check(a) -> int:
 
 def _check_fits(data, dtype) -> None:
     """Refuse before any work an OME-TIFF result larger than the memory budget."""
-    from .lazy import memory_budget
+    from .io.memory import memory_budget
 
     n = int(np.prod(data.shape, dtype=np.int64))
     need = n * (4 + np.dtype(dtype or data.dtype).itemsize)
@@ -263,7 +263,7 @@ def comparison_png(path, panels: list[tuple[str, np.ndarray]], vmax: float = 255
     """Side-by-side 8-bit PNG of 2D images with a title on each."""
     from PIL import Image, ImageDraw
 
-    from .files import atomic_write
+    from .io.files import atomic_write
 
     tiles = []
     for title, img in panels:
@@ -291,8 +291,8 @@ def cmd_demo(a) -> int:
 
     from . import api
     from .device import device_info, resolve_device
-    from .files import check_writable
-    from .io import write_tiff
+    from .io.files import check_writable
+    from .io.tiff import write_tiff
     from .metrics import evaluate
     from .sample_data import fmdd_like_stack
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 import warnings
 
-from .lazy import require
+from .io.sources import require
 
 #: threads per worker: one computes (the network runs under a lock), one reads and writes
 WORKER_THREADS = 2

@@ -443,12 +443,6 @@ def data_fingerprint(arr: np.ndarray, axes: str, max_values: int = 1 << 20) -> s
     shape differ; a regular stride could keep hitting the same pixel of every frame)."""
     import hashlib
 
-    if not isinstance(arr, np.ndarray):  # a lazy stack too large for memory: a few chunks
-        from .lazy import big_lazy_fingerprint
-
-        lazy = big_lazy_fingerprint(arr, axes)
-        if lazy is not None:
-            return lazy
     arr = np.asarray(arr)
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{arr.shape}|{arr.dtype.str}|{axes}".encode())

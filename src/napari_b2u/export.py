@@ -27,7 +27,7 @@ import numpy as np
 
 from . import export_text as text
 from .errors import InputError
-from .files import atomic_write, check_output
+from .io.files import atomic_write, check_output
 from .zoo import CONFIG_FORMAT, CONFIG_KEY, STATE_PREFIX, quiet, reason, require_bioimageio
 
 #: pixels a consumer should crop from each side of a tile (the U-Net's border effects)

@@ -25,7 +25,7 @@ from .data import (
 )
 from .device import is_oom, release_memory, resolve_device
 from .errors import InputError
-from .files import atomic_write
+from .io.files import atomic_write
 from .methods import get_method
 from .modelfile import (
     MODEL_FORMAT,
@@ -239,7 +239,7 @@ class Denoiser:
         and between the tiles (and ensemble passes) of a batch (``frames_done`` unchanged), and
         returns the result (``StopIteration.value``). Closing it early cancels cleanly, within
         one tile pass."""
-        from .lazy import open_frames
+        from .io.sources import open_frames
 
         layout, in_dtype, raw = open_frames(stack, axes)  # a lazy input is read batch by batch
         self.check_stack(layout.shape, layout.axes)

@@ -2,7 +2,7 @@
 drawn from a bounded in-memory buffer of random blocks that is refreshed as training goes.
 
 When a lazy input (zarr / OME-Zarr, big TIFF, dask) would not fit the memory budget in memory
-(:func:`~napari_b2u.lazy.needs_lazy`), :func:`lazy_train_data` replaces
+(:func:`~napari_b2u.io.sources.needs_lazy`), :func:`lazy_train_data` replaces
 :func:`~napari_b2u.sampling.prepare_data`: the same hold-out plan
 (:func:`~napari_b2u.sampling.plan_split`: held-out frames, or a band of every frame), the
 normalization fitted on a sample, and :class:`LazyFrames` where the in-memory path has arrays
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .data import Normalization, fit_normalization, warn_dynamic_range
-from .lazy import FrameReader, needs_lazy, open_source, source_fingerprint, source_layout
+from .io.sources import FrameReader, needs_lazy, open_source, source_fingerprint, source_layout
 from .sampling import gather_crops
 
 #: bytes of the crop buffer, origins per block side, steps between refreshes
@@ -43,7 +43,7 @@ NORM_FRAMES, NORM_SIDE = 16, 512
 
 
 class LazyFrames:
-    """Normalized float32 frames (N, C, Y, X) of a :class:`~napari_b2u.lazy.FrameReader`:
+    """Normalized float32 frames (N, C, Y, X) of a :class:`~napari_b2u.io.sources.FrameReader`:
     frames ``index`` of it, rows/columns ``region`` (y0, y1, x0, x1). Indexing reads only what
     it returns (ints and step-1 slices)."""
 

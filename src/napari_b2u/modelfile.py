@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .images import check_regular
+from .io.image import check_regular
 
 MODEL_FORMAT = "napari-b2u-model"
 #: 1: napari-b2u 0.1; 2: weights checksum, versioned training settings

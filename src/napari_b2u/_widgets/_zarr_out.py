@@ -27,7 +27,7 @@ def level0(data):
 
 def is_big(layer) -> bool:
     """Lazy data (not a numpy array in memory) too large to denoise in memory."""
-    from ..lazy import in_memory_bytes, memory_budget
+    from ..io.memory import in_memory_bytes, memory_budget
 
     layer = unwrap(layer)
     data = level0(layer.data)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .images import Image, read_png
+from ..errors import InputError
+from .image import Image, read_png
 
 TEST_VIEW = "19"
 

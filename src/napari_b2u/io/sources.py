@@ -16,20 +16,27 @@ import importlib
 import importlib.util
 import itertools
 import os
-import re
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
 
-from .data import MIN_SIDE, SAMPLE_AXES, Layout, check_dtype, default_axes, parse_axes
-from .errors import DISTRIBUTED_EXTRA, B2UError, InputError, MissingExtra
-from .images import check_regular
-
-#: environment variable that sets the memory budget, e.g. "4GB" (default: half the RAM)
-BUDGET_ENV = "NAPARI_B2U_MEMORY_BUDGET"
-
+from ..data import (
+    MIN_SIDE,
+    SAMPLE_AXES,
+    Layout,
+    check_dtype,
+    data_fingerprint,
+    default_axes,
+    parse_axes,
+    validate_stack,
+)
+from ..errors import DISTRIBUTED_EXTRA, B2UError, InputError, MissingExtra
+from .image import Image, check_regular
+from .memory import in_memory_bytes, memory_budget
+from .readers import read_image, sniff
+from .tiff import normalize_axes, tiff_metadata, to_um
 
 def require(module: str, what: str = "reading zarr / OME-Zarr and big-data denoising"):
     """Import an optional dependency, or one clear error naming the extra that brings it."""
@@ -38,39 +45,6 @@ def require(module: str, what: str = "reading zarr / OME-Zarr and big-data denoi
     except ImportError:
         raise MissingExtra(f"{what} needs the optional package {module.split('.')[0]!r}, which "
                            f"is not installed: {DISTRIBUTED_EXTRA}") from None
-
-
-def parse_size(text) -> int:
-    """Bytes from 4e9, '4GB', '512 MiB', '2g'."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMgGtT]?)(i?[bB])?\s*", str(text))
-    if not m:
-        raise InputError(f"memory size {text!r}: write e.g. 4GB, 512MB or a number of bytes")
-    unit = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[m.group(2).lower()]
-    return int(float(m.group(1)) * unit)
-
-
-def total_memory() -> int:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except ImportError:  # pragma: no cover - psutil comes with napari and dask's distributed
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def memory_budget() -> int:
-    """Bytes an in-memory copy of a stack may take before the lazy paths take over:
-    ``NAPARI_B2U_MEMORY_BUDGET`` if set, else half the machine's RAM."""
-    env = os.environ.get(BUDGET_ENV)
-    return parse_size(env) if env else total_memory() // 2
-
-
-def in_memory_bytes(shape, dtype) -> int:
-    """What training or denoising in memory holds: the raw stack and two float32 copies."""
-    n = int(np.prod(shape, dtype=np.int64))
-    return n * np.dtype(dtype).itemsize + 2 * 4 * n
 
 
 def needs_lazy(src) -> bool:
@@ -271,7 +245,6 @@ class ZarrSource(_Reopened):
         return node
 
     def _read_ngff(self, m: dict, ds: dict, ndim: int) -> None:
-        from .io import _to_um
 
         axes = m.get("axes", [])
         if not isinstance(axes, list) or not all(isinstance(a, (dict, str)) for a in axes):
@@ -313,7 +286,7 @@ class ZarrSource(_Reopened):
         sizes = {}
         for a, letter, s in zip(axes, letters, scale):
             if declared and letter in "XYZ" and a.get("type", "space") == "space":
-                um = _to_um(s, str(a.get("unit") or "micrometer"), self.name)
+                um = to_um(s, str(a.get("unit") or "micrometer"), self.name)
                 if um is not None:
                     sizes[letter] = um
         self.pixel_size = sizes
@@ -333,15 +306,13 @@ class TiffSource(_Reopened):
     def __init__(self, path):
         import tifffile
 
-        from .io import _normalize_axes, tiff_metadata
-
         self.path = self.name = str(path)
         try:
             with tifffile.TiffFile(self.path) as tif:
                 series = tif.series[0]
                 self.shape = tuple(int(v) for v in series.shape)
                 self.dtype = np.dtype(series.dtype)
-                self.axes = _normalize_axes(series.axes) or None
+                self.axes = normalize_axes(series.axes) or None
                 self.pixel_size, _ = tiff_metadata(tif, self.path)
             self._arr = None
             self.chunks = tuple(int(c) for c in self._array().chunks)
@@ -405,8 +376,6 @@ def open_source(obj) -> Source | None:
 
 
 def _is_tiff(path: Path) -> bool:
-    from .io import sniff
-
     try:
         return sniff(path) == "tiff"
     except (OSError, InputError):
@@ -506,13 +475,9 @@ class FrameReader:
 def open_frames(stack, axes: str | None = None):
     """``(layout, dtype, frames)`` of any input: ``frames`` is the (N, C, Y, X) view of an array
     in memory, or a :class:`FrameReader` for a lazy input (read batch by batch)."""
-    from .data import validate_stack
-
     src = open_source(stack)
     if src is None:
         if isinstance(stack, (str, os.PathLike)):
-            from .io import read_image
-
             img = read_image(stack, axes)
             stack, axes = img.data, img.axes
         arr, ax = validate_stack(stack, axes)
@@ -525,9 +490,6 @@ def open_frames(stack, axes: str | None = None):
 def open_image(path, axes: str | None = None, lazy: bool | None = None):
     """Read an image file for the command line: zarr / OME-Zarr always lazily, a TIFF lazily
     when ``lazy`` or (None) when it is larger than the memory budget, anything else whole."""
-    from .images import Image
-    from .io import read_image
-
     p = Path(path)
     if not p.exists():
         raise InputError(f"no such file: {p}")
@@ -550,10 +512,11 @@ def source_fingerprint(src: Source, axes: str) -> str:
     return h.hexdigest()
 
 
-def big_lazy_fingerprint(stack, axes: str) -> str | None:
-    """:func:`source_fingerprint` for a lazy stack too large for memory (the one that lazy
-    training uses), else None (the caller fingerprints the values in memory)."""
+def stack_fingerprint(stack, axes: str) -> str:
+    """The identity a checkpoint stores of its training stack: :func:`source_fingerprint` for a
+    lazy stack too large for memory (the one lazy training uses), else
+    :func:`~napari_b2u.data.data_fingerprint` of the values."""
     src = open_source(stack) if not isinstance(stack, np.ndarray) else None
-    if src is None or not needs_lazy(src):
-        return None
-    return source_fingerprint(src, axes)
+    if src is not None and needs_lazy(src):
+        return source_fingerprint(src, axes)
+    return data_fingerprint(np.asarray(stack), axes)

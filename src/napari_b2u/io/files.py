@@ -10,7 +10,7 @@ import os
 import secrets
 from pathlib import Path
 
-from .errors import InputError, OutputError
+from ..errors import InputError, OutputError
 
 PART_SUFFIX = ".part"
 

@@ -1,5 +1,6 @@
-"""What a reader returns (:class:`Image`) and the one PNG/JPEG reader: a leaf module shared by
-:mod:`napari_b2u.io` and :mod:`napari_b2u.fmdd` (neither imports the other)."""
+"""What a reader returns (:class:`Image`), the one PNG/JPEG reader, and the check that a path is
+a regular file (a FIFO or a device would block a reader): shared by the readers, the FMDD
+folders and the lazy sources."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from .memory import BUDGET_ENV, memory_budget
 
 
 @dataclass
@@ -65,8 +67,6 @@ def _no_pil_limit():
 def _check_fits(path, im) -> None:
     """A decoded image (and the float copies its denoising makes) must fit the memory budget:
     PIL's decompression-bomb limit is for files from strangers; these are the user's own."""
-    from .lazy import BUDGET_ENV, memory_budget
-
     (w, h), bands = im.size, len(im.getbands())
     need = w * h * bands * (_MODE_BYTES.get(im.mode, 1) + 8)  # raw + two float32 copies
     if need > memory_budget():
