@@ -20,8 +20,8 @@ pytest.importorskip("bioimageio.core")
 
 from bioimageio.spec.utils import read_yaml  # noqa: E402
 
-from napari_b2u.export import TOLERANCE, scale_unit  # noqa: E402
 from napari_b2u.zoo import check_package, is_package  # noqa: E402
+from napari_b2u.zoo.export import TOLERANCE, scale_unit  # noqa: E402
 
 
 def rdf(path) -> dict:
@@ -232,7 +232,7 @@ def test_a_missing_extra_is_one_error_naming_it(tmp_path, small_stack, tiny_mode
 def test_the_architecture_file_stands_alone_and_matches_the_training_networks():
     import torch
 
-    from napari_b2u.export import architecture_source
+    from napari_b2u.zoo.export import architecture_source
     from napari_b2u.methods import get_method
     from napari_b2u.models.export_net import ExportNet
 
@@ -272,7 +272,7 @@ def test_bioimageio_core_predicts_any_size_in_tiles_like_napari_b2u(tmp_path, st
     from bioimageio.core import predict
     from bioimageio.core.tensor import Tensor
 
-    from napari_b2u.export import HALO
+    from napari_b2u.zoo.export import HALO
 
     model = api.train_stack(stack96, steps=3, seed=0, **TINY)
     path = model.export_bioimageio(tmp_path / "m.zip", stack96)

@@ -37,7 +37,7 @@ def test_readme_keeps_its_commands_and_its_images_resolve():
 
 def test_citation_file_names_the_papers_and_matches_the_package(pyproject):
     yaml = pytest.importorskip("yaml")
-    from napari_b2u.export_text import PAPERS
+    from napari_b2u.zoo.text import PAPERS
 
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
     assert cff["cff-version"] == "1.2.0" and cff["license"] == pyproject["license"]

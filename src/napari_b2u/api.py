@@ -151,8 +151,8 @@ def load(path) -> Denoiser:
     """Load a model file written by :meth:`Denoiser.save`, or a bioimage.io package (a .zip,
     its folder or its rdf.yaml) that napari-b2u exported (:meth:`Denoiser.export_bioimageio`;
     opening one needs ``napari-b2u[bioimageio]``). Safe: never runs code from the file."""
-    from .zoo import is_package, load_bioimageio
+    from .zoo import is_package, read_package
 
     if is_package(path):
-        return load_bioimageio(path)
+        return Denoiser.from_checkpoint(read_package(path), source=str(path))
     return Denoiser.load(path)

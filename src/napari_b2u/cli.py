@@ -184,7 +184,7 @@ def cmd_denoise(a) -> int:
 
 def cmd_export(a) -> int:
     from . import api
-    from .export import exportable_output, package_path
+    from .zoo.export import exportable_output, package_path
     from .io.files import check_output
     from .io.readers import read_image
     from .zoo import check_package, require_bioimageio

@@ -386,8 +386,8 @@ class Denoiser:
     def export_bioimageio(self, path, sample, axes: str | None = None, **options) -> Path:
         """Write a bioimage.io model package (.zip) of the single-pass output; ``sample`` (an
         image like the training data) gives its test tensors and cover. Needs the optional
-        extra ``napari-b2u[bioimageio]``; see :func:`napari_b2u.export.export_bioimageio`."""
-        from .export import export_bioimageio
+        extra ``napari-b2u[bioimageio]``; see :func:`napari_b2u.zoo.export.export_bioimageio`."""
+        from .zoo.export import export_bioimageio
 
         return export_bioimageio(self, path, sample, axes, **options)
 

@@ -43,7 +43,7 @@ def _output(model, chosen: str | None) -> str:
     """The output chosen in the panel if a package can hold it (one network pass), else the
     method's single-pass default (the README in the package says which)."""
     from ..errors import InputError
-    from ..export import exportable_output
+    from ..zoo.export import exportable_output
 
     try:
         return exportable_output(model, chosen)

@@ -8,7 +8,7 @@ outputs are raw intensities), test tensors cut from the user's data (the test ou
 napari-b2u's own denoising of the test input), a cover, a README with a Validation section,
 pixel sizes, citations and a license. The description is built and validated with
 ``bioimageio.spec``; the export checks itself (the network and the TorchScript file reproduce
-the test output, the latter also at another size). :func:`napari_b2u.zoo.load_bioimageio`
+the test output, the latter also at another size). :func:`napari_b2u.zoo.read_package`
 opens such a package again as the full model (every output, not only the exported one).
 
 It needs the optional extra (``pip install "napari-b2u[bioimageio]"``); this module imports
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export_text as text
-from .errors import InputError
-from .io.files import atomic_write, check_output
-from .zoo import CONFIG_FORMAT, CONFIG_KEY, STATE_PREFIX, quiet, reason, require_bioimageio
+from ..errors import InputError
+from ..io.files import atomic_write, check_output
+from . import text
+from .common import CONFIG_FORMAT, CONFIG_KEY, STATE_PREFIX, quiet, reason, require_bioimageio
 
 #: pixels a consumer should crop from each side of a tile (the U-Net's border effects)
 HALO = 16
@@ -44,7 +44,7 @@ LICENSE = "CC-BY-4.0"
 def exportable_output(model, output: str | None = None) -> str:
     """The output a package of ``model`` holds: ``output`` if it takes one network pass, by
     default the method's default output, or its first single-pass one (InputError if none)."""
-    from .models.export_net import HEADS
+    from ..models.export_net import HEADS
 
     method = model.method
     if not method.trainable:
@@ -88,7 +88,7 @@ def sizes(multiple: int) -> tuple[int, int]:
 def test_crop(model, sample, axes, multiple: int) -> np.ndarray:
     """(1, C, h, w) raw crop of the middle frame of ``sample``, centred, at most TEST_SIDE and
     of a size the package accepts."""
-    from .data import SAMPLE_AXES, Layout, validate_stack
+    from ..data import SAMPLE_AXES, Layout, validate_stack
 
     arr, ax = validate_stack(sample, axes)
     layout = model.check_stack(arr.shape, ax)
@@ -190,8 +190,8 @@ def export_bioimageio(model, path, sample, axes: str | None = None, *, output: s
     require_bioimageio()
     import torch
 
-    from . import __version__
-    from .models.export_net import ExportNet
+    from .. import __version__
+    from ..models.export_net import ExportNet
 
     path = check_output(package_path(path), inputs, overwrite, "bioimage.io package")
     output = exportable_output(model, output)
@@ -327,7 +327,7 @@ def _describe(tmp: Path, model, net, output, meta, n, px, tol, version):
     from bioimageio.spec import ValidationContext
     from bioimageio.spec.model import v0_5 as s
 
-    from .modelfile import jsonable, weights_checksum
+    from ..modelfile import jsonable, weights_checksum
 
     gain, off = affine(model.normalization, n)
     f32 = s.EnsureDtypeDescr(kwargs=s.EnsureDtypeKwargs(dtype="float32"))

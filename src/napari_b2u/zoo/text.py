@@ -1,6 +1,6 @@
 """The words of a bioimage.io package: citations, its description and its README.
 
-Plain strings and dicts only (no torch, no bioimageio): :mod:`napari_b2u.export` turns them into
+Plain strings and dicts only (no torch, no bioimageio): :mod:`napari_b2u.zoo.export` turns them into
 the package. Citations carry the arXiv address of each paper (verified); DOIs are left out where
 they could not be checked.
 """
