@@ -40,7 +40,7 @@ def _model(net: str):
 
     from napari_b2u import api
     from napari_b2u.data import Normalization
-    from napari_b2u.inference import Denoiser
+    from napari_b2u.denoise.denoiser import Denoiser
     from napari_b2u.sample_data import fmdd_like_stack
 
     if net == "gauss":
@@ -154,7 +154,7 @@ def child(args) -> None:
     model = _model(spec["net"])
     t0 = time.perf_counter()
     if spec["mode"] == "zarr":
-        from napari_b2u.bigdata import ZarrRun
+        from napari_b2u.denoise.to_zarr import ZarrRun
         from napari_b2u.errors import Cancelled
 
         run = ZarrRun(model, [(spec["input"], spec["out"], None)], device="cpu", tta=False)

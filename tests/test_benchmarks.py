@@ -293,7 +293,7 @@ def test_pretrain_writes_a_model_that_warm_starts(tmp_path, small_stack):
     import pretrain
 
     from napari_b2u import api
-    from napari_b2u.inference import Denoiser
+    from napari_b2u.denoise.denoiser import Denoiser
 
     out = tmp_path / "pre.b2u"
     assert pretrain.main(["--width", "8", "--depth", "2", "--steps", "4", "--pool", "4",

@@ -12,7 +12,7 @@ zarr = pytest.importorskip("zarr")
 da = pytest.importorskip("dask.array")
 pytest.importorskip("ome_zarr")
 
-from napari_b2u.blocks import keep, plan_blocks, tile_starts  # noqa: E402
+from napari_b2u.denoise.tiling import keep, plan_blocks, tile_starts  # noqa: E402
 from napari_b2u.errors import InputError, MissingExtra  # noqa: E402
 
 #: small tiles so that a 64-170 px frame has several, with a real overlap
@@ -187,12 +187,12 @@ def test_nan_in_a_lazy_input_is_a_clear_error(tiny_model):
 
 # ---- resume, cancel, safety ------------------------------------------------------------------
 def test_resume_after_an_interruption_skips_finished_chunks(tiny_model, tmp_path, monkeypatch):
-    from napari_b2u import bigdata
+    from napari_b2u.denoise import zarr_tasks
 
     x = _stack((6, 64, 64))
     ref = tiny_model.denoise(x, batch_size=1, **OPTS)
     out = tmp_path / "o.ome.zarr"
-    real, calls = bigdata.denoise_block, []
+    real, calls = zarr_tasks.denoise_block, []
 
     def dies_at_the_fourth(model, job, block):
         calls.append(block.index)
@@ -200,7 +200,7 @@ def test_resume_after_an_interruption_skips_finished_chunks(tiny_model, tmp_path
             raise KeyboardInterrupt  # Ctrl-C in the middle of the run
         return real(model, job, block)
 
-    monkeypatch.setattr(bigdata, "denoise_block", dies_at_the_fourth)
+    monkeypatch.setattr(zarr_tasks, "denoise_block", dies_at_the_fourth)
     with pytest.raises(KeyboardInterrupt):
         tiny_model.denoise_to_zarr(x, out, batch_size=1, chunk=32, **OPTS)
     group = zarr.open_group(str(out), mode="r")
@@ -212,7 +212,7 @@ def test_resume_after_an_interruption_skips_finished_chunks(tiny_model, tmp_path
     assert written and len(written) < 6
     for f in written:  # whatever is on disk is finished and right
         np.testing.assert_array_equal(partial[f], ref[f])
-    monkeypatch.setattr(bigdata, "denoise_block", real)
+    monkeypatch.setattr(zarr_tasks, "denoise_block", real)
     res = tiny_model.denoise_to_zarr(x, out, batch_size=1, chunk=32, **OPTS)
     assert res.skipped == len(written) and res.blocks == 6 - len(written)
     np.testing.assert_array_equal(res.open()[0].compute(), ref)
@@ -221,7 +221,7 @@ def test_resume_after_an_interruption_skips_finished_chunks(tiny_model, tmp_path
 
 
 def test_cancel_from_the_iterator_keeps_finished_blocks(tiny_model, tmp_path):
-    from napari_b2u.bigdata import denoise_to_zarr_iter
+    from napari_b2u.denoise.to_zarr import denoise_to_zarr_iter
 
     x = _stack((8, 48, 48))
     out = tmp_path / "o.ome.zarr"
@@ -261,7 +261,7 @@ def test_outputs_never_replace_inputs_or_foreign_folders(tiny_model, tmp_path):
 # ---- distributed -----------------------------------------------------------------------------
 def test_local_cluster_with_in_process_workers_and_many_inputs(tiny_model, tmp_path):
     pytest.importorskip("distributed")
-    from napari_b2u.bigdata import ZarrRun
+    from napari_b2u.denoise.to_zarr import ZarrRun
 
     xs = [_stack((4, 64, 64), seed=s) for s in range(2)]
     run = ZarrRun(tiny_model, [(x, tmp_path / f"o{k}.ome.zarr", None) for k, x in enumerate(xs)],
@@ -277,7 +277,7 @@ def test_local_cluster_with_in_process_workers_and_many_inputs(tiny_model, tmp_p
 
 def test_cancel_on_a_cluster_is_clean_and_resumes(tiny_model, tmp_path):
     pytest.importorskip("distributed")
-    from napari_b2u.bigdata import ZarrRun
+    from napari_b2u.denoise.to_zarr import ZarrRun
     from napari_b2u.errors import Cancelled
 
     x = _stack((8, 48, 48))
@@ -421,7 +421,7 @@ def test_lazy_crops_are_uniform_and_never_touch_held_out_frames(monkeypatch):
 
 def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_stack, tmp_path):
     from napari_b2u import api
-    from napari_b2u.data import data_fingerprint
+    from napari_b2u.io.sources import stack_fingerprint
     from napari_b2u.lazytrain import LazyFrames
 
     from .conftest import TINY_T
@@ -433,7 +433,7 @@ def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_s
                           autosave=str(tmp_path / "a.b2u"), autosave_every=0.0, **TINY_T)
     assert isinstance(tr.data.train, LazyFrames) and isinstance(tr.data.val, LazyFrames)
     assert tr.data.train.shape[0] + tr.data.val.shape[0] == 8 and "buffer" in tr.data.split
-    assert tr.data.fingerprint == data_fingerprint(big, "TYX")  # what a resume compares
+    assert tr.data.fingerprint == stack_fingerprint(big, "TYX")  # what a resume compares
     events = list(tr)
     assert events[-1].done and tr.history
     model = tr.result()

@@ -6,7 +6,8 @@ import torch
 
 from napari_b2u import api
 from napari_b2u.data import InputError
-from napari_b2u.inference import Denoiser, tile_starts
+from napari_b2u.denoise.denoiser import Denoiser
+from napari_b2u.denoise.tiling import tile_starts
 
 from .conftest import TINY
 
@@ -121,10 +122,10 @@ def test_tile_starts_cover_everything():
     for size, tile, ov in [(100, 64, 16), (1000, 256, 32), (64, 64, 8), (65, 64, 8)]:
         starts = tile_starts(size, tile, ov)
         covered = np.zeros(size, bool)
-        from napari_b2u.inference import _keep
+        from napari_b2u.denoise.tiling import keep
 
         for s in starts:
-            lo, hi = _keep(s, min(tile, size), size, ov)
+            lo, hi = keep(s, min(tile, size), size, ov)
             covered[lo:hi] = True
         assert covered.all()
 
@@ -225,8 +226,9 @@ def _drain(gen):
 def test_cpu_weighted_output_of_large_frames_uses_smaller_tiles(tiny_model, monkeypatch):
     # a cancel waits for one tile: on CPU the weighted output's s²+1 copies of a tile must fit
     # the batch budget, so large frames get smaller tiles (here: budget for 320² x 5 copies)
-    from napari_b2u import inference
-    from napari_b2u.inference import TILE_OVERLAP, tile_starts
+    from napari_b2u.denoise import predict as inference
+    from napari_b2u.denoise.predict import TILE_OVERLAP
+    from napari_b2u.denoise.tiling import tile_starts
 
     monkeypatch.setitem(inference.TILE_SIZE, "cpu", 512)
     monkeypatch.setitem(inference.PIXEL_BUDGET, "cpu", 5 * 320 * 320)
@@ -251,7 +253,7 @@ def test_cpu_weighted_output_of_large_frames_uses_smaller_tiles(tiny_model, monk
 def test_test_time_ensembling_is_the_mean_of_the_eight_views(tiny_model, small_stack):
     import torch
 
-    from napari_b2u.inference import dihedral
+    from napari_b2u.denoise.predict import dihedral
 
     noisy, _ = small_stack
     x = noisy[:2]
@@ -299,8 +301,8 @@ def test_auto_ensembling_takes_the_views_that_fit_the_budget(tiny_model, small_s
                                                               monkeypatch):
     """'auto' averages 8, 4, 2 or 1 views, as many as fit the device's pass budget; a count
     asks for that many (the rotations first)."""
-    from napari_b2u import inference
-    from napari_b2u.inference import dihedral, ensemble_views
+    from napari_b2u.denoise import predict as inference
+    from napari_b2u.denoise.predict import dihedral, ensemble_views
 
     noisy, _ = small_stack
     x = noisy[:2]
@@ -337,7 +339,7 @@ def test_info_with_str_subclasses_still_loads(tiny_model, tmp_path):
     """torch.__version__ is a str subclass; weights_only loading refuses such classes."""
     import torch
 
-    from napari_b2u.inference import Denoiser
+    from napari_b2u.denoise.denoiser import Denoiser
 
     m = Denoiser(tiny_model.method_name, tiny_model.method_params, tiny_model.model_config,
                  tiny_model.state_dict, tiny_model.normalization,

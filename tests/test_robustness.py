@@ -305,20 +305,20 @@ def test_validation_and_previews_survive_out_of_memory(small_stack, monkeypatch)
 
 
 def test_denoise_survives_out_of_memory(tiny_model, small_stack, monkeypatch):
-    from napari_b2u.inference import Denoiser
+    from napari_b2u.denoise import predict
 
     noisy, _ = small_stack
     ref = tiny_model.denoise(noisy, batch_size=8)
-    real = Denoiser._predict_tiles
+    real = predict.predict_region
     calls = {"n": 0}
 
-    def flaky(self, model, x, *a):
+    def flaky(model, net, x, *a):
         calls["n"] += 1
         if x.shape[0] > 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")
-        return (yield from real(self, model, x, *a))
+        return (yield from real(model, net, x, *a))
 
-    monkeypatch.setattr(Denoiser, "_predict_tiles", flaky)
+    monkeypatch.setattr(predict, "predict_region", flaky)
     with pytest.warns(UserWarning, match="out of memory: retrying with batch 4"):
         out = tiny_model.denoise(noisy, batch_size=8)
     np.testing.assert_allclose(out.astype(float), ref.astype(float), atol=1)

@@ -102,7 +102,7 @@ def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, 
 
 def test_the_ensembling_choice_reaches_the_core(viewer, qtbot, noisy, tiny_model):
     """The Ensembling combo offers the core's choices; each gives the API's output for it."""
-    from napari_b2u.inference import TTA_CHOICES
+    from napari_b2u.denoise.predict import TTA_CHOICES
 
     layer = viewer.add_image(noisy, name="cells")
     session_for(viewer).set_model(tiny_model, "tiny test model")

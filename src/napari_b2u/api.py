@@ -14,7 +14,7 @@ from .config import PRESETS, TrainConfig, build_config
 from .device import available_devices, device_info
 from .engine import Trainer, TrainEvent
 from .errors import InputError
-from .inference import Denoiser
+from .denoise.denoiser import Denoiser
 from .methods import method_names
 
 __all__ = [

@@ -138,7 +138,7 @@ def _tta(value: str):
     low = value.strip().lower()
     if low in ("auto", "on", "off"):
         return {"auto": "auto", "on": True, "off": False}[low]
-    if low in ("1", "2", "4", "8"):  # inference.VIEW_COUNTS (not imported: torch-free parsing)
+    if low in ("1", "2", "4", "8"):  # predict.VIEW_COUNTS (not imported: torch-free parsing)
         return int(low)
     raise argparse.ArgumentTypeError(f"{value!r}: use auto, on, off or 1, 2, 4, 8")
 
@@ -151,7 +151,7 @@ def cmd_denoise(a) -> int:
     from .io.sources import is_zarr_path, open_image
 
     if a.outdir or len(a.input) > 1 or (a.out and is_zarr_path(a.out)):
-        from ._cli_zarr import denoise_to_zarr
+        from .cli_zarr import denoise_to_zarr
 
         return denoise_to_zarr(a)  # OME-Zarr, block by block, resumable, maybe distributed
     if not a.out:

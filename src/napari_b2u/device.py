@@ -126,3 +126,39 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in msg or "mps backend out of memory" in msg
     )
+
+
+def retry_on_oom(device: torch.device, attempt, shrink, give_up=None):
+    """The one out-of-memory rule: run ``attempt()`` (a generator function: its items are
+    passed on, its return value returned — ``yield from``) and, when it runs out of memory,
+    drop the error's traceback (its frames hold the tensors), release the device's cache and
+    ask ``shrink()`` to make the next attempt smaller: True retries; False gives up — the
+    out-of-memory error propagates, or, with ``give_up`` (a callable), its value is returned.
+    :func:`call_retrying` runs a plain function under the same rule."""
+    while True:
+        try:
+            return (yield from attempt())
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            error = exc.with_traceback(None)
+        release_memory(device)  # outside the except block, so the tensors are free
+        if not shrink():
+            if give_up is not None:
+                return give_up()
+            raise error
+
+
+def call_retrying(device: torch.device, fn, shrink, give_up=None):
+    """:func:`retry_on_oom` for a plain function ``fn()``."""
+    gen = retry_on_oom(device, lambda: _once(fn), shrink, give_up)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _once(fn):
+    return fn()
+    yield  # unreachable: makes this a generator that yields nothing

@@ -2,7 +2,7 @@
 
 ``Trainer`` runs any :class:`~napari_b2u.methods.Method`. Iterating over it trains, yielding a
 :class:`TrainEvent` after every step; ``stop()`` (from any thread) ends training within the
-current step, and ``result()`` returns a :class:`~napari_b2u.inference.Denoiser` holding the
+current step, and ``result()`` returns a :class:`~napari_b2u.denoise.denoiser.Denoiser` holding the
 weights :func:`~napari_b2u.results.finish` keeps (``config.keep``: by default the best by
 self-supervised validation or the last, whichever output has the lower estimated error).
 Data preparation lives in :mod:`~napari_b2u.sampling`, the settings in :mod:`~napari_b2u.config`,

@@ -108,7 +108,7 @@ def choose_by_risk(trainer, risk, best_state: dict, last: dict, best_step: int):
 
 def make_denoiser(trainer, state: dict, chosen: str):
     """A Denoiser of ``state`` with the run's info (what the model file records)."""
-    from .inference import Denoiser
+    from .denoise.denoiser import Denoiser
 
     info = {
         "steps": trainer.step,
@@ -163,7 +163,7 @@ def apply_floor(trainer, net_error: float, risk=None, measured=None) -> None:
     keep the hard choice by the blind-spot error. ``risk`` and ``measured`` (the kept network's
     output and divergence on its crops), when :func:`finish` has them, are not computed
     again."""
-    from .inference import Denoiser
+    from .denoise.denoiser import Denoiser
 
     floor = get_method(trainer.config.floor)
     if "mask" in floor.params:
@@ -255,7 +255,7 @@ def network_output(trainer):
     crops: the method's default output, averaged over the dihedral views when inference of the
     training stack would ensemble; in float32 (the risk probe's differences are below half
     precision)."""
-    from .inference import ensemble_views, predict_view
+    from .denoise.predict import ensemble_views, predict_view
 
     method, model = trainer.method, trainer.model
     output = method.check_output(None)

@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InputError
-from ..inference import TTA_CHOICES
+from ..denoise.predict import TTA_CHOICES
 from ._denoise_job import DenoiseMessage, denoise_job
 from ._forms import button, form_section, hbox
 from ._layers import (

@@ -45,7 +45,7 @@ class Session:
     originals_changed = Signal()
 
     def __init__(self) -> None:
-        self.model = None  # a napari_b2u.inference.Denoiser
+        self.model = None  # a napari_b2u.denoise.denoiser.Denoiser
         self.model_source = ""  # e.g. "trained on 'nuclei' (300 steps)" or a file name
         self.model_layer = None  # weakref to the layer the model was trained on
         self._originals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,8 +1,8 @@
 """Denoise "to OME-Zarr" from the Denoise panel: for layers whose data is lazy (dask, zarr, a
 multiscale pyramid as napari-ome-zarr opens it) and larger than the memory budget, which cannot
 be denoised in place or into a layer in memory. The folder chooser, the worker generator
-(:func:`~napari_b2u.bigdata.denoise_to_zarr_iter`, block by block, cancellable, resumable) and
-the result opened as a new lazy multiscale layer."""
+(:func:`~napari_b2u.denoise.to_zarr.denoise_to_zarr_iter`, block by block, cancellable,
+resumable) and the result opened as a new lazy multiscale layer."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def zarr_job(cancel, model, items, options: dict):
     """Generator run by the worker thread: ``items`` are (data, axes, output path) per layer;
     yields :class:`DenoiseMessage` s (progress in blocks; the result a ZarrResult). A cancel
     stops within a tile; the finished chunks stay (the same run again resumes)."""
-    from ..bigdata import denoise_to_zarr_iter
+    from ..denoise.to_zarr import denoise_to_zarr_iter
 
     for k, (data, axes, out) in enumerate(items):
         gen = denoise_to_zarr_iter(model, level0(data), out, axes=axes, **options)

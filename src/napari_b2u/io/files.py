@@ -33,13 +33,13 @@ def atomic_write(path, what: str = "the file"):
     except BaseException as exc:
         # judged before the temporary file goes: it may be what filled the disk
         failed = not isinstance(exc, OutputError) and _is_write_error(exc, path.parent)
-        reason = _reason(exc, path.parent) if failed else ""
+        why = reason(exc, path.parent) if failed else ""
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         if not failed:
             raise
-        raise OutputError(f"could not write {what} to {path}: {reason}") from exc
+        raise OutputError(f"could not write {what} to {path}: {why}") from exc
 
 
 def _fresh_file(path: Path) -> Path:
@@ -85,7 +85,7 @@ def _disk_trouble(folder) -> str | None:
     return None
 
 
-def _reason(exc: BaseException, folder=None) -> str:
+def reason(exc: BaseException, folder=None) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -104,7 +104,7 @@ def check_writable(path, what: str = "output") -> None:
     try:
         _fresh_file(folder / Path(path).name).unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write the {what} {path}: {_reason(exc)} ({folder}); "
+        raise OutputError(f"cannot write the {what} {path}: {reason(exc)} ({folder}); "
                           "choose a folder you can write to") from exc
 
 

@@ -39,7 +39,7 @@ def warm_start_weights(spec: str, model_config: dict):
     """``(state_dict, description)`` to start training from, or ``(None, why not)`` when
     ``spec`` is 'pretrained' and nothing fits this network (training then starts from
     scratch). A path that does not fit is an InputError."""
-    from ..inference import Denoiser
+    from ..denoise.denoiser import Denoiser
 
     if spec == "pretrained":
         path = packaged_path(model_config)

@@ -1,7 +1,7 @@
 """The block plan of out-of-core denoising: which frames and which part of the frame each task
 denoises, and which tiles it must compute for that (numpy only, no torch).
 
-The in-memory :meth:`~napari_b2u.inference.Denoiser.denoise` cuts each frame into tiles at
+The in-memory :meth:`~napari_b2u.denoise.denoiser.Denoiser.denoise` cuts each frame into tiles at
 :func:`tile_starts` and keeps, of every tile, the part :func:`keep` says (later tiles win where
 two kept parts meet). A block here is a range of frames (a multiple of the batch size, starting
 at a multiple of it, so that the network sees the very same batches) times a rectangle made of

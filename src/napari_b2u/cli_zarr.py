@@ -1,6 +1,6 @@
 """``napari-b2u denoise BIG... --out NAME.ome.zarr | --outdir DIR [--workers N | --scheduler
 ADDRESS]``: every input denoised into OME-Zarr block by block, all of them as one dask graph
-(:class:`~napari_b2u.bigdata.ZarrRun`)."""
+(:class:`~napari_b2u.denoise.to_zarr.ZarrRun`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from .errors import InputError
 
 def denoise_to_zarr(a) -> int:
     from . import api
-    from .bigdata import output_for
-    from .cluster import client_for
+    from .denoise.to_zarr import output_for
+    from .denoise.cluster import client_for
     from .io.sources import is_zarr_path
 
     if a.outdir:
@@ -33,7 +33,7 @@ def denoise_to_zarr(a) -> int:
 
 
 def _run(a, model, outs, client) -> int:
-    from .bigdata import ZarrRun, run_with_bar
+    from .denoise.to_zarr import ZarrRun, run_with_bar
 
     run = ZarrRun(model, [(p, out, a.axes) for p, out in zip(a.input, outs)],
                   output=a.output, dtype=a.dtype, device=a.device, tile_size=a.tile_size,

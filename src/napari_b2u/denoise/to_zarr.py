@@ -2,12 +2,12 @@
 
 :class:`ZarrRun` turns one or several lazy inputs (zarr / OME-Zarr, big TIFF, dask arrays) and
 their output folders into one dask graph: a node holding the model, a node per input, and a
-task per :class:`~napari_b2u.blocks.Block` that reads the block's input (with the overlap its
-tiles need), denoises it with the same tiles, batches and blending as
-:meth:`~napari_b2u.inference.Denoiser.denoise` and writes its output chunks at once. Memory
-per task is one block; a rerun skips every block whose chunks are on disk; the pyramid and the
-OME-Zarr metadata come last (:mod:`~napari_b2u.omezarr`). The graph runs on dask's threads in
-this process, or on a dask.distributed cluster (:mod:`~napari_b2u.cluster`).
+task per :class:`~.tiling.Block` (:mod:`.zarr_tasks`) that reads the block's input (with the
+overlap its tiles need), denoises it with the loop of :meth:`~.denoiser.Denoiser.denoise`
+(same tiles, batches and blending) and writes its output chunks at once. Memory per task is one
+block; a rerun skips every block whose chunks are on disk; the pyramid and the OME-Zarr
+metadata come last (:mod:`.omezarr`). The graph runs on dask's threads in this process, or on a
+dask.distributed cluster (:mod:`.cluster`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import omezarr
-from .blocks import BlockPlan, keep, plan_blocks
-from .data import Layout, cast_output, check_output_dtype, output_float
-from .errors import B2UError, Cancelled, InputError, OutputError
-from .io.files import _reason, check_distinct
-from .io.sources import (
+from ..data import check_output_dtype
+from ..device import resolve_device
+from ..errors import B2UError, Cancelled, InputError, OutputError
+from ..io.files import reason, check_distinct
+from ..io.sources import (
     ArraySource,
     FrameReader,
     Source,
@@ -39,61 +38,15 @@ from .io.sources import (
     source_fingerprint,
     source_layout,
 )
+from . import omezarr
+from .predict import TILE_OVERLAP
+from .tiling import plan_blocks
+from .zarr_tasks import CANCELLED, Job, ModelPayload, forget_run, run_block
 
 #: the most pixels (frames × channels × Y × X) one block holds: whole frames when they fit
 BLOCK_PIXELS = 2**24
 #: dask threads in this process: one block computes while the next is read / the last written
 LOCAL_THREADS = 2
-
-_LOCK = threading.Lock()
-_COMPUTE = threading.Lock()  # one network pass at a time per process (torch uses the cores)
-_MODELS: dict[str, object] = {}
-_ARRAYS: dict[tuple, object] = {}
-_CANCELLED: set[str] = set()
-
-
-class ModelPayload:
-    """The model as a graph node: in this process the Denoiser itself; pickled, its checkpoint,
-    rebuilt once per worker process (cached by weights checksum), not once per block."""
-
-    def __init__(self, model):
-        self.model = model
-        self.ckpt = model.to_checkpoint()
-        self.sha = self.ckpt["weights_sha256"]
-
-    def __getstate__(self):
-        return {"model": None, "ckpt": self.ckpt, "sha": self.sha}
-
-    def get(self):
-        if self.model is None:
-            with _LOCK:
-                if self.sha not in _MODELS:
-                    from .inference import Denoiser
-
-                    _MODELS[self.sha] = Denoiser.from_checkpoint(self.ckpt)
-                self.model = _MODELS[self.sha]
-        return self.model
-
-
-@dataclass
-class Job:
-    """One input and its output, as the tasks need it (pickled once per worker)."""
-
-    id: str
-    run: str
-    source: Source
-    layout: Layout
-    out: str
-    out_axes: str
-    plan: BlockPlan
-    output: str
-    views: int
-    dtype: str
-    device: str
-    todo: list
-    skipped: int = 0
-    threads: object = None
-    client_pid: int = 0
 
 
 @dataclass
@@ -114,95 +67,6 @@ class ZarrResult:
         return omezarr.open_levels(self.path)[0]
 
 
-def _drain(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
-
-
-def _set_threads(job: Job) -> None:
-    t = job.threads
-    if t is None or os.getpid() == job.client_pid:
-        return
-    if isinstance(t, dict):
-        from distributed import get_worker
-
-        t = t.get(get_worker().address)
-    if t:
-        import torch
-
-        if torch.get_num_threads() != int(t):
-            torch.set_num_threads(int(t))
-
-
-def _level0(job: Job):
-    key = (job.run, job.id)  # never a path: a folder replaced between runs has other chunks
-    with _LOCK:
-        if key not in _ARRAYS:
-            zarr = require("zarr")
-            _ARRAYS[key] = zarr.open_group(job.out, mode="r+")["0"]
-        return _ARRAYS[key]
-
-
-def denoise_block(model, job: Job, block) -> np.ndarray:
-    """The denoised ``block`` (frames, C, rows, columns) in the output dtype: the tiles of the
-    in-memory path that meet it, batch by batch, each tile's kept part written (later tiles win
-    where kept parts meet, as in memory)."""
-    from .device import is_oom, release_memory, resolve_device
-
-    plan = job.plan
-    ry0, ry1, rx0, rx1 = plan.read_region(block)
-    raw = FrameReader(job.source, job.layout).read(block.f0, block.f1, ry0, ry1, rx0, rx1)
-    ys, xs = plan.tiles(block)
-    th, tw = min(plan.tile, plan.h), min(plan.tile, plan.w)
-    by, bx = block.y1 - block.y0, block.x1 - block.x0
-    dev = resolve_device(job.device)
-    out = np.empty((raw.shape[0], raw.shape[1], by, bx), output_float(job.dtype))
-    for i in range(0, raw.shape[0], plan.batch):
-        x = model.normalization.apply(raw[i:i + plan.batch])
-        pred = np.empty(x.shape[:2] + (by, bx), np.float32)
-        for y0 in ys:
-            ky0, ky1 = keep(y0, th, plan.h, plan.overlap)
-            ky0, ky1 = max(ky0, block.y0), min(ky1, block.y1)
-            for x0 in xs:
-                if job.run in _CANCELLED:
-                    raise Cancelled("cancelled")
-                kx0, kx1 = keep(x0, tw, plan.w, plan.overlap)
-                kx0, kx1 = max(kx0, block.x0), min(kx1, block.x1)
-                tile = x[:, :, y0 - ry0:y0 - ry0 + th, x0 - rx0:x0 - rx0 + tw]
-                oom = False
-                with _COMPUTE:
-                    try:
-                        p = _drain(model._predict_tile(model.model(dev), tile, job.output, dev,
-                                                       job.views))
-                    except Exception as exc:
-                        if not is_oom(exc):
-                            raise
-                        oom = True
-                    if oom:  # one frame at a time (the batch no longer matches memory's)
-                        release_memory(dev)
-                        p = np.concatenate([_drain(model._predict_tile(
-                            model.model(dev), tile[j:j + 1], job.output, dev, job.views))
-                            for j in range(tile.shape[0])])
-                pred[:, :, ky0 - block.y0:ky1 - block.y0, kx0 - block.x0:kx1 - block.x0] = \
-                    p[:, :, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
-        out[i:i + x.shape[0]] = model.normalization.invert(pred, out.dtype)
-    return cast_output(out, job.dtype)
-
-
-def run_block(payload: ModelPayload, job: Job, index: int) -> int:
-    """The task: denoise block ``index`` of ``job`` and write its chunks; returns its pixels."""
-    if job.run in _CANCELLED:
-        raise Cancelled("cancelled")
-    _set_threads(job)
-    block = job.plan.block(index)
-    data = denoise_block(payload.get(), job, block)
-    omezarr.write_block(_level0(job), job.layout, job.out_axes, block, data)
-    return block.pixels
-
-
 #: errno values of a write that failed for lack of room or permission (a read never gives these)
 _WRITE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS}
 
@@ -221,7 +85,7 @@ def _writing(outs):
             raise
         where = ", ".join(map(str, ours or outs))
         raise OutputError(
-            f"could not write the OME-Zarr output {where}: {_reason(exc)}; free some space "
+            f"could not write the OME-Zarr output {where}: {reason(exc)}; free some space "
             "or choose a folder you can write to, then run the same command again (finished "
             "chunks are kept)") from exc
 
@@ -254,14 +118,11 @@ def output_for(path, outdir) -> Path:
 class ZarrRun:
     """Denoise ``items`` — (input, output folder, axes or None) — into OME-Zarr, as one graph.
     Everything is checked, and the outputs created or resumed, when this is built; :meth:`run`
-    computes. Options as :meth:`~napari_b2u.inference.Denoiser.denoise`."""
+    computes. Options as :meth:`~.denoiser.Denoiser.denoise`."""
 
     def __init__(self, model, items, output=None, dtype=None, device="auto", batch_size=None,
                  tile_size=None, tile_overlap=None, tta="auto", overwrite=False,
                  chunk=omezarr.CHUNK, block_pixels=BLOCK_PIXELS, name_model=None):
-        from .device import resolve_device
-        from .inference import TILE_OVERLAP
-
         require("zarr")
         require("dask")
         self.model, self.run_id = model, uuid.uuid4().hex
@@ -331,7 +192,7 @@ class ZarrRun:
     def cancel(self) -> None:
         """Stop: blocks not started are dropped, running ones stop at their next tile (in this
         process; a cluster's running blocks finish). Finished chunks stay: a rerun resumes."""
-        _CANCELLED.add(self.run_id)
+        CANCELLED.add(self.run_id)
         if self._futures is not None:
             client, futures = self._futures
             client.cancel(futures)
@@ -367,10 +228,7 @@ class ZarrRun:
             self.cancel()
             raise
         finally:
-            _CANCELLED.discard(self.run_id)
-            with _LOCK:
-                for key in [k for k in _ARRAYS if k[0] == self.run_id]:
-                    del _ARRAYS[key]
+            forget_run(self.run_id)
         seconds = time.perf_counter() - t0
         results = []
         for job in self.jobs:
@@ -398,11 +256,11 @@ class ZarrRun:
             with _Progress():
                 dask.compute(*tasks, scheduler="threads", pool=pool)
         except BaseException:
-            _CANCELLED.add(self.run_id)  # the blocks still running stop at their next tile
+            CANCELLED.add(self.run_id)  # the blocks still running stop at their next tile
             raise
         finally:
             pool.shutdown(wait=True)  # nothing runs on after this returns or raises
-        if self.run_id in _CANCELLED:
+        if self.run_id in CANCELLED:
             raise Cancelled("cancelled")
 
     def _run_cluster(self, client, tasks, progress) -> None:
@@ -412,14 +270,14 @@ class ZarrRun:
         self._futures = (client, futures)
         try:
             for k, fut in enumerate(as_completed(futures, loop=client.loop), 1):
-                if self.run_id in _CANCELLED:
+                if self.run_id in CANCELLED:
                     break
                 fut.result()  # a task's error ends the run here
                 if progress is not None:
                     progress(k, self.total)
         except Exception:
             client.cancel(futures)
-            if self.run_id in _CANCELLED:  # the futures were cancelled: that is no error
+            if self.run_id in CANCELLED:  # the futures were cancelled: that is no error
                 raise Cancelled("cancelled") from None
             raise
         except BaseException:
@@ -427,7 +285,7 @@ class ZarrRun:
             raise
         finally:
             self._futures = None
-        if self.run_id in _CANCELLED:
+        if self.run_id in CANCELLED:
             client.cancel(futures)
             raise Cancelled("cancelled")
 
@@ -474,7 +332,7 @@ def denoise_to_zarr_iter(model, src, out, axes=None, scheduler=None, workers=Non
 
 def denoise_to_zarr(model, src, out, axes=None, progress: bool = False, scheduler=None,
                     workers=None, processes=True, **options) -> ZarrResult:
-    """Denoise ``src`` (see :meth:`~napari_b2u.inference.Denoiser.denoise_to_zarr`)."""
+    """Denoise ``src`` (see :meth:`~.denoiser.Denoiser.denoise_to_zarr`)."""
     from .cluster import client_for
 
     with client_for(scheduler, workers, processes) as client:  # connect before any output

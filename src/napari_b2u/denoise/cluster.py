@@ -3,7 +3,8 @@ cluster that already exists (``--scheduler ADDRESS``), or on a local cluster sta
 run (``--workers N``): one worker per CUDA GPU when there are GPUs (dask-cuda's
 ``LocalCUDACluster`` when it is installed, else one worker per GPU, each seeing only its own
 through ``CUDA_VISIBLE_DEVICES``), else N CPU workers sharing the cores. Each worker process
-holds one copy of the model, built at its first block (:class:`~napari_b2u.bigdata.ModelPayload`).
+holds one copy of the model, built at its first block
+(:class:`~napari_b2u.denoise.zarr_tasks.ModelPayload`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import os
 import warnings
 
-from .io.sources import require
+from ..io.sources import require
 
 #: threads per worker: one computes (the network runs under a lock), one reads and writes
 WORKER_THREADS = 2
@@ -92,7 +93,7 @@ def client_for(scheduler=None, workers: int | None = None, processes: bool = Tru
                 wait = dask.config.get("distributed.comm.timeouts.connect")
                 client = distributed.Client(scheduler, set_as_default=False, timeout=wait)
             except OSError as exc:
-                from .errors import InputError
+                from ..errors import InputError
 
                 raise InputError(f"could not reach the dask scheduler at {scheduler} ({exc}); "
                                  "check the address (e.g. tcp://host:8786) and that it "

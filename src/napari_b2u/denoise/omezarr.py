@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import SAMPLE_AXES, cast_output
-from .errors import InputError
-from .io.files import same_file
-from .io.sources import require
+from ..data import SAMPLE_AXES, cast_output
+from ..errors import InputError
+from ..io.files import same_file
+from ..io.sources import require
 
 KEY = "napari_b2u"
 #: chunk side (Y, X) of the outputs, and the size below which the pyramid stops

@@ -1,0 +1,197 @@
+"""Predicting with a trained network: the views of the test-time ensemble, the tiles and
+batches a pass is cut into, and the one loop that denoises frames batch by batch and tile by
+tile — for a whole stack in memory and for a block of an out-of-core run alike (the same
+tiles, batches and order, so both give identical pixels).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from ..device import retry_on_oom
+from ..errors import InputError
+from .tiling import keep, tiles_meeting
+
+#: pixels per network input batch (frames x copies x H x W), by device type. On CPU, batching
+#: gains little and a batch is what a cancel waits for: 1 MP is ~3 s on 2 cores (CPU preset net)
+PIXEL_BUDGET = {"cuda": 16 * 2**20, "mps": 4 * 2**20, "cpu": 2**20}
+#: frames larger than this (per side) are tiled
+TILE_SIZE = {"cuda": 2048, "mps": 1024, "cpu": 1024}
+TILE_OVERLAP = 64
+#: the smallest tile an out-of-memory retry goes down to
+MIN_TILE = 128
+
+#: network pixels (frames × channels × H × W × copies, summed over the views) that
+#: ``tta="auto"`` may spend, by device type: on 2 CPU cores 32 Mpx take ~30 s with the CPU
+#: preset network (8 views of 4 Mpx, or 4 of a 20-frame 512² stack); a GPU ensembles anything
+#: of ordinary size
+TTA_AUTO_PASS_PIXELS = {"cuda": 2**34, "mps": 2**31, "cpu": 2**25}
+#: the view counts an ensemble takes: the 8 flips/rotations, the 4 rotations, two, one
+VIEW_COUNTS = (8, 4, 2, 1)
+
+#: the ensembling choices a front end offers: (value of ``tta``, description)
+TTA_CHOICES = (
+    ("auto", "auto: as many views as stay fast on the device"),
+    (False, "off: one pass"),
+    (2, "2 views (2× the time)"),
+    (4, "4 rotations (4× the time)"),
+    (True, "all 8 flips and rotations (8× the time)"),
+)
+
+
+def ensemble_views(method, shape, output: str, dev, tta="auto") -> int:
+    """How many dihedral views inference averages for (N, C, Y, X) frames of ``shape``.
+    ``tta``: True (8), False (1), a count of 1, 2, 4 or 8, or 'auto': the most views whose
+    passes fit :data:`TTA_AUTO_PASS_PIXELS` — on real stacks of 20 × 512² four views gained
+    +0.16 dB over one and eight only 0.02 more (docs/benchmarks.md)."""
+    if isinstance(tta, bool):
+        return 8 if tta else 1
+    if tta == "auto":
+        n, c, h, w = shape
+        pixels = n * c * h * w * method.copies_per_image(output)
+        budget = TTA_AUTO_PASS_PIXELS.get(dev.type, TTA_AUTO_PASS_PIXELS["cpu"])
+        return next(v for v in VIEW_COUNTS if v * pixels <= budget or v == 1)
+    if isinstance(tta, (int, np.integer)) and int(tta) in VIEW_COUNTS:
+        return int(tta)
+    raise InputError(f"tta={tta!r}: use True (8 views), False (1), 'auto', or a number of "
+                     f"views: {', '.join(map(str, sorted(VIEW_COUNTS)))}")
+
+
+def dihedral(t: torch.Tensor, view: int, inverse: bool = False) -> torch.Tensor:
+    """View ``view`` (0..7) of the 8 flips/rotations of (…, H, W), or its inverse."""
+    k, flip = view % 4, view >= 4
+    if not inverse:
+        t = torch.rot90(t, k, (-2, -1)) if k else t
+        return t.flip(-1) if flip else t
+    t = t.flip(-1) if flip else t
+    return torch.rot90(t, -k, (-2, -1)) if k else t
+
+
+def predict_view(method, net, t: torch.Tensor, output: str, view: int) -> torch.Tensor:
+    """``method``'s prediction of ``t`` seen in dihedral view ``view``, mapped back (float32):
+    one term of the test-time ensemble."""
+    return dihedral(method.predict(net, dihedral(t, view), output).float(), view, inverse=True)
+
+
+def pass_plan(method, shape, output: str, dev, batch_size=None, tile_size=None, tta="auto"):
+    """``(tile, batch_size, views)`` for denoising (N, C, Y, X) frames of ``shape``: one plan
+    for the in-memory and the out-of-core paths (same tiles, same batches)."""
+    _, _, h, w = shape
+    copies = method.copies_per_image(output)
+    views = ensemble_views(method, shape, output, dev, tta)
+    tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
+    if tile_size is None and dev.type == "cpu" and copies > 1 and max(h, w) > tile:
+        # frames tiled anyway: one tile is what a cancel waits for, so keep a tile's network
+        # input within the batch budget (weighted, 5 copies: 448-px tiles, ~1.5 s each on
+        # 2 cores instead of ~11 s for 1024 px; ~20 % more overlap to compute)
+        fit = int(math.sqrt(PIXEL_BUDGET["cpu"] / copies)) // 64 * 64
+        tile = max(256, min(tile, fit))
+    th, tw = min(h, tile), min(w, tile)
+    if batch_size is None:
+        budget = PIXEL_BUDGET.get(dev.type, PIXEL_BUDGET["cpu"])
+        batch_size = max(1, budget // (th * tw * copies))
+    return tile, int(batch_size), views
+
+
+def predict_tile(model, net, x: np.ndarray, output: str, dev, views: int = 1):
+    """Generator: the prediction of one tile ``x`` (B, C, h, w, normalized) by ``model`` (a
+    :class:`~.model.TrainedModel`, ``net`` its network) as the mean over ``views`` dihedral
+    views, blended with its Gaussian filter when the floor chose a blend; yields between
+    views, returns numpy."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
+    acc = None
+    for v in range(views):
+        with torch.no_grad():
+            pred = predict_view(model.method, net, t, output, v)
+        acc = pred if acc is None else acc + pred
+        if v < views - 1:
+            yield
+    acc = acc / views
+    if model.blend:
+        from ..methods.classical import gaussian_filter
+
+        w = float(model.blend["weight"])
+        filt = torch.cat([gaussian_filter(t[:, i:i + 1].float(), float(s))
+                          for i, s in enumerate(model.blend["gauss_sigma"])], 1)
+        acc = w * acc + (1.0 - w) * filt
+    return acc.cpu().numpy()
+
+
+def predict_region(model, net, x: np.ndarray, output: str, dev, views: int, tile: int,
+                   overlap: int, size: tuple[int, int], region=None, origin=(0, 0)):
+    """Generator: the prediction of rows/columns ``region`` (y0, y1, x0, x1; default: all) of
+    frames of ``size`` (h, w), from ``x``: the normalized frames' pixels from ``origin`` (the
+    top-left of what was read) on. Every tile of the whole frame whose kept part meets the
+    region is computed, in order, and its kept part written (later tiles win where two meet),
+    so a region gets the very pixels the whole frame gets. Yields after every pass but the
+    last; returns (B, C, y1 - y0, x1 - x0) float32."""
+    h, w = size
+    y0, y1, x0, x1 = region or (0, h, 0, w)
+    oy, ox = origin
+    th, tw = min(tile, h), min(tile, w)
+    out = np.empty(x.shape[:2] + (y1 - y0, x1 - x0), np.float32)
+    starts = [(ty, tx) for ty in tiles_meeting(y0, y1, h, tile, overlap)
+              for tx in tiles_meeting(x0, x1, w, tile, overlap)]
+    for k, (ty, tx) in enumerate(starts):
+        part = x[:, :, ty - oy:ty - oy + th, tx - ox:tx - ox + tw]
+        pred = yield from predict_tile(model, net, part, output, dev, views)
+        ky0, ky1 = keep(ty, th, h, overlap)
+        kx0, kx1 = keep(tx, tw, w, overlap)
+        ky0, ky1, kx0, kx1 = max(ky0, y0), min(ky1, y1), max(kx0, x0), min(kx1, x1)
+        out[:, :, ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0] = \
+            pred[:, :, ky0 - ty:ky1 - ty, kx0 - tx:kx1 - tx]
+        if k < len(starts) - 1:
+            yield
+    return out
+
+
+def denoise_frames(model, raw, out: np.ndarray, output: str, dev, tile: int, overlap: int,
+                   batch: int, views: int, size: tuple[int, int], region=None, origin=(0, 0),
+                   shrink_tile: bool = True):
+    """Generator: denoise frames ``raw`` (N, C, …: an array or a lazy frame reader, raw units,
+    holding the rows/columns from ``origin`` on of frames of ``size``) into ``out`` (N, C, rows,
+    columns of ``region``, the output's float type), ``batch`` frames at a time, tile by tile
+    (:func:`predict_region`). Yields the frames done after every pass (unchanged within a
+    batch): a consumer can cancel between any two. Out of memory: the batch is halved, then
+    (``shrink_tile``) the tile, down to :data:`MIN_TILE` px; a warning says so."""
+    norm, net = model.normalization, model.model(dev)
+    n, i = raw.shape[0], 0
+    plan = {"batch": int(batch), "tile": int(tile)}
+
+    def attempt():
+        x = norm.apply(raw[i:i + plan["batch"]])
+        return (yield from predict_region(model, net, x, output, dev, views, plan["tile"],
+                                          overlap, size, region, origin))
+
+    def shrink() -> bool:
+        if plan["batch"] > 1:
+            plan["batch"] = max(1, plan["batch"] // 2)
+        elif shrink_tile and plan["tile"] > MIN_TILE:
+            plan["tile"] = max(MIN_TILE, plan["tile"] // 2)
+        else:
+            return False
+        warnings.warn(f"out of memory: retrying with batch {plan['batch']}, tile "
+                      f"{plan['tile']}", stacklevel=4)
+        return True
+
+    def give_up():
+        tiles = f" and {plan['tile']}-pixel tiles" if shrink_tile else ""
+        raise MemoryError(f"out of memory even with one frame{tiles}; use device='cpu'")
+
+    while i < n:
+        gen = retry_on_oom(dev, attempt, shrink, give_up)
+        try:
+            while True:
+                next(gen)
+                yield i
+        except StopIteration as stop:
+            pred = stop.value
+        finally:
+            gen.close()
+        out[i:i + pred.shape[0]] = norm.invert(pred, out.dtype)
+        i += pred.shape[0]
+        yield i
