@@ -390,7 +390,7 @@ def test_cli_tiff_output_of_a_zarr_input_and_the_memory_budget(tiny_model, tmp_p
 def test_lazy_crops_are_uniform_and_never_touch_held_out_frames(monkeypatch):
     from napari_b2u.data import Layout, Normalization
     from napari_b2u.io.sources import ArraySource, FrameReader
-    from napari_b2u.lazytrain import BufferedCropSampler, LazyFrames
+    from napari_b2u.train.lazydata import BufferedCropSampler, LazyFrames
 
     n, h, w, p = 6, 23, 19, 4
     pos = np.arange(h * w, dtype=np.float32).reshape(h, w)
@@ -422,7 +422,7 @@ def test_lazy_crops_are_uniform_and_never_touch_held_out_frames(monkeypatch):
 def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_stack, tmp_path):
     from napari_b2u import api
     from napari_b2u.io.sources import stack_fingerprint
-    from napari_b2u.lazytrain import LazyFrames
+    from napari_b2u.train.lazydata import LazyFrames
 
     from .conftest import TINY_T
 

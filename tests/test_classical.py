@@ -105,7 +105,7 @@ def test_the_risk_estimate_tracks_the_true_error_of_outputs_that_see_the_noise(s
     passes some of its own pixel's noise (the identity-heavy one would look perfect by its
     plain residual)."""
     from napari_b2u.methods.classical import GaussModel
-    from napari_b2u.risk import Risk
+    from napari_b2u.train.sure import Risk
 
     x, y, fits = _poisson_gaussian_scene(seed)
     filt = GaussModel(1)
@@ -134,9 +134,9 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     """Frames exported one by one (each scaled to its own range) have different noise laws in
     the stack's units: each risk crop takes the law of the frame it came from, not one law for
     the stack (that mis-weighed the W2S stack's blend by 0.3 in w)."""
-    from napari_b2u import results
+    from napari_b2u.train import sure
     from napari_b2u.noise import frames_report, variance_fit
-    from napari_b2u.sampling import crop_spots
+    from napari_b2u.train.crops import crop_spots
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:128, 0:128]
@@ -145,7 +145,7 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     noisy[3:] *= 2.5  # the later frames exported at 2.5× the scale: 6.25× the variance
     trainer = api.make_trainer(noisy.astype(np.float32), steps=1, val_fraction=0.0, **TINY_T)
     train = trainer.data.train
-    risk = results.sure_risk(trainer)
+    risk = sure.sure_risk(trainer)
     frames = [f for f, _, _ in crop_spots(train.shape, max(trainer.patch_size, 128), 16)]
     per_crop = risk.var.mean(dim=(1, 2, 3)).numpy()
     low = per_crop[[f < 3 for f in frames]].mean()
@@ -163,7 +163,7 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
 def test_the_risk_estimate_holds_at_a_few_photons_for_outputs_curved_in_their_pixel(seed):
     """Photon noise at 0.5–4.5 photons per pixel: for an output curved in its own pixel the
     Gaussian SURE is far off (the Poisson second-order term), the estimate with it is not."""
-    from napari_b2u.risk import Risk
+    from napari_b2u.train.sure import Risk
 
     gen = torch.Generator().manual_seed(seed)
     lam = gaussian_filter(torch.rand(8, 1, 96, 96, generator=gen), 2.5)
@@ -195,7 +195,7 @@ def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
     and the full filter's exact term agrees with the probe's."""
     from napari_b2u.methods.classical import GaussModel
     from napari_b2u.noise import correlation_kernel
-    from napari_b2u.risk import Risk
+    from napari_b2u.train.sure import Risk
     from napari_b2u.sample_data import correlate
 
     rng = np.random.default_rng(seed)
@@ -227,14 +227,14 @@ def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
 def test_the_risk_estimate_takes_the_noise_correlation_the_mask_was_chosen_for():
     """Correlated noise: the training risk estimate gets the noise check's separable kernel
     (and the variance fit for it); independent noise: none, as before."""
-    from napari_b2u import results
+    from napari_b2u.train import sure
     from napari_b2u.noise import variance_fit
 
     corr, _ = fmdd_like_stack(3, (128, 128), corr_x=0.3, seed=5, dtype=np.float32)
     trainer = api.make_trainer(corr, steps=1, val_fraction=0.0, **TINY_T)
     report = trainer.noise
     assert report.mask == "x-line:3"
-    risk = results.sure_risk(trainer)
+    risk = sure.sure_risk(trainer)
     kernel = report.noise_kernel()
     np.testing.assert_allclose(risk.corr, kernel)
     assert kernel[3, 4] == pytest.approx(report.corr_x[0]) and report.corr_x[0] > 0.2
@@ -243,14 +243,14 @@ def test_the_risk_estimate_takes_the_noise_correlation_the_mask_was_chosen_for()
     (a0, b0), = variance_fit(trainer.data.train, 1)
     assert a > 1.1 * a0  # the residual of correlated noise has less variance: the fit says more
     plain, _ = fmdd_like_stack(3, (128, 128), seed=5, dtype=np.float32)
-    assert results.sure_risk(api.make_trainer(plain, steps=1, val_fraction=0.0,
+    assert sure.sure_risk(api.make_trainer(plain, steps=1, val_fraction=0.0,
                                               **TINY_T)).corr is None
 
 
 def test_the_probe_measures_a_linear_filters_divergence():
     """The Monte-Carlo divergence of a linear filter equals its centre tap × Σ variance."""
     from napari_b2u.methods.classical import GaussModel, gaussian_kernel1d
-    from napari_b2u.risk import Risk
+    from napari_b2u.train.sure import Risk
 
     x, y, fits = _poisson_gaussian_scene(2, 96)
     filt = GaussModel(1)
@@ -267,12 +267,12 @@ def test_the_probe_measures_a_linear_filters_divergence():
 def test_a_blended_model_denoises_as_the_blend_and_keeps_it_in_its_file(monkeypatch,
                                                                          small_stack,
                                                                          tmp_path):
-    from napari_b2u import results
+    from napari_b2u.train import sure
     from napari_b2u.methods.classical import gaussian_filter
 
     noisy, _ = small_stack
     # a validation where the two are equally good and independent: the optimum is w = 0.3
-    monkeypatch.setattr(results.Risk, "blend_sums", lambda *a: (1.0, -0.3, 1.0, 0.0, 0.0, 10))
+    monkeypatch.setattr(sure.Risk, "blend_sums", lambda *a: (1.0, -0.3, 1.0, 0.0, 0.0, 10))
     model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
     assert model.method_name == "b2u" and model.blend["weight"] == pytest.approx(0.3)
     assert "blended with a Gaussian filter" in model.info["chosen"]
@@ -357,15 +357,15 @@ def test_the_floor_validates_with_the_networks_blind_spot():
 
 def _rising_validation(monkeypatch):
     """Validation errors that only rise: the first validated checkpoint stays the best."""
-    from napari_b2u.engine import Trainer
+    from napari_b2u.train.trainer import Trainer
 
-    monkeypatch.setattr(Trainer, "_validate_safe", lambda self: 1.0 + self.step)
+    monkeypatch.setattr(Trainer, "validate", lambda self: 1.0 + self.step)
 
 
 @pytest.mark.parametrize("winner", ["last", "best"])
 def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeypatch,
                                                                         small_stack, winner):
-    from napari_b2u import results
+    from napari_b2u.train import keep
 
     _rising_validation(monkeypatch)
     seen = []
@@ -375,7 +375,7 @@ def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeyp
         worse = (len(seen) == 1) == (winner == "last")
         return risk.y + (0.1 if worse else 0.01), 0.0
 
-    monkeypatch.setattr(results, "measure_state", fake_measure)
+    monkeypatch.setattr(keep, "measure_state", fake_measure)
     model = api.train_stack(small_stack[0], steps=6, val_every=2, **TINY)
     assert len(seen) == 2
     kept = seen[1] if winner == "last" else seen[0]
@@ -392,10 +392,10 @@ def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeyp
 
 @pytest.mark.parametrize("keep", ["validation", "last"])
 def test_keep_validation_or_last_does_not_compare(monkeypatch, small_stack, keep):
-    from napari_b2u import results
+    from napari_b2u.train import keep as keeping
 
     _rising_validation(monkeypatch)
-    monkeypatch.setattr(results, "measure_state", lambda *a: pytest.fail("compared"))
+    monkeypatch.setattr(keeping, "measure_state", lambda *a: pytest.fail("compared"))
     model = api.train_stack(small_stack[0], steps=6, val_every=2, keep=keep, **TINY)
     assert "keep" not in model.info
     assert model.info["chosen"] == ("best by validation (step 2)" if keep == "validation"
@@ -404,12 +404,12 @@ def test_keep_validation_or_last_does_not_compare(monkeypatch, small_stack, keep
 
 def test_keep_auto_measures_both_networks_and_the_floor_reuses_the_kept_one(monkeypatch,
                                                                            small_stack):
-    from napari_b2u import results
+    from napari_b2u.train import sure
 
     _rising_validation(monkeypatch)
     calls = []
-    output = results.Risk.output
-    monkeypatch.setattr(results.Risk, "output", lambda self, f: calls.append(1) or output(self, f))
+    output = sure.Risk.output
+    monkeypatch.setattr(sure.Risk, "output", lambda self, f: calls.append(1) or output(self, f))
     model = api.train_stack(small_stack[0], steps=6, val_every=2,
                             **{**TINY, "floor": "gauss"})
     record = model.info["keep"]

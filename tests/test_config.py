@@ -8,7 +8,7 @@ from napari_b2u import api
 from napari_b2u.config import CONFIG_VERSION, FIELDS, TrainConfig, build_config
 from napari_b2u.data import Layout
 from napari_b2u.errors import InputError
-from napari_b2u.sampling import plan_training
+from napari_b2u.train.plan import plan_training
 
 from .conftest import TINY_T
 

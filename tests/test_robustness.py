@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from napari_b2u import api
 from napari_b2u.data import InputError, Layout, validate_stack
-from napari_b2u.engine import Trainer
+from napari_b2u.train.trainer import Trainer
 from napari_b2u.io.readers import read_image
 from napari_b2u.io.tiff import write_tiff
 
@@ -249,9 +249,11 @@ def test_model_from_unknown_method(tmp_path, tiny_model):
 # ---- faults ---------------------------------------------------------------------------------
 
 def test_training_survives_out_of_memory(small_stack, monkeypatch):
+    from napari_b2u.train.steps import Steps
+
     noisy, _ = small_stack
     trainer = api.make_trainer(noisy, steps=4, **{**TINY_T, "batch_size": 4})
-    real = Trainer._train_step
+    real = Steps.train_step
     calls = {"n": 0}
 
     def flaky(self, *a):
@@ -260,41 +262,44 @@ def test_training_survives_out_of_memory(small_stack, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(self, *a)
 
-    monkeypatch.setattr(Trainer, "_train_step", flaky)
+    monkeypatch.setattr(Steps, "train_step", flaky)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         events = list(trainer)
     msgs = [e.message for e in events if e.message]
     assert any("batch size 2" in m for m in msgs)
     assert events[-1].done and events[-1].step == 4
-    assert trainer.batch_size == 2
+    assert trainer.batch_size == 2 and calls["n"] == 5  # the failed step was run again
 
 
 def test_validation_and_previews_survive_out_of_memory(small_stack, monkeypatch):
+    from napari_b2u.train import trainer as engine
+
     noisy, _ = small_stack
-    trainer = api.make_trainer(noisy, steps=6, val_every=2, preview_every=2,
-                               **{**TINY_T, "batch_size": 4})
-    real_val, real_prev = Trainer._validate, Trainer._previews
-    chunks, prev_calls = [], {"n": 0}
+    trainer = api.make_trainer(noisy, steps=6, val_every=2, preview_every=2, val_fraction=0.5,
+                               **{**TINY_T, "batch_size": 4})  # 4 held-out frames: 4 crops
+    method = trainer.method
+    real_val, real_prev = method.validation_error, engine.compute_preview
+    sizes, prev_calls = [], {"n": 0}
 
-    def val(self, vb=None):
-        chunks.append(vb)
-        if vb > 1:  # too big until the chunk is a single crop
+    def val(model, part):
+        sizes.append(part.shape[0])
+        if part.shape[0] > 1:  # too big until the chunk is a single crop
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return real_val(self, vb)
+        return real_val(model, part)
 
-    def prev(self, sched):
+    def prev(*a, **k):
         prev_calls["n"] += 1
         if prev_calls["n"] == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
-        return real_prev(self, sched)
+        return real_prev(*a, **k)
 
-    monkeypatch.setattr(Trainer, "_validate", val)
-    monkeypatch.setattr(Trainer, "_previews", prev)
+    monkeypatch.setattr(method, "validation_error", val)
+    monkeypatch.setattr(engine, "compute_preview", prev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         events = list(trainer)
-    assert chunks == [4, 2, 1, 1, 1]  # halved until it fit, then kept for the run
+    assert sizes[:3] == [4, 2, 1] and set(sizes[3:]) == {1}  # halved until it fit, then kept
     assert all(np.isfinite(r["val_error"]) for r in trainer.history)
     assert len(trainer.history) == 3
     with_prev = [e.step for e in events if e.previews]
@@ -331,13 +336,15 @@ def test_non_oom_errors_propagate(small_stack, monkeypatch):
     def broken(self, *a):
         raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
 
-    monkeypatch.setattr(Trainer, "_train_step", broken)
+    from napari_b2u.train.steps import Steps
+
+    monkeypatch.setattr(Steps, "train_step", broken)
     with pytest.raises(RuntimeError, match="cuDNN"):
         list(trainer)
     # cleaned up after the failure: nothing held (on a GPU, this is its memory)
     assert trainer.optimizer.state == {}
     assert trainer.val is None and not hasattr(trainer.sampler, "data")
-    assert trainer._best_state is None and trainer._good_state is None
+    assert trainer.state.best_state is None and trainer.steps.good_state is None
 
 
 def _nan_at(steps_with_nan):
@@ -415,7 +422,7 @@ def test_finished_trainer_holds_no_training_tensors(small_stack):
     trainer.result()
     assert not hasattr(trainer.sampler, "data") and trainer.val is None
     assert trainer.optimizer.state == {}
-    assert trainer._best_state is None and trainer._good_state is None
+    assert trainer.state.best_state is None and trainer.steps.good_state is None
 
 
 # ---- autosave and resume --------------------------------------------------------------------

@@ -5,8 +5,8 @@ import torch
 from napari_b2u import api
 from napari_b2u.config import TrainConfig
 from napari_b2u.device import cpu_bf16_native
-from napari_b2u.engine import Trainer
-from napari_b2u.sampling import CropSampler
+from napari_b2u.train.trainer import Trainer
+from napari_b2u.train.crops import CropSampler
 
 from .conftest import TINY, TINY_T, mean_psnr
 
@@ -52,7 +52,7 @@ def test_events_report_progress_and_previews(small_stack):
 def test_no_previews_without_a_callback(small_stack, monkeypatch):
     """Nobody sees previews without a callback, so training does not compute them; with one
     (or with preview_every given) it does."""
-    import napari_b2u.engine as engine
+    import napari_b2u.train.trainer as engine
 
     noisy, _ = small_stack
     calls = []
@@ -112,13 +112,14 @@ def test_deterministic_with_seed(small_stack):
 def test_time_budget(small_stack, monkeypatch):
     import types
 
-    from napari_b2u import engine
+    from napari_b2u.train import steps, trainer
 
     # the engine's clock advances 0.1 s per reading, so the test does not depend on how fast
-    # this machine runs (about 2 readings per step: ~0.2 s per step)
+    # this machine runs (about 3 readings per step: ~0.3 s per step)
     ticks = iter(range(10**6))
-    monkeypatch.setattr(engine, "time", types.SimpleNamespace(
-        perf_counter=lambda: 0.1 * next(ticks)))
+    clock = types.SimpleNamespace(perf_counter=lambda: 0.1 * next(ticks))
+    for module in (trainer, steps):
+        monkeypatch.setattr(module, "time", clock)
     noisy, _ = small_stack
     events = []
     model = api.train_stack(noisy, max_time=2.0, callback=events.append, **TINY)
@@ -147,7 +148,7 @@ def test_validation_keeps_best_model(small_stack):
     m = model.model("cpu")
     with torch.no_grad():
         err = trainer.method.validation_error(m, torch.from_numpy(
-            __import__("napari_b2u.engine", fromlist=["x"]).validation_crops(
+            __import__("napari_b2u.train.crops", fromlist=["x"]).validation_crops(
                 trainer.data.val, max(trainer.patch_size, min(128, 2 * trainer.patch_size)),
                 trainer.config.val_patches))).item()
     assert err == pytest.approx(best["val_error"], rel=1e-4)
@@ -295,7 +296,7 @@ def test_warm_start_from_an_earlier_model(small_stack, tmp_path):
 
 def test_packaged_pretrained_weights_load_and_fine_tune(small_stack):
     """The shipped generic model (CPU network) warm-starts training on CPU in the test suite."""
-    from napari_b2u.pretrained import packaged_path
+    from napari_b2u.train.warm_start import packaged_path
 
     noisy, clean = small_stack
     cfg = dict(width=24, depth=4, patch_size=32, batch_size=4, device="cpu", compile=False,

@@ -271,7 +271,7 @@ def test_closing_the_viewer_during_training_stops_the_thread(make_napari_viewer,
     viewer.close()
     # napari quits the worker; the trainer is stopped, keeps its model and the thread ends
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=WAIT)
-    qtbot.waitUntil(lambda: trainer._result is not None, timeout=WAIT)  # the model is kept
+    qtbot.waitUntil(lambda: trainer.state.result is not None, timeout=WAIT)  # the model is kept
     assert ctl.stop_requested.is_set() and trainer.stopping
 
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 from .config import PRESETS, TrainConfig, build_config
 from .device import available_devices, device_info
-from .engine import Trainer, TrainEvent
+from .train.events import TrainEvent
+from .train.trainer import Trainer
 from .errors import InputError
 from .denoise.denoiser import Denoiser
 from .methods import method_names

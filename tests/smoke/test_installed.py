@@ -59,7 +59,7 @@ def test_every_data_file_of_the_source_tree_is_installed():
 
 def test_pretrained_models_load_and_are_found():
     from napari_b2u.denoise.denoiser import Denoiser
-    from napari_b2u.pretrained import PACKAGED, packaged_path
+    from napari_b2u.train.warm_start import PACKAGED, packaged_path
 
     for key, name in PACKAGED.items():
         installed = files("napari_b2u") / "pretrained" / name

@@ -97,7 +97,7 @@ class PreviewLayers:
         layer.contrast_limits = source.contrast_limits
 
     def show(self, preview, layout) -> None:
-        """Put a :class:`~napari_b2u.engine.Preview` into the layers (a layer the user removed
+        """Put a :class:`~napari_b2u.train.events.Preview` into the layers (a layer the user removed
         stays removed)."""
         source = self.source
         if source is None:

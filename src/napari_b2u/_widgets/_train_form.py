@@ -5,7 +5,7 @@ Every training setting is an input made from its :data:`napari_b2u.config.FIELDS
 method parameter from the method's ``user_params()`` (type, range, choices, help), so the form
 knows nothing of what a setting means. :meth:`TrainForm.options` gives the flat options of
 :func:`~napari_b2u.config.build_config` (None: the device preset or the method's default decides)
-and :meth:`TrainForm.plan` the core's :func:`~napari_b2u.sampling.plan_training` for them — the
+and :meth:`TrainForm.plan` the core's :func:`~napari_b2u.train.plan.plan_training` for them — the
 steps of N epochs, the patch that fits, the hold-out — never a rule of the widget's own.
 """
 
@@ -136,7 +136,7 @@ class TrainForm(QWidget):
         self.plan_label = QLabel()
         self.plan_label.setWordWrap(True)
         self.plan_label.setToolTip("What training will do with these settings on this layer "
-                                   "(napari_b2u.sampling.plan_training)")
+                                   "(napari_b2u.train.plan.plan_training)")
         form.addRow("Plan", self.plan_label)
 
         self.advanced, adv = form_section("Advanced settings")
@@ -346,7 +346,7 @@ class TrainForm(QWidget):
     def plan(self, **changes):
         """What the Trainer will do on the chosen layer with these settings (``changes``:
         other options), by the core's rule. InputError when a setting or the layer is wrong."""
-        from ..sampling import plan_training
+        from ..train.plan import plan_training
 
         return plan_training(self.layout(), self.config(**changes), self.device(),
                              separate_val=self.val_layer() is not None)

@@ -1,5 +1,5 @@
 """The training thread's side of the Train widget: a generator run by a napari worker that builds
-a :class:`~napari_b2u.engine.Trainer` with ``api.make_trainer``, trains, and sends
+a :class:`~napari_b2u.train.trainer.Trainer` with ``api.make_trainer``, trains, and sends
 :class:`Packet` s to the GUI thread. Qt-free.
 
 It yields at most ``GUI_INTERVAL`` apart (plus every preview, validation, message and the end),
@@ -64,7 +64,7 @@ class Packet:
 def _run_info(trainer, axes: str, shape, separate_val: bool) -> RunInfo:
     from ..data import Layout
     from ..errors import InputError
-    from ..sampling import plan_training
+    from ..train.plan import plan_training
 
     cfg = trainer.config
     try:

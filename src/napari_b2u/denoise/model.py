@@ -30,7 +30,7 @@ class TrainedModel:
         self.normalization = normalization
         self.info = dict(info or {})
         #: {"weight": w, "gauss_sigma": [σ per channel]}: the output is w × the network's +
-        #: (1 − w) × a Gaussian filter's (the classical floor's blend, results.apply_floor)
+        #: (1 − w) × a Gaussian filter's (the classical floor's blend, train.floor)
         self.blend = dict(blend) if blend else None
         self._method = get_method(method, **self.method_params)
         self._model = None

@@ -2,11 +2,10 @@
 drawn from a bounded in-memory buffer of random blocks that is refreshed as training goes.
 
 When a lazy input (zarr / OME-Zarr, big TIFF, dask) would not fit the memory budget in memory
-(:func:`~napari_b2u.io.sources.needs_lazy`), :func:`lazy_train_data` replaces
-:func:`~napari_b2u.sampling.prepare_data`: the same hold-out plan
-(:func:`~napari_b2u.sampling.plan_split`: held-out frames, or a band of every frame), the
-normalization fitted on a sample, and :class:`LazyFrames` where the in-memory path has arrays
-(previews, validation and calibration crops read just the crops they need).
+(:func:`~napari_b2u.io.sources.needs_lazy`), :func:`~.data.prepare_data` holds
+:class:`LazyFrames` where it would hold arrays (previews, validation and calibration crops read
+just the crops they need), with the normalization fitted on a sample; the checks, the hold-out
+plan and the split are the in-memory ones.
 
 **How the crops stay uniform.** The in-memory sampler picks a frame uniformly and a crop origin
 uniformly in it. Here the origins of every training frame are cut into blocks of ``core`` ×
@@ -24,15 +23,14 @@ buffer turns over every 8 × ``refresh_every`` steps, like a shuffle buffer.
 from __future__ import annotations
 
 import math
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from .data import Normalization, fit_normalization, warn_dynamic_range
-from .io.sources import FrameReader, needs_lazy, open_source, source_fingerprint, source_layout
-from .sampling import gather_crops
+from ..data import Normalization, fit_normalization
+from ..io.sources import FrameReader
+from .crops import gather_crops
 
 #: bytes of the crop buffer, origins per block side, steps between refreshes
 BUFFER_BYTES = 256 * 2**20
@@ -100,6 +98,27 @@ class LazyFrames:
     def buffered_sampler(self, device, seed: int, augment: bool = True):
         return BufferedCropSampler(self, device, seed, augment)
 
+    def subset(self, index, region=None) -> LazyFrames:
+        """Frames ``index`` of this view, rows/columns ``region`` (y0, y1, x0, x1) of it."""
+        y0, y1, x0, x1 = region if region is not None else (0, self.shape[2], 0, self.shape[3])
+        ry, rx = self.region[0], self.region[2]
+        return LazyFrames(self.reader, self.norm, self.index[np.asarray(index, np.int64)],
+                          (ry + y0, ry + y1, rx + x0, rx + x1))
+
+    def informative(self, side: int = 64) -> np.ndarray:
+        """Which frames are not constant: a central crop of each is read, and only a frame
+        whose crop is constant is read whole to be sure (dropped frames are rare)."""
+        _, _, h, w = self.shape
+        ch, cw = min(side, h), min(side, w)
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        keep = np.ones(self.shape[0], bool)
+        for j in range(self.shape[0]):
+            crop = self.read(j, y0, y0 + ch, x0, x0 + cw)
+            if crop.max() == crop.min():
+                whole = self.read(j, 0, h, 0, w)
+                keep[j] = whole.max() > whole.min()
+        return keep
+
 
 def fit_lazy_normalization(reader: FrameReader, mode: str = "auto") -> tuple[Normalization,
                                                                            np.ndarray]:
@@ -114,68 +133,10 @@ def fit_lazy_normalization(reader: FrameReader, mode: str = "auto") -> tuple[Nor
     return fit_normalization(sample, mode), sample
 
 
-def lazy_train_data(stack, axes, patch_size: int, multiple: int, val_fraction: float,
-                    val_stack, normalization, min_val_frames: int):
-    """``(TrainData, patch_size)`` for a lazy stack too large for memory, else None."""
-    from .sampling import TrainData, plan_split
-
-    src = open_source(stack) if not isinstance(stack, np.ndarray) else None
-    if src is None or not needs_lazy(src):
-        return None
-    layout = source_layout(src, axes)
-    reader = FrameReader(src, layout)
-    n, c, h, w = reader.shape
-    if isinstance(normalization, Normalization):
-        norm = normalization
-    else:
-        norm, sample = fit_lazy_normalization(reader, normalization)
-        warn_dynamic_range(norm.apply(sample), stacklevel=5)
-    plan = plan_split(n, c, h, w, patch_size, multiple, val_fraction,
-                      separate_val=val_stack is not None, min_val_frames=min_val_frames)
-    for note in plan.notes:
-        warnings.warn(note, stacklevel=4)
-    frames = LazyFrames(reader, norm, np.arange(n))
-    train, val, split = frames, None, plan.description
-    if plan.kind == "frames":
-        held = np.asarray(plan.val_index, dtype=np.int64)
-        train = LazyFrames(reader, norm, np.setdiff1d(np.arange(n), held))
-        val = LazyFrames(reader, norm, held)
-        split = f"{split} (frames {held.tolist()})"
-    elif plan.kind == "region":
-        along_y, cut = plan.region
-        train = LazyFrames(reader, norm, np.arange(n), (0, cut, 0, w) if along_y else
-                           (0, h, 0, cut))
-        val = LazyFrames(reader, norm, np.arange(n), (cut, h, 0, w) if along_y else
-                         (0, h, cut, w))
-    elif plan.kind == "stack":
-        vsrc = open_source(val_stack)
-        if vsrc is not None:
-            vl = source_layout(vsrc, layout.axes if len(vsrc.shape) == len(src.shape) else None)
-            vr = FrameReader(vsrc, vl)
-            val = LazyFrames(vr, norm, np.arange(vr.shape[0]))
-        else:
-            from .data import Layout, validate_stack
-
-            varr, vax = validate_stack(val_stack, layout.axes if np.ndim(val_stack) == len(
-                src.shape) else None)
-            val = norm.apply(Layout(vax, varr.shape).to_frames(varr))
-        if val.shape[1] != c:
-            from .errors import InputError
-
-            raise InputError(f"the validation stack has {val.shape[1]} channel(s), the "
-                             f"training stack {c}")
-        split = f"validation on a separate stack of {val.shape[0]} frame(s)"
-    gib = src.nbytes / 2**30
-    split += (f"; the stack ({gib:.1f} GiB) is larger than the memory budget: crops come from "
-              "a buffer of random blocks")
-    return TrainData(frames, train, val, norm, layout, split,
-                     source_fingerprint(src, layout.axes)), plan.patch_size
-
-
 class BufferedCropSampler:
     """Random crops (with random dihedral flips) from a refreshed buffer of blocks of
     :class:`LazyFrames` — the sampler of the module docstring. Same interface as
-    :class:`~napari_b2u.sampling.CropSampler`."""
+    :class:`~.crops.CropSampler`."""
 
     def __init__(self, frames: LazyFrames, device, seed: int, augment: bool = True,
                  buffer_bytes: int = BUFFER_BYTES, refresh_every: int = REFRESH_EVERY,

@@ -3,7 +3,7 @@
 For noise of variance v = a·signal + b (per channel) independent between pixels,
 E‖out − x‖² + Σv = E‖out − y‖² + 2 Σ v_i ∂out_i/∂y_i: the divergence term is what an output that
 sees its noisy pixel gains by passing that pixel's noise, which a plain residual rewards. Training
-uses it twice (:mod:`~napari_b2u.results`): to choose between the checkpoint the blind-spot
+uses it twice (:mod:`.keep`, :mod:`.floor`): to choose between the checkpoint the blind-spot
 validation kept and the last weights, and to weigh the classical floor's blend. Both compare
 outputs on the same crops with the same probes, so their difference is estimated with much less
 noise than either risk alone.
@@ -34,6 +34,10 @@ import math
 import numpy as np
 import torch
 
+from ..denoise.predict import ensemble_views, predict_view
+from ..noise import frames_report, variance_fit
+from .crops import crop_spots, take_crops
+
 #: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
 #: the same blend weights on real frames)
 PROBE_EPS = 0.01
@@ -60,7 +64,7 @@ class Risk:
 
     def __init__(self, crops: torch.Tensor, fits, seed: int = 0,
                  signal: torch.Tensor | None = None, corr: np.ndarray | None = None):
-        from .methods.classical import gaussian_filter
+        from ..methods.classical import gaussian_filter
 
         self.y = crops.float()
         dev = self.y.device
@@ -130,7 +134,7 @@ class Risk:
         quadratic in w. The filter's divergence is exact for independent noise: its centre
         tap × Σv; for correlated noise Σ_d R(d) g(d) × Σv (:meth:`_filter_trace`), which takes
         the variance as locally constant over the filter's reach."""
-        from .methods.classical import gaussian_kernel1d
+        from ..methods.classical import gaussian_kernel1d
 
         f = filt(self.y).float()
         trace = torch.tensor([self._filter_trace(gaussian_kernel1d(float(s)))
@@ -151,3 +155,34 @@ class Risk:
         n = min(r, h)
         return float((self.corr[r - n:r + n + 1, r - n:r + n + 1]
                       * g[h - n:h + n + 1, h - n:h + n + 1]).sum())
+
+
+def sure_risk(trainer):
+    """The risk estimate on 16 training crops (those the floor calibrates on), each with the
+    noise law of its own frame and, where the noise is correlated between neighbours, its
+    measured correlation; None when the noise fit gives nothing to measure with."""
+    train = trainer.data.train
+    size = max(trainer.patch_size, 128)
+    spots = crop_spots(train.shape, size, 16)
+    taken = take_crops(train, size, spots)
+    crops = torch.from_numpy(taken).to(trainer.device)
+    # the noise check of training (mask="auto"), else one of these crops (a given mask)
+    report = trainer.noise if trainer.noise is not None else frames_report(taken)
+    corr = report.noise_kernel()
+    laws = {f: variance_fit(train, f, corr) for f in sorted({f for f, _, _ in spots})}
+    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr)
+    return risk if risk.usable() else None
+
+
+def network_output(trainer):
+    """The trained network's prediction as the user gets it, as a function of normalized
+    crops: the method's default output, averaged over the dihedral views when inference of the
+    training stack would ensemble; in float32 (the risk probe's differences are below half
+    precision)."""
+    method, model = trainer.method, trainer.model
+    output = method.check_output(None)
+    views = ensemble_views(method, tuple(trainer.data.frames.shape), output, trainer.device)
+
+    def predict(y):
+        return sum(predict_view(method, model, y, output, v) for v in range(views)) / views
+    return predict

@@ -13,39 +13,39 @@ import re
 import numpy as np
 import torch
 
-from .config import FIELDS, TrainConfig
-from .data import Normalization
-from .errors import InputError
-from .io.files import atomic_write
-from .io.sources import stack_fingerprint
-from .modelfile import check_checkpoint, read_checkpoint
-from .results import make_denoiser
+from ..config import FIELDS, TrainConfig
+from ..data import Normalization
+from ..errors import InputError
+from ..io.files import atomic_write
+from ..io.sources import stack_fingerprint
+from ..modelfile import check_checkpoint, read_checkpoint
+from .keep import make_denoiser
 
 
 def make_checkpoint(trainer) -> dict:
     """A model file (the best model so far) that also holds everything to resume training."""
-    best = trainer.best_record()
-    if trainer._best_state is not None and best is not None:
-        ck = make_denoiser(trainer, trainer._best_state,
-                           f"best by validation (step {best['step']})")
+    st, steps = trainer.state, trainer.steps
+    best = st.best_record()
+    if st.best_state is not None and best is not None:
+        ck = make_denoiser(trainer, st.best_state, f"best by validation (step {best['step']})")
     else:
         ck = make_denoiser(trainer, trainer.average.kept(trainer.model), "last")
     ck = ck.to_checkpoint()
     lay = trainer.data.layout
     method = trainer.method
     ck["training"] = {
-        "step": trainer.step,
-        "elapsed": float(trainer.elapsed),
+        "step": st.step,
+        "elapsed": float(st.elapsed),
         "config": trainer.config.to_dict(),
-        "base_lr": float(trainer.base_lr),
-        "batch_size": int(trainer.batch_size),
+        "base_lr": float(steps.base_lr),
+        "batch_size": int(steps.batch_size),
         "model": {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()},
-        "optimizer": trainer.optimizer.state_dict(),
-        "best_state": ({k: v.detach().cpu() for k, v in trainer._best_state.items()}
-                       if trainer._best_state is not None else None),
-        "best_val": float(trainer._best_val) if math.isfinite(trainer._best_val) else None,
-        "history": list(trainer.history),
-        "nan_retries": trainer._nan_retries,
+        "optimizer": steps.optimizer.state_dict(),
+        "best_state": ({k: v.detach().cpu() for k, v in st.best_state.items()}
+                       if st.best_state is not None else None),
+        "best_val": float(st.best_val) if math.isfinite(st.best_val) else None,
+        "history": list(st.history),
+        "nan_retries": st.nan_retries,
         "ema": ({k: v.detach().cpu() for k, v in trainer.average.state.items()}
                 if trainer.average.on else None),
         "sampler_rng": trainer.sampler.gen.get_state(),
@@ -236,24 +236,25 @@ def restore(trainer, tr: dict, source: str = "the checkpoint") -> None:
     if {k: v.shape for k, v in tr["model"].items()} != {k: v.shape for k, v in live.items()}:
         raise damaged(source, "config: its network differs from the saved weights")
     trainer.model.load_state_dict(tr["model"])
-    trainer.base_lr = float(tr["base_lr"])
-    trainer.batch_size = int(tr["batch_size"])
-    trainer.optimizer = trainer._make_optimizer()
-    if not _optimizer_ok(tr["optimizer"], trainer.optimizer):
+    st, steps = trainer.state, trainer.steps
+    steps.base_lr = st.lr = float(tr["base_lr"])
+    steps.batch_size = int(tr["batch_size"])
+    steps.optimizer = steps.make_optimizer()
+    if not _optimizer_ok(tr["optimizer"], steps.optimizer):
         raise damaged(source, "optimizer")
     try:
-        trainer.optimizer.load_state_dict(tr["optimizer"])
+        steps.optimizer.load_state_dict(tr["optimizer"])
     except (ValueError, KeyError, TypeError, RuntimeError):
         raise damaged(source, "optimizer") from None
-    trainer.step = int(tr["step"])
-    trainer.elapsed = float(tr["elapsed"])
-    trainer.history = [dict(r) for r in tr["history"]]
-    trainer._nan_retries = int(tr.get("nan_retries", 0))
+    st.step = int(tr["step"])
+    st.elapsed = float(tr["elapsed"])
+    st.history = [dict(r) for r in tr["history"]]
+    st.nan_retries = int(tr.get("nan_retries", 0))
     if tr.get("ema") is not None and trainer.average.on:
         trainer.average.state = {k: v.to(trainer.device) for k, v in tr["ema"].items()}
     if tr.get("best_state") is not None:
-        trainer._best_state = {k: v.to(trainer.device) for k, v in tr["best_state"].items()}
-        trainer._best_val = float(tr["best_val"])
+        st.best_state = {k: v.to(trainer.device) for k, v in tr["best_state"].items()}
+        st.best_val = float(tr["best_val"])
     if tr.get("rng_device") == trainer.device.type:
         try:
             trainer.sampler.gen.set_state(tr["sampler_rng"])

@@ -85,29 +85,29 @@ def build_event(trainer, validated=False, previews=None, message=None, done=Fals
                 stopped=False) -> TrainEvent:
     """The event for the trainer's current state: progress, the total steps (estimated from
     the time used under a time budget), the ETA, the last and best validation errors."""
-    cfg, step = trainer.config, trainer.step
-    p = 1.0 if (done and not stopped) else trainer._progress(step, trainer.elapsed)
+    cfg, st = trainer.config, trainer.state
+    step = st.step
+    p = 1.0 if (done and not stopped) else trainer.progress()
     if cfg.steps:
         total = cfg.steps
     elif p > 0.02:
         total = int(round(step / p))
     else:
         total = None
-    rate = trainer._rate
+    rate = st.rate
     if done:
         eta = 0.0
     elif cfg.max_time and not cfg.steps:
-        eta = max(0.0, cfg.max_time - trainer.elapsed)
+        eta = max(0.0, cfg.max_time - st.elapsed)
     elif rate and total:
         eta = max(0.0, (total - step) / rate)
     else:
         eta = None
-    history = trainer.history
-    best = trainer.best_record()
+    history = st.history
+    best = st.best_record()
     return TrainEvent(
-        step=step, total_steps=total, progress=p, loss=trainer._loss,
-        terms=dict(trainer._terms), schedule=trainer._sched, lr=trainer._lr, steps_per_s=rate,
-        elapsed=trainer.elapsed, eta=eta,
+        step=step, total_steps=total, progress=p, loss=st.loss, terms=dict(st.terms),
+        schedule=st.schedule, lr=st.lr, steps_per_s=rate, elapsed=st.elapsed, eta=eta,
         val_error=history[-1]["val_error"] if history else None,
         best_val_error=best["val_error"] if best else None,
         best_step=best["step"] if best else None, validated=validated, previews=previews,

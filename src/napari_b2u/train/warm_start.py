@@ -1,9 +1,10 @@
 """Starting weights for training ("warm start").
 
-``warm_start="pretrained"`` starts from a generic fluorescence model shipped here (trained by
-``benchmarks/pretrain.py`` on the project's own synthetic generator; see MODELS.md for the data,
-the command and the time it took); ``warm_start="path/to/earlier.b2u"`` starts from a model the
-user trained before, e.g. on another stack of the same microscope. Either way the file is
+``warm_start="pretrained"`` starts from a generic fluorescence model shipped in the package's
+``pretrained/`` folder (trained by ``benchmarks/pretrain.py`` on the project's own synthetic
+generator; see pretrained/MODELS.md for the data, the command and the time it took);
+``warm_start="path/to/earlier.b2u"`` starts from a model the user trained before, e.g. on
+another stack of the same microscope. Either way the file is
 checked like any model file, and its network must be the one being trained.
 """
 
@@ -12,7 +13,9 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+from ..denoise.model import TrainedModel
 from ..errors import InputError
+from ..modelfile import read_checkpoint
 
 #: packaged models, by the network they hold: (arch, channels, width, depth) -> file name
 PACKAGED = {
@@ -31,7 +34,7 @@ def packaged_path(model_config: dict) -> Path | None:
     name = PACKAGED.get(_key(model_config))
     if name is None or model_config.get("out_channels") != model_config.get("in_channels"):
         return None
-    path = Path(str(files(__name__) / name))
+    path = Path(str(files("napari_b2u") / "pretrained" / name))
     return path if path.is_file() else None
 
 
@@ -39,8 +42,6 @@ def warm_start_weights(spec: str, model_config: dict):
     """``(state_dict, description)`` to start training from, or ``(None, why not)`` when
     ``spec`` is 'pretrained' and nothing fits this network (training then starts from
     scratch). A path that does not fit is an InputError."""
-    from ..denoise.denoiser import Denoiser
-
     if spec == "pretrained":
         path = packaged_path(model_config)
         if path is None:
@@ -48,9 +49,9 @@ def warm_start_weights(spec: str, model_config: dict):
             c = model_config.get("in_channels")
             return None, (f"no pretrained weights for this network ({model_config.get('arch')}"
                           f", {c} channel(s), width {w}, depth {d}); training from scratch")
-        model = Denoiser.load(path)
+        model = TrainedModel.from_checkpoint(read_checkpoint(path), str(path))
         return model.state_dict, f"pretrained: {model.info.get('description', path.name)}"
-    model = Denoiser.load(spec)
+    model = TrainedModel.from_checkpoint(read_checkpoint(spec), str(spec))
     mine = {k: v for k, v in model.model_config.items()}
     if mine != dict(model_config):
         raise InputError(
