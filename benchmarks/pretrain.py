@@ -34,8 +34,8 @@ import torch
 
 import napari_b2u
 from napari_b2u.data import Normalization
-from napari_b2u.device import amp_dtype
 from napari_b2u.denoise.denoiser import Denoiser
+from napari_b2u.device import amp_dtype
 from napari_b2u.masking import global_mask, mask_mapper
 from napari_b2u.methods import get_method
 from napari_b2u.sample_data import random_noisy_batch, random_scene

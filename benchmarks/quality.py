@@ -26,8 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_b2u import api  # noqa: E402
-from napari_b2u.io.fmdd import TEST_VIEW, list_sets, load_view, split_views
 from napari_b2u.denoise.denoiser import Denoiser
+from napari_b2u.io.fmdd import TEST_VIEW, list_sets, load_view, split_views
 from napari_b2u.metrics import evaluate  # noqa: E402
 from napari_b2u.sample_data import fmdd_like_stack  # noqa: E402
 

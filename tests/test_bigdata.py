@@ -389,7 +389,8 @@ def test_cli_tiff_output_of_a_zarr_input_and_the_memory_budget(tiny_model, tmp_p
 # ---- lazy training data ----------------------------------------------------------------------
 def test_lazy_crops_are_uniform_and_never_touch_held_out_frames(monkeypatch):
     from napari_b2u.data import Layout, Normalization
-    from napari_b2u.io.sources import ArraySource, FrameReader
+    from napari_b2u.io.frames import FrameReader
+    from napari_b2u.io.sources import ArraySource
     from napari_b2u.train.lazydata import BufferedCropSampler, LazyFrames
 
     n, h, w, p = 6, 23, 19, 4

@@ -134,8 +134,8 @@ def test_the_risk_estimate_fits_the_noise_of_each_crops_own_frame():
     """Frames exported one by one (each scaled to its own range) have different noise laws in
     the stack's units: each risk crop takes the law of the frame it came from, not one law for
     the stack (that mis-weighed the W2S stack's blend by 0.3 in w)."""
-    from napari_b2u.train import sure
     from napari_b2u.noise import frames_report, variance_fit
+    from napari_b2u.train import sure
     from napari_b2u.train.crops import crop_spots
 
     rng = np.random.default_rng(0)
@@ -195,8 +195,8 @@ def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
     and the full filter's exact term agrees with the probe's."""
     from napari_b2u.methods.classical import GaussModel
     from napari_b2u.noise import correlation_kernel
-    from napari_b2u.train.sure import Risk
     from napari_b2u.sample_data import correlate
+    from napari_b2u.train.sure import Risk
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:128, 0:128]
@@ -227,8 +227,8 @@ def test_the_risk_estimate_holds_for_noise_correlated_between_neighbours(seed):
 def test_the_risk_estimate_takes_the_noise_correlation_the_mask_was_chosen_for():
     """Correlated noise: the training risk estimate gets the noise check's separable kernel
     (and the variance fit for it); independent noise: none, as before."""
-    from napari_b2u.train import sure
     from napari_b2u.noise import variance_fit
+    from napari_b2u.train import sure
 
     corr, _ = fmdd_like_stack(3, (128, 128), corr_x=0.3, seed=5, dtype=np.float32)
     trainer = api.make_trainer(corr, steps=1, val_fraction=0.0, **TINY_T)
@@ -267,8 +267,8 @@ def test_the_probe_measures_a_linear_filters_divergence():
 def test_a_blended_model_denoises_as_the_blend_and_keeps_it_in_its_file(monkeypatch,
                                                                          small_stack,
                                                                          tmp_path):
-    from napari_b2u.train import sure
     from napari_b2u.methods.classical import gaussian_filter
+    from napari_b2u.train import sure
 
     noisy, _ = small_stack
     # a validation where the two are equally good and independent: the optimum is w = 0.3

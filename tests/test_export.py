@@ -232,9 +232,9 @@ def test_a_missing_extra_is_one_error_naming_it(tmp_path, small_stack, tiny_mode
 def test_the_architecture_file_stands_alone_and_matches_the_training_networks():
     import torch
 
-    from napari_b2u.zoo.export import architecture_source
     from napari_b2u.methods import get_method
     from napari_b2u.models.export_net import ExportNet
+    from napari_b2u.zoo.export import architecture_source
 
     ns: dict = {}
     exec(compile(architecture_source(), "napari_b2u_network.py", "exec"), ns)  # torch only

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from napari_b2u import api
 from napari_b2u.config import CONFIG_VERSION
-from napari_b2u.errors import InputError
 from napari_b2u.denoise.denoiser import Denoiser
+from napari_b2u.errors import InputError
 from napari_b2u.modelfile import MODEL_VERSION, weights_checksum
 
 

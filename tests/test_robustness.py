@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from napari_b2u import api
 from napari_b2u.data import InputError, Layout, validate_stack
-from napari_b2u.train.trainer import Trainer
 from napari_b2u.io.readers import read_image
 from napari_b2u.io.tiff import write_tiff
 

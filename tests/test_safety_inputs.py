@@ -19,10 +19,10 @@ import tifffile
 from napari_b2u import api
 from napari_b2u.cli import main
 from napari_b2u.errors import InputError
+from napari_b2u.io.frames import open_image
+from napari_b2u.io.memory import BUDGET_ENV
 from napari_b2u.io.readers import read_image
 from napari_b2u.io.tiff import _ome_takes, tiff_axes, write_tiff
-from napari_b2u.io.memory import BUDGET_ENV
-from napari_b2u.io.sources import open_image
 
 DEN = ["--device", "cpu", "-q"]
 #: train stops at reading its input in every refusal below: no model is needed

@@ -5,8 +5,8 @@ import torch
 from napari_b2u import api
 from napari_b2u.config import TrainConfig
 from napari_b2u.device import cpu_bf16_native
-from napari_b2u.train.trainer import Trainer
 from napari_b2u.train.crops import CropSampler
+from napari_b2u.train.trainer import Trainer
 
 from .conftest import TINY, TINY_T, mean_psnr
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .config import PRESETS, TrainConfig, build_config
+from .denoise.denoiser import Denoiser
 from .device import available_devices, device_info
+from .errors import InputError
+from .methods import method_names
 from .train.events import TrainEvent
 from .train.trainer import Trainer
-from .errors import InputError
-from .denoise.denoiser import Denoiser
-from .methods import method_names
 
 __all__ = [
     "train_stack", "denoise_stack", "load", "make_trainer", "Denoiser", "Trainer", "TrainConfig",
@@ -94,35 +94,53 @@ def train_stack(
                            resume=resume, steps=steps, max_time=max_time, **options)
     # a progress bar shows no images: previews would only cost time (the config keeps its
     # interval, so a run resumed in the Train widget previews again)
-    trainer.previews = callback is not None or asked
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=trainer.config.steps or 100, desc=f"train {trainer.method.name}",
-                   unit="step" if trainer.config.steps else "%")
+    trainer.preview.on = callback is not None or asked
+    bar = _Bar(trainer) if progress else None
     try:
-        for ev in trainer:
-            if bar is not None:
-                bar.n = ev.step if trainer.config.steps else int(100 * ev.progress)
-                post = {}
-                if ev.loss is not None:
-                    post["loss"] = f"{ev.loss:.4g}"
-                if ev.best_val_error is not None:
-                    post["val"] = f"{ev.best_val_error:.4g}"
-                bar.set_postfix(post, refresh=False)
-                bar.refresh()
-            if callback is not None and callback(ev) is False:
-                trainer.stop()
-    except KeyboardInterrupt:
-        # Ctrl-C in a notebook or terminal: keep what was learned so far.
-        trainer.stop()
-        for _ in trainer:
-            pass
+        _drive(trainer, callback, bar)
     finally:
         if bar is not None:
             bar.close()
     return trainer.result()
+
+
+def _drive(trainer: Trainer, callback, bar) -> None:
+    """Train to the end; ``callback(event) is False`` or Ctrl-C (in a notebook or a terminal)
+    stop it, keeping what was learned so far."""
+    try:
+        for ev in trainer:
+            if bar is not None:
+                bar.update(ev)
+            if callback is not None and callback(ev) is False:
+                trainer.stop()
+    except KeyboardInterrupt:
+        trainer.stop()
+        for _ in trainer:
+            pass
+
+
+class _Bar:
+    """A tqdm bar over the steps (or the per cent of a time budget), with loss and validation."""
+
+    def __init__(self, trainer: Trainer):
+        from tqdm.auto import tqdm
+
+        self.by_steps = bool(trainer.config.steps)
+        self.bar = tqdm(total=trainer.config.steps or 100, desc=f"train {trainer.method.name}",
+                        unit="step" if self.by_steps else "%")
+
+    def update(self, ev: TrainEvent) -> None:
+        self.bar.n = ev.step if self.by_steps else int(100 * ev.progress)
+        post = {}
+        if ev.loss is not None:
+            post["loss"] = f"{ev.loss:.4g}"
+        if ev.best_val_error is not None:
+            post["val"] = f"{ev.best_val_error:.4g}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def denoise_stack(stack, model: Denoiser | str, axes: str | None = None, out=None, **kwargs):

@@ -67,7 +67,7 @@ def cmd_train(a) -> int:
     from . import api
     from .config import _path_or_word
     from .io.files import check_distinct, check_output, check_writable
-    from .io.sources import open_image
+    from .io.frames import open_image
 
     out = Path(a.out)
     if out.suffix == "":
@@ -147,8 +147,9 @@ def cmd_denoise(a) -> int:
     from . import api
     from .data import check_output_dtype
     from .io.files import check_output, check_writable
+    from .io.frames import open_image
+    from .io.sources import is_zarr_path
     from .io.tiff import check_tiff_dtype, tiff_dtype_for, write_tiff
-    from .io.sources import is_zarr_path, open_image
 
     if a.outdir or len(a.input) > 1 or (a.out and is_zarr_path(a.out)):
         from .cli_zarr import denoise_to_zarr
@@ -184,10 +185,10 @@ def cmd_denoise(a) -> int:
 
 def cmd_export(a) -> int:
     from . import api
-    from .zoo.export import exportable_output, package_path
     from .io.files import check_output
     from .io.readers import read_image
     from .zoo import check_package, require_bioimageio
+    from .zoo.export import exportable_output, package_path
 
     require_bioimageio(core=a.test)  # before any work
     out = check_output(package_path(a.out), [a.model, a.sample], a.overwrite, "--out package")

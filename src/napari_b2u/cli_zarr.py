@@ -11,8 +11,8 @@ from .errors import InputError
 
 def denoise_to_zarr(a) -> int:
     from . import api
-    from .denoise.to_zarr import output_for
     from .denoise.cluster import client_for
+    from .denoise.to_zarr import output_for
     from .io.sources import is_zarr_path
 
     if a.outdir:

@@ -105,10 +105,12 @@ class Param:
 
 
 def check_all(specs: dict[str, Param], values: dict, owner: str = "") -> dict:
-    """Every value of ``values`` checked by its spec; unknown names are refused."""
+    """Every value of ``values`` checked by its spec (None means "the default" and is left
+    out); a name without a spec is refused with the known ones."""
     unknown = sorted(set(values) - set(specs))
     if unknown:
         where = f" for {owner}" if owner else ""
-        raise InputError(f"unknown setting(s) {', '.join(unknown)}{where}; known: "
-                         f"{', '.join(sorted(specs))}")
-    return {k: specs[k].check(v, owner) for k, v in values.items()}
+        raise InputError(f"unknown parameter(s) {', '.join(unknown)}{where}; known: "
+                         f"{', '.join(sorted(specs)) or 'none'}")
+    return {k: specs[k].check(v, f"{owner}:" if owner else "") for k, v in values.items()
+            if v is not None}

@@ -16,17 +16,15 @@ import napari.viewer
 from qtpy.QtWidgets import (
     QButtonGroup,
     QComboBox,
-    QLabel,
-    QLineEdit,
     QRadioButton,
     QSpinBox,
     QVBoxLayout,
 )
 
-from ..errors import InputError
 from ..denoise.predict import TTA_CHOICES
+from ..errors import InputError
 from ._denoise_job import DenoiseMessage, denoise_job
-from ._forms import button, form_section, hbox
+from ._forms import AxesRow, button, form_section, hbox
 from ._layers import (
     META_KEY,
     axes_warnings,
@@ -43,10 +41,8 @@ from ._model_bar import ModelBar
 from ._panel import Panel, start_worker
 from ._pickers import DeviceCombo, LayerChecklist
 from ._session import in_viewer, same_layer, session_for, unwrap
-from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error, sentence
+from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error
 from ._zarr_out import ZarrTarget, is_big, open_result, output_path, zarr_job
-
-_WARNING = "color: #e0b050;"
 
 
 @dataclass
@@ -92,24 +88,32 @@ class DenoiseWidget(Panel):
         lay.addWidget(self.model_bar)
         self._locked.append(self.model_bar)
         form = self._settings_form(lay)
+        self._build_layers(form)
+        self._build_result(form)
+        self.device_combo = DeviceCombo()
+        form.addRow("Device", self.device_combo)
+        lay.addWidget(self._build_advanced())
+        self._build_actions(lay)
+        self._update_restore()
+        self._show_axes()
+
+    def _build_layers(self, form) -> None:
+        """The layers to denoise and the axes of the highlighted one."""
         self.layer_list = LayerChecklist(self.viewer, decorate=self._decorate,
                                          initial=self._initial_layers(), multiscale_ok=True)
         self.layer_list.setToolTip("Tick the layers to denoise; all frames of each are denoised")
         self.layer_list.changed.connect(self._on_checked_changed)
         self.layer_list.currentRowChanged.connect(self._show_axes)
         form.addRow("Layers", self.layer_list)
-        self.axes_edit = QLineEdit()
-        self.axes_edit.setToolTip("Axes of the highlighted layer (T time, Z depth, C channel, "
-                                  "Y X the image): its axis labels or metadata, else those the "
-                                  "model was trained with, else a guess; edit if wrong")
-        self.axes_edit.textEdited.connect(self._on_axes_edited)
-        self.axes_hint = QLabel()
-        form.addRow("Axes", hbox(self.axes_edit, self.axes_hint))
-        self.axes_note = QLabel()
-        self.axes_note.setWordWrap(True)
-        self.axes_note.setStyleSheet(_WARNING)
-        self.axes_note.setVisible(False)
-        form.addRow(self.axes_note)
+        self.axes_row = AxesRow(
+            form, "Axes of the highlighted layer (T time, Z depth, C channel, Y X the image): "
+            "its axis labels or metadata, else those the model was trained with, else a guess; "
+            "edit if wrong", self._on_axes_edited)
+        self.axes_edit, self.axes_hint = self.axes_row.edit, self.axes_row.hint
+        self.axes_note = self.axes_row.note
+
+    def _build_result(self, form) -> None:
+        """Which output, the ensembling, and where the result goes."""
         self.output_combo = QComboBox()
         self.output_combo.setToolTip("Which output of the model's method to use")
         form.addRow("Output", self.output_combo)
@@ -139,8 +143,9 @@ class DenoiseWidget(Panel):
         self.zarr_target.setEnabled(False)
         self.to_zarr.toggled.connect(self._on_zarr_toggled)
         form.addRow("Save to", self.zarr_target)
-        self.device_combo = DeviceCombo()
-        form.addRow("Device", self.device_combo)
+
+    def _build_advanced(self):
+        """The collapsed section: tile size and frames per batch."""
         self.advanced, adv = form_section("Advanced settings")
         self._locked.append(self.advanced)
         self.tile_spin = QSpinBox()
@@ -155,7 +160,10 @@ class DenoiseWidget(Panel):
         self.batch_spin.setSpecialValueText("auto")
         self.batch_spin.setToolTip("Frames per batch (auto: by device memory budget)")
         adv.addRow("Frames per batch", self.batch_spin)
-        lay.addWidget(self.advanced)
+        return self.advanced
+
+    def _build_actions(self, lay) -> None:
+        """Denoise, Cancel, Restore original and the status line."""
         self.denoise_button, self.cancel_button = self._action_row(
             lay, ("Denoise", self.denoise),
             ("Cancel", self.cancel, "Stop denoising after the current batch or tile; "
@@ -168,8 +176,6 @@ class DenoiseWidget(Panel):
         self.status = StatusLabel("")
         lay.addWidget(self.status)
         lay.addStretch(1)
-        self._update_restore()
-        self._show_axes()
 
     def _decorate(self, layer) -> str:
         return "  (denoised in place)" if self.session.has_original(layer) else ""
@@ -254,8 +260,7 @@ class DenoiseWidget(Panel):
         self._set_notes(([note] if note else []) + axes_warnings(layer, axes, guessed))
 
     def _set_notes(self, notes) -> None:
-        self.axes_note.setText("\n".join(sentence(n) for n in notes))
-        self.axes_note.setVisible(bool(notes))
+        self.axes_row.show_notes(notes)
 
     # ---- public API ----------------------------------------------------------------------------
     @property

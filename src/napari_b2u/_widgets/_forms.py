@@ -11,12 +11,15 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
     QWidget,
 )
 from superqt import QCollapsible
+
+from ._text import sentence
 
 _INT_MAX = 2**31 - 1  # QSpinBox holds C ints
 
@@ -184,3 +187,28 @@ class ParamField(QObject):
 
     def setEnabled(self, on: bool) -> None:  # noqa: N802 - Qt name
         self.widget.setEnabled(on)
+
+
+#: the colour of warnings under a form row
+WARNING_STYLE = "color: #e0b050;"
+
+
+class AxesRow:
+    """The axes row both panels show: the axes string (editable), a hint beside it (the layout
+    in words) and a warning line below it (implausible or guessed axes), hidden when empty."""
+
+    def __init__(self, form, tooltip: str, on_edited):
+        self.edit = QLineEdit()
+        self.edit.setToolTip(tooltip)
+        self.edit.textEdited.connect(on_edited)
+        self.hint = QLabel()
+        form.addRow("Axes", hbox(self.edit, self.hint))
+        self.note = QLabel()
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet(WARNING_STYLE)
+        self.note.setVisible(False)
+        form.addRow(self.note)
+
+    def show_notes(self, notes) -> None:
+        self.note.setText("\n".join(sentence(n) for n in notes))
+        self.note.setVisible(bool(notes))

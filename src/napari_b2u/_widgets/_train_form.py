@@ -14,12 +14,12 @@ from __future__ import annotations
 from functools import partial
 
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QLineEdit, QWidget
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QWidget
 
 from ..config import FIELDS, PRESETS, build_config
 from ..errors import InputError
 from ..methods import get_method, method_titles
-from ._forms import ParamField, button, form_section, hbox, label_of
+from ._forms import AxesRow, ParamField, button, form_section, hbox, label_of
 from ._layers import (
     axes_warnings,
     describe_layout,
@@ -36,7 +36,6 @@ LENGTH = "length"
 #: epochs probed to turn a number of steps into epochs with the core's rule (precision 1/100)
 _EPOCH_PROBE = 100.0
 
-_WARNING = "color: #e0b050;"
 
 
 def method_class(name: str):
@@ -75,6 +74,13 @@ class TrainForm(QWidget):
     def _build(self, on_resume, on_reset) -> None:
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
+        self._build_data(form)
+        self._build_method(form)
+        self._build_run(form)
+        self._build_advanced(on_resume, on_reset)
+
+    def _build_data(self, form) -> None:
+        """The image, the validation stack and the axes."""
         self.layer_combo = LayerCombo(self.viewer)
         self.layer_combo.setToolTip("The image to train on: every frame of a time series or "
                                     "z-stack is a training sample")
@@ -87,19 +93,15 @@ class TrainForm(QWidget):
             "model; by default part of the image is held out (the line 'Plan' says which)")
         self.val_combo.layer_changed.connect(self.update_plan)
         form.addRow("Validation", self.val_combo)
-        self.axes_edit = QLineEdit()
-        self.axes_edit.setToolTip(
-            "One letter per dimension: T time, Z depth, S/I/Q other samples, C channel "
+        self.axes_row = AxesRow(
+            form, "One letter per dimension: T time, Z depth, S/I/Q other samples, C channel "
             "(denoised jointly), Y and X the image. Taken from the layer's axis labels or "
-            "metadata, else guessed; edit if wrong.")
-        self.axes_edit.textEdited.connect(self._on_axes_edited)
-        self.shape_hint = QLabel()
-        form.addRow("Axes", hbox(self.axes_edit, self.shape_hint))
-        self.axes_note = QLabel()
-        self.axes_note.setWordWrap(True)
-        self.axes_note.setStyleSheet(_WARNING)
-        self.axes_note.setVisible(False)
-        form.addRow(self.axes_note)
+            "metadata, else guessed; edit if wrong.", self._on_axes_edited)
+        self.axes_edit, self.shape_hint = self.axes_row.edit, self.axes_row.hint
+        self.axes_note = self.axes_row.note
+
+    def _build_method(self, form) -> None:
+        """The method and the box its parameters are shown in."""
         self.method_combo = QComboBox()
         for name, title in method_titles().items():
             self.method_combo.addItem(title, name)
@@ -111,6 +113,8 @@ class TrainForm(QWidget):
         self._method_form.setContentsMargins(0, 0, 0, 0)
         form.addRow(self.method_box)
 
+    def _build_run(self, form) -> None:
+        """How long and how: length, patch and batch, learning rate, device, seed, the plan."""
         self.length_unit = QComboBox()
         self.length_unit.addItem("steps", "steps")
         self.length_unit.addItem("epochs", "epochs")
@@ -139,6 +143,9 @@ class TrainForm(QWidget):
                                    "(napari_b2u.train.plan.plan_training)")
         form.addRow("Plan", self.plan_label)
 
+    def _build_advanced(self, on_resume, on_reset) -> None:
+        """The collapsed section: network size, validation, previews, precision, every other
+        user setting of the core, autosave, resume and reset."""
         self.advanced, adv = form_section("Advanced settings")
         for name, kw in (("width", {"step": 4}), ("depth", {}),
                          ("val_fraction", {"decimals": 2, "step": 0.05}),
@@ -289,8 +296,7 @@ class TrainForm(QWidget):
             note = layer_note(layer)
             notes = ([note] if note else []) + axes_warnings(layer, self.axes_edit.text(),
                                                              self._guessed)
-        self.axes_note.setText("\n".join(sentence(n) for n in notes))
-        self.axes_note.setVisible(bool(notes))
+        self.axes_row.show_notes(notes)
 
     # ---- what the form says --------------------------------------------------------------------
     def layer(self):

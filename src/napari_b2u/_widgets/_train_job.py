@@ -61,24 +61,15 @@ class Packet:
     error: BaseException | None = None
 
 
-def _run_info(trainer, axes: str, shape, separate_val: bool) -> RunInfo:
-    from ..data import Layout
-    from ..errors import InputError
-    from ..train.plan import plan_training
-
-    cfg = trainer.config
-    try:
-        plan = plan_training(Layout(axes, tuple(shape)), cfg, trainer.device, separate_val)
-        split, notes = plan.split, plan.notes
-    except InputError:  # the trainer exists, so this cannot really happen: say less
-        split, notes = "", ()
+def _run_info(trainer) -> RunInfo:
+    """The trainer's own plan (steps, patch, hold-out) and notes, for the panel."""
+    cfg, plan = trainer.config, trainer.plan
     return RunInfo(method=trainer.method.title, method_name=trainer.method.name,
-                   steps=cfg.steps, max_time=cfg.max_time, patch_size=trainer.patch_size,
-                   batch_size=trainer.batch_size,
-                   device=str(trainer.device), split=split,
+                   steps=cfg.steps, max_time=cfg.max_time, patch_size=plan.patch_size,
+                   batch_size=trainer.batch_size, device=str(trainer.device), split=plan.split,
                    # the plan's notes, then the trainer's own (the blind spot chosen for
                    # correlated noise, a warm start that found no weights)
-                   notes=tuple(notes) + tuple(trainer.messages),
+                   notes=tuple(plan.notes) + tuple(trainer.messages),
                    compile=bool(cfg.compile and trainer.device.type == "cuda"),
                    previews=bool(cfg.preview_every))
 
@@ -102,8 +93,7 @@ def train_job(ctl: Control, data, axes: str, val_data, kwargs: dict):
     if ctl.stop_requested.is_set():
         trainer.stop()
     trainer.set_preview(*ctl.preview, now=False)
-    yield Packet("ready", info=_run_info(trainer, axes, getattr(data, "shape", ()),
-                                         val_data is not None))
+    yield Packet("ready", info=_run_info(trainer))
     rows, last, last_terms = [], time.monotonic(), None
     events = iter(trainer)
     try:

@@ -14,7 +14,7 @@ import torch
 from ..data import cast_output, check_output_dtype, output_float
 from ..device import release_memory, resolve_device
 from ..io.files import atomic_write
-from ..io.sources import open_frames
+from ..io.frames import open_frames
 from ..modelfile import read_checkpoint
 from .model import TrainedModel
 from .predict import TILE_OVERLAP, denoise_frames, pass_plan

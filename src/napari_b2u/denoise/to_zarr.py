@@ -28,16 +28,9 @@ import numpy as np
 from ..data import check_output_dtype
 from ..device import resolve_device
 from ..errors import B2UError, Cancelled, InputError, OutputError
-from ..io.files import reason, check_distinct
-from ..io.sources import (
-    ArraySource,
-    FrameReader,
-    Source,
-    open_source,
-    require,
-    source_fingerprint,
-    source_layout,
-)
+from ..io.files import check_distinct, reason
+from ..io.frames import FrameReader, source_layout
+from ..io.sources import ArraySource, Source, open_source, require, source_fingerprint
 from . import omezarr
 from .predict import TILE_OVERLAP
 from .tiling import plan_blocks

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..data import Layout, cast_output, output_float
 from ..errors import Cancelled
-from ..io.sources import FrameReader, Source, require
+from ..io.frames import FrameReader
+from ..io.sources import Source, require
 from . import omezarr
 from .model import TrainedModel
 from .predict import denoise_frames

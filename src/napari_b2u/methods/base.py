@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..models import build_model, pad_to_multiple
-from ..params import Param
+from ..params import Param, check_all
 
 
 class Method(ABC):
@@ -62,15 +62,7 @@ class Method(ABC):
         cls.defaults = {p.name: p.default for p in cls.parameters}
 
     def __init__(self, **params):
-        specs = self.param_specs()
-        unknown = sorted(set(params) - set(specs))
-        if unknown:
-            raise InputError(
-                f"unknown parameter(s) {', '.join(unknown)} for method {self.name!r}; "
-                f"known: {', '.join(sorted(specs)) or 'none'}"
-            )
-        given = {k: specs[k].check(v, f"method {self.name!r}:") for k, v in params.items()
-                 if v is not None}
+        given = check_all(self.param_specs(), params, f"method {self.name!r}")
         self.params = {**self.defaults, **given}
         self.channels_last = False
         #: random numbers of the method's own (masks, sub-samplers); seeded by the engine

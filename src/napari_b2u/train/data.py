@@ -22,7 +22,8 @@ from ..data import (
     warn_dynamic_range,
 )
 from ..errors import InputError
-from ..io.sources import FrameReader, needs_lazy, open_source, source_fingerprint, source_layout
+from ..io.frames import FrameReader, source_layout
+from ..io.sources import needs_lazy, open_source, source_fingerprint
 from .lazydata import LazyFrames, fit_lazy_normalization
 from .plan import MIN_VAL_FRAMES, SplitPlan, plan_split
 

@@ -6,6 +6,7 @@ touching the engine.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,3 +113,36 @@ def build_event(trainer, validated=False, previews=None, message=None, done=Fals
         best_val_error=best["val_error"] if best else None,
         best_step=best["step"] if best else None, validated=validated, previews=previews,
         message=message, done=done, stopped=stopped)
+
+
+class PreviewControl:
+    """Which crop the previews show — set from any thread (the viewer's slider) — and when one
+    is due: every ``preview_every`` steps, at once when the view moved, or, so that slow steps
+    on a large frame still show progress, every ``preview_seconds``. ``on``: whether anyone
+    receives previews (api.train_stack turns them off without a callback)."""
+
+    def __init__(self, config, frame: int = 0, region=None):
+        self.config, self.on = config, True
+        self._lock = threading.Lock()
+        self._where, self._now = (int(frame), region), False
+
+    def set(self, frame: int | None = None, region=None, now: bool = True) -> None:
+        with self._lock:
+            self._where = (self._where[0] if frame is None else int(frame), region)
+            self._now = now
+
+    def take(self) -> tuple[int, object]:
+        """The (frame, region) to preview now."""
+        with self._lock:
+            self._now = False
+            return self._where
+
+    @property
+    def enabled(self) -> bool:
+        """Previews are computed at all: an interval is set and someone receives them."""
+        return bool(self.config.preview_every) and self.on
+
+    def due(self, step: int, since_last: float) -> bool:
+        cfg = self.config
+        return self.enabled and (step % cfg.preview_every == 0 or self._now or bool(
+            cfg.preview_seconds and since_last >= cfg.preview_seconds))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..data import Normalization, fit_normalization
-from ..io.sources import FrameReader
+from ..io.frames import FrameReader
 from .crops import gather_crops
 
 #: bytes of the crop buffer, origins per block side, steps between refreshes
@@ -41,7 +41,7 @@ NORM_FRAMES, NORM_SIDE = 16, 512
 
 
 class LazyFrames:
-    """Normalized float32 frames (N, C, Y, X) of a :class:`~napari_b2u.io.sources.FrameReader`:
+    """Normalized float32 frames (N, C, Y, X) of a :class:`~napari_b2u.io.frames.FrameReader`:
     frames ``index`` of it, rows/columns ``region`` (y0, y1, x0, x1). Indexing reads only what
     it returns (ints and step-1 slices)."""
 

@@ -28,7 +28,7 @@ from . import checkpoint
 from .averaging import WeightAverage
 from .crops import crop_sampler, validation_crops
 from .data import prepare_data
-from .events import Preview, TrainEvent, build_event, compute_preview
+from .events import Preview, PreviewControl, TrainEvent, build_event, compute_preview
 from .keep import finish
 from .plan import run_plan
 from .runtime import Released
@@ -89,13 +89,10 @@ class Trainer:
                            self.patch_size, self.state, self.note, self._stop.is_set)
         self.state.lr = self.steps.base_lr
         self.state.schedule = self.method.schedule(0.0)
-        self._lock = threading.Lock()
-        self._preview = (int(preview_frame), preview_region)
-        self._preview_now = False
+        #: the crop previews show and when (``preview.on``: api.train_stack turns previews off
+        #: when no callback receives the events)
+        self.preview = PreviewControl(cfg, preview_frame, preview_region)
         self._preview_oom_said = False
-        #: compute previews at all (``preview_every`` says how often): api.train_stack turns
-        #: them off when no callback receives the events
-        self.previews = True
         self._gen = None
 
     # ---- public control (thread-safe) and what the run has done --------------------------------
@@ -115,10 +112,7 @@ class Trainer:
 
     def set_preview(self, frame: int | None = None, region=None, now: bool = True) -> None:
         """Choose the frame (index over all frames) and region (y, x, h, w) shown in previews."""
-        with self._lock:
-            f = self._preview[0] if frame is None else int(frame)
-            self._preview = (f, region)
-            self._preview_now = now
+        self.preview.set(frame, region, now)
 
     def result(self):
         """The trained :class:`Denoiser`: trains to the end first if iteration has not run.
@@ -206,9 +200,7 @@ class Trainer:
     def _previews(self, sched) -> Preview | None:
         """Previews of the crop under view; optional: out of GPU memory skips them (said once)
         and training goes on."""
-        with self._lock:
-            frame, region = self._preview
-            self._preview_now = False
+        frame, region = self.preview.take()
 
         def run():
             return compute_preview(self.method, self.model, self.data.frames,
@@ -224,20 +216,6 @@ class Trainer:
             return False
 
         return call_retrying(self.device, lambda: self.steps.guarded(run), skip, lambda: None)
-
-    @property
-    def _previews_on(self) -> bool:
-        """Previews are computed at all: an interval is set and someone receives them."""
-        return bool(self.config.preview_every) and self.previews
-
-    def _preview_due(self, since_last: float) -> bool:
-        """Every ``preview_every`` steps, when the view moved, or — so that slow steps on a
-        large frame still show progress — every ``preview_seconds``."""
-        cfg = self.config
-        if not self._previews_on:
-            return False
-        return (self.step % cfg.preview_every == 0 or self._preview_now
-                or bool(cfg.preview_seconds and since_last >= cfg.preview_seconds))
 
     # ---- the loop: step -> record -> maybe validate -> maybe save -> maybe preview -----------
     def __iter__(self):
@@ -291,7 +269,7 @@ class Trainer:
                 message = self._autosave() or message
                 last_save = time.perf_counter()
             previews = None
-            if self._preview_due(now - last_preview):
+            if self.preview.due(st.step, now - last_preview):
                 with self.average.applied(self.model):
                     previews = self._previews(sched)
                 last_preview = time.perf_counter()
@@ -331,7 +309,7 @@ class Trainer:
         finish(self, stopped)
         st.schedule = self.method.schedule(self.progress())
         previews = None
-        if self._previews_on and st.result is not None and not stopped:
+        if self.preview.enabled and st.result is not None and not stopped:
             previews = self._previews(st.schedule)
         self._cleanup()
         msg = (f"kept the {st.result.info['chosen']} model after {st.step} steps"

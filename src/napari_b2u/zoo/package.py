@@ -15,6 +15,7 @@ from ..modelfile import MAX_UNPACKED_BYTES, MODEL_FORMAT, MODEL_VERSION
 from .common import CONFIG_FORMAT, CONFIG_KEY, STATE_PREFIX, quiet, reason, require_bioimageio
 from .guard import check_references, open_description
 
+
 def read_package(path) -> dict:
     """The model file (a checkpoint dict, as :func:`~napari_b2u.modelfile.read_checkpoint`
     returns) of a package napari-b2u exported, its weights checked like a model file's.
