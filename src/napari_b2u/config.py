@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .context import MAX_CONTEXT
 from .errors import InputError
 from .params import Param
 
 #: schema version of TrainConfig.to_dict() (1: the unversioned dicts of napari-b2u 0.1)
-CONFIG_VERSION = 3
+CONFIG_VERSION = 4
 
 #: every TrainConfig field a user may set, with its type and range. ``optional`` fields are
 #: None until the device preset fills them.
@@ -40,6 +41,16 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
           help="channels of the network's first level"),
     Param("depth", int, None, 1, 7, optional=True, label="network depth",
           help="U-Net levels (the patch must be a multiple of 2^depth)"),
+    Param("context", str, "auto", choices=("auto",) + tuple(map(str, range(MAX_CONTEXT + 1))),
+          label="stack context",
+          help="neighbouring frames on each side (along the stack's Z or T axis) the network "
+               "sees besides the frame it denoises: 'auto' measures whether neighbours show "
+               "the same structure (z-stacks, static time-lapses) and uses them only then; 0: "
+               "each frame alone"),
+    Param("context_axis", str, "auto", choices=("auto", "T", "Z", "S", "I", "Q"),
+          label="context axis",
+          help="the stack axis neighbours are taken along: 'auto': Z when the stack has one, "
+               "else T"),
     Param("val_fraction", float, 0.1, 0.0, 0.9, label="validation fraction",
           help="fraction of frames (or, for < 5 frames, of each frame's area) held out to "
                "choose the best model; 0 keeps the last model"),
@@ -128,6 +139,8 @@ class TrainConfig:
     width: int | None = None
     depth: int | None = None
     method_params: dict = field(default_factory=dict)
+    context: str = "auto"  # neighbouring frames on each side ("auto": measured)
+    context_axis: str = "auto"
     val_fraction: float = 0.1
     val_every: int | None = None
     val_patches: int | None = None
@@ -160,6 +173,8 @@ class TrainConfig:
                 value = _path_or_word(value)
             if name == "warm_start" and value is not None:  # "none": off (None: the preset)
                 value = _path_or_word(value) or "none"
+            if name == "context" and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)  # the API takes context=2; the setting is a choice
             if name == "floor" and value is not None:
                 value = "none" if _path_or_word(value) is None else value
             if value is None and not spec.optional:
@@ -227,7 +242,13 @@ def _from_v2(d: dict) -> dict:
     return dict(d)
 
 
-MIGRATIONS = {1: _from_v1, 2: _from_v2}
+def _from_v3(d: dict) -> dict:
+    """Before stack context: every frame alone (a resumed run must not start measuring)."""
+    return {**d, "context": d.get("context", "0"), "context_axis": d.get("context_axis",
+                                                                         "auto")}
+
+
+MIGRATIONS = {1: _from_v1, 2: _from_v2, 3: _from_v3}
 
 
 def build_config(method: str = "b2u", method_params: dict | None = None,

@@ -25,14 +25,16 @@ from .io.image import check_regular
 
 MODEL_FORMAT = "napari-b2u-model"
 #: 1: napari-b2u 0.1; 2: weights checksum, versioned training settings
-MODEL_VERSION = 3  # 3: an optional "blend" (network + Gaussian filter); written only when set
+MODEL_VERSION = 4  # 3: an optional "blend" (network + Gaussian filter); 4: an optional
+#                   "context" (neighbouring frames); each written only when set
 #: the most a model file may unpack to; the reference U-Net is 4.4 MB, D-BSN about 27 MB
 MAX_UNPACKED_BYTES = 1 << 30
 #: the most parameters a model may declare (the largest preset network has 6.6 M)
 MAX_PARAMETERS = 100_000_000
 
 _KEYS = {"format", "version", "package_version", "method", "method_params", "model_config",
-         "normalization", "info", "state_dict", "weights_sha256", "training", "blend"}
+         "normalization", "info", "state_dict", "weights_sha256", "training", "blend",
+         "context"}
 
 
 def weights_checksum(state_dict: dict) -> str:
@@ -110,6 +112,7 @@ def check_checkpoint(ck: dict, source: str = "the model") -> None:
     if not isinstance(ck.get("info", {}), dict):
         raise InputError(f"{source} is damaged: its info is not a mapping")
     method = get_method(ck["method"], **ck["method_params"])  # checks each parameter
+    check_context(method, ck.get("context"), source)
     check_blend(ck.get("blend"), source)
     _check_normalization(ck["normalization"], source)
     state = ck["state_dict"]
@@ -126,6 +129,24 @@ def check_checkpoint(ck: dict, source: str = "the model") -> None:
             raise InputError(f"{source} is damaged: its weights do not match their checksum "
                              "(the file was changed or corrupted after it was written)")
     _check_architecture(method, ck["model_config"], state, source)
+
+
+def check_context(method, context, source: str) -> None:
+    """A model's stack context: {"frames": 1 … MAX_CONTEXT, "axis": a stack axis}, for a
+    method that takes it (then ``method`` sees that many neighbours, as it was trained)."""
+    if context is None:
+        return
+    from .context import MAX_CONTEXT
+    from .data import SAMPLE_AXES
+
+    k = context.get("frames") if isinstance(context, dict) else None
+    ok = (isinstance(context, dict) and set(context) == {"frames", "axis"}
+          and isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= MAX_CONTEXT
+          and context.get("axis") in tuple(SAMPLE_AXES))
+    if not ok:
+        raise InputError(f"{source} is damaged: its stack context {context!r} is not a number "
+                         f"of frames (1 to {MAX_CONTEXT}) along a stack axis")
+    method.set_context(k)
 
 
 def _check_normalization(d: dict, source: str) -> None:

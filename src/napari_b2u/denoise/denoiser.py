@@ -78,10 +78,11 @@ class Denoiser(TrainedModel):
         n, c, h, w = raw.shape
         tile, batch_size, views = self.plan(raw.shape, output, dev, batch_size, tile_size, tta)
         result = np.empty((n, c, h, w), output_float(out_dtype))
+        rows = self.context_rows(layout)  # stack context: each frame and its neighbours
         yield 0, n
         try:
             for done in denoise_frames(self, raw, result, output, dev, tile, tile_overlap,
-                                       batch_size, views, (h, w)):
+                                       batch_size, views, (h, w), rows=rows):
                 yield done, n
         finally:
             if dev.type != "cpu":

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 
 from ..config import PRESETS
+from ..context import context_index
 from ..data import Layout, Normalization, parse_axes
 from ..device import resolve_device
 from ..errors import InputError
 from ..methods import get_method
-from ..modelfile import MODEL_FORMAT, MODEL_VERSION, check_checkpoint, jsonable, weights_checksum
+from ..modelfile import MODEL_FORMAT, check_checkpoint, jsonable, weights_checksum
 
 
 class TrainedModel:
@@ -22,7 +23,7 @@ class TrainedModel:
 
     def __init__(self, method: str, method_params: dict, model_config: dict, state_dict: dict,
                  normalization: Normalization, info: dict | None = None,
-                 blend: dict | None = None):
+                 blend: dict | None = None, context: dict | None = None):
         self.method_name = method
         self.method_params = dict(method_params)
         self.model_config = dict(model_config)
@@ -32,7 +33,11 @@ class TrainedModel:
         #: {"weight": w, "gauss_sigma": [σ per channel]}: the output is w × the network's +
         #: (1 − w) × a Gaussian filter's (the classical floor's blend, train.floor)
         self.blend = dict(blend) if blend else None
+        #: {"frames": k, "axis": "Z"}: stack context — each frame is denoised with its k
+        #: neighbours on each side along that axis (None: each frame alone)
+        self.context = dict(context) if context else None
         self._method = get_method(method, **self.method_params)
+        self._method.set_context(self.context["frames"] if self.context else 0)
         self._model = None
         self._device = None
 
@@ -93,7 +98,24 @@ class TrainedModel:
                 f"{layout.n_channels} (axes {ax!r}); check the axes string (C is the channel "
                 "axis) or use a model trained on matching data"
             )
+        if self.context:
+            self.context_rows(layout)  # checks the stack has what the neighbours need
         return layout
+
+    def context_rows(self, layout: Layout):
+        """(N, 2k + 1) frame indices of each frame and its neighbours for a stack of
+        ``layout`` (:func:`~napari_b2u.context.context_index`), None without context; an
+        InputError when the stack cannot give the neighbours this model was trained with."""
+        if not self.context:
+            return None
+        k, axis = int(self.context["frames"]), self.context["axis"]
+        if axis not in layout.axes:
+            raise InputError(
+                f"this model denoises a frame together with its {k} neighbouring frame(s) on "
+                f"each side along {axis} (stack context), but the image (axes "
+                f"{layout.axes!r}) has no {axis} axis: give the whole stack with its {axis} "
+                "axis (check the axes string), or use a model trained with context=0")
+        return context_index(layout, axis, k)
 
 
     def to_checkpoint(self) -> dict:
@@ -102,7 +124,8 @@ class TrainedModel:
         state = {k: v.detach().cpu() for k, v in self.state_dict.items()}
         ckpt = {
             "format": MODEL_FORMAT,
-            "version": MODEL_VERSION if self.blend else 2,  # older readers load blend-free files
+            # the oldest format that holds it, so that older readers load what they can
+            "version": 4 if self.context else 3 if self.blend else 2,
             "package_version": __version__,
             "method": self.method_name,
             "method_params": dict(self.method_params),  # copies: the file is not the model
@@ -114,6 +137,8 @@ class TrainedModel:
         }
         if self.blend:
             ckpt["blend"] = dict(self.blend)
+        if self.context:
+            ckpt["context"] = dict(self.context)
         return ckpt
 
     @classmethod
@@ -130,4 +155,5 @@ class TrainedModel:
             normalization=Normalization.from_dict(ckpt["normalization"]),
             info=ckpt.get("info", {}),
             blend=ckpt.get("blend"),
+            context=ckpt.get("context"),
         )

@@ -133,7 +133,9 @@ def predict_region(model, net, x: np.ndarray, output: str, dev, views: int, tile
     y0, y1, x0, x1 = region or (0, h, 0, w)
     oy, ox = origin
     th, tw = min(tile, h), min(tile, w)
-    out = np.empty(x.shape[:2] + (y1 - y0, x1 - x0), np.float32)
+    # the centre frame's channels (with stack context, x also holds its neighbours')
+    out = np.empty((x.shape[0], x.shape[1] // model.method.window, y1 - y0, x1 - x0),
+                   np.float32)
     starts = [(ty, tx) for ty in tiles_meeting(y0, y1, h, tile, overlap)
               for tx in tiles_meeting(x0, x1, w, tile, overlap)]
     for k, (ty, tx) in enumerate(starts):
@@ -149,21 +151,44 @@ def predict_region(model, net, x: np.ndarray, output: str, dev, views: int, tile
     return out
 
 
+def read_frames(raw, ids, region=None) -> np.ndarray:
+    """Frames ``ids`` (sorted) of ``raw`` (an array or a lazy frame reader), rows/columns
+    ``region`` (y0, y1, x0, x1): each run of consecutive frames read at once."""
+    y0, y1, x0, x1 = region if region is not None else (0, None, 0, None)
+    if isinstance(raw, np.ndarray):
+        return raw[np.asarray(ids)][:, :, y0:y1, x0:x1]
+    runs = np.split(np.asarray(ids), np.flatnonzero(np.diff(ids) != 1) + 1)
+    return np.concatenate([raw.read(int(r[0]), int(r[-1]) + 1, y0, y1, x0, x1) for r in runs])
+
+
+def network_inputs(norm, raw, rows, region=None) -> np.ndarray:
+    """The normalized network input of the frames whose stack context is ``rows`` (B, W):
+    each frame (``rows[:, 0]``) and its neighbours, read once each, channels stacked."""
+    ids, where = np.unique(rows, return_inverse=True)
+    frames = norm.apply(read_frames(raw, ids, region))
+    b, w = rows.shape
+    return frames[where.reshape(-1)].reshape((b, w * frames.shape[1]) + frames.shape[2:])
+
+
 def denoise_frames(model, raw, out: np.ndarray, output: str, dev, tile: int, overlap: int,
                    batch: int, views: int, size: tuple[int, int], region=None, origin=(0, 0),
-                   shrink_tile: bool = True):
+                   shrink_tile: bool = True, rows=None, read_region=None):
     """Generator: denoise frames ``raw`` (N, C, …: an array or a lazy frame reader, raw units,
     holding the rows/columns from ``origin`` on of frames of ``size``) into ``out`` (N, C, rows,
     columns of ``region``, the output's float type), ``batch`` frames at a time, tile by tile
-    (:func:`predict_region`). Yields the frames done after every pass (unchanged within a
-    batch): a consumer can cancel between any two. Out of memory: the batch is halved, then
-    (``shrink_tile``) the tile, down to :data:`MIN_TILE` px; a warning says so."""
+    (:func:`predict_region`). With stack context, ``rows`` (N, 2k + 1) names each output
+    frame's frame and neighbours in ``raw``, read with rows/columns ``read_region``. Yields the
+    frames done after every pass (unchanged within a batch): a consumer can cancel between any
+    two. Out of memory: the batch is halved, then (``shrink_tile``) the tile, down to
+    :data:`MIN_TILE` px; a warning says so."""
     norm, net = model.normalization, model.model(dev)
-    n, i = raw.shape[0], 0
+    n, i = (raw.shape[0] if rows is None else rows.shape[0]), 0
     plan = {"batch": int(batch), "tile": int(tile)}
 
     def attempt():
-        x = norm.apply(raw[i:i + plan["batch"]])
+        b = plan["batch"]
+        x = (norm.apply(raw[i:i + b]) if rows is None else
+             network_inputs(norm, raw, rows[i:i + b], read_region))
         return (yield from predict_region(model, net, x, output, dev, views, plan["tile"],
                                           overlap, size, region, origin))
 

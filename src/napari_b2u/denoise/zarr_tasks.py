@@ -104,15 +104,20 @@ def denoise_block(model, job: Job, block) -> np.ndarray:
     from ..device import resolve_device
 
     plan = job.plan
-    ry0, ry1, rx0, rx1 = plan.read_region(block)
-    raw = FrameReader(job.source, job.layout).read(block.f0, block.f1, ry0, ry1, rx0, rx1)
-    out = np.empty((raw.shape[0], raw.shape[1], block.y1 - block.y0, block.x1 - block.x0),
-                   output_float(job.dtype))
+    ry0, ry1, rx0, rx1 = read = plan.read_region(block)
+    reader = FrameReader(job.source, job.layout)
+    rows = model.context_rows(job.layout)
+    if rows is None:
+        raw = reader.read(block.f0, block.f1, ry0, ry1, rx0, rx1)
+    else:  # stack context: the block's frames and their neighbours, read as they are needed
+        raw, rows = reader, rows[block.f0:block.f1]
+    out = np.empty((block.f1 - block.f0, job.layout.n_channels, block.y1 - block.y0,
+                    block.x1 - block.x0), output_float(job.dtype))
     # the tile plan is the output's (its chunks record it): only the batch may shrink
     passes = denoise_frames(model, raw, out, job.output, resolve_device(job.device), plan.tile,
                             plan.overlap, plan.batch, job.views, (plan.h, plan.w),
                             (block.y0, block.y1, block.x0, block.x1), (ry0, rx0),
-                            shrink_tile=False)
+                            shrink_tile=False, rows=rows, read_region=read)
     try:
         while True:
             if job.run in CANCELLED:

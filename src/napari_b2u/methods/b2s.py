@@ -49,6 +49,7 @@ def b2s_loss(mu_m, a_m, mu_v, a_v, y, est, lam, weight=None):
 class Blind2Sound(Method):
     name = "b2s"
     title = "Blind2Sound"
+    takes_context = True
     outputs = ("visible", "weighted")
     preview_names = ("blind", "visible", "weighted", "noise_std")
     default_preview = "weighted"
@@ -83,7 +84,10 @@ class Blind2Sound(Method):
         return self.spot.cells(int(self.params["cells"]))
 
     def model_config(self, channels, width=48, depth=5):
-        return {"arch": "b2s", "channels": channels, "width": width, "depth": depth}
+        cfg = {"arch": "b2s", "channels": channels, "width": width, "depth": depth}
+        if self.context:  # (only then: model files without context stay as they were)
+            cfg["window"] = self.window
+        return cfg
 
     def build(self, config):
         cfg = dict(config)
@@ -112,9 +116,10 @@ class Blind2Sound(Method):
     def _blind(self, model, y, grad_blind=True, copies=None):
         """The blind branch's network output (mean and spread channels), mapped back."""
         s = self.cells
+        y, ctx = self.split(y)  # the centre frame is masked, its neighbours are not
         with torch.set_grad_enabled(grad_blind and torch.is_grad_enabled()):
-            return mask_mapper(self.run(model.net, global_mask(y, s, self.spot, copies)), s,
-                               copies)
+            return mask_mapper(self.run(model.net, global_mask(y, s, self.spot, copies), ctx),
+                               s, copies)
 
     def _branches(self, model, y, grad_blind=True, copies=None):
         blind = self._blind(model, y, grad_blind, copies)
@@ -123,20 +128,21 @@ class Blind2Sound(Method):
         return self._split(blind), self._split(visible)
 
     def _est(self, model, y):
-        return self.run(model.est, y).float()
+        return self.run(model.est, self.split(y)[0]).float()  # the centre frame's noise
 
     def training_loss(self, model, y, sched):
         copies, weight = step_copies(self, y)
         (mu_m, a_m), (mu_v, a_v) = self._branches(model, y, copies=copies)
-        loss, _ = b2s_loss(mu_m, a_m, mu_v, a_v, y.float(), self._est(model, y), sched, weight)
-        mse = weighted_mean((mu_m.detach() - y.float()) ** 2, weight)
+        centre = self.split(y)[0].float()
+        loss, _ = b2s_loss(mu_m, a_m, mu_v, a_v, centre, self._est(model, y), sched, weight)
+        mse = weighted_mean((mu_m.detach() - centre) ** 2, weight)
         return loss, {"loss": loss, "blind_mse": mse}
 
     def blind_prediction(self, model, y):
         return self._split(self._blind(model, y, grad_blind=False))[0]  # no visible pass
 
     def validation_error(self, model, y):
-        return torch.mean((self.blind_prediction(model, y) - y.float()) ** 2)
+        return torch.mean((self.blind_prediction(model, y) - self.split(y)[0].float()) ** 2)
 
     def predict(self, model, y, output=None):
         output = self.check_output(output)
@@ -149,7 +155,8 @@ class Blind2Sound(Method):
     def previews(self, model, y, sched):
         (mu_m, a_m), (mu_v, a_v) = self._branches(model, y, grad_blind=False)
         lam = float(sched if sched is not None else self.params["lambda_end"])
-        _, sig_n = b2s_loss(mu_m, a_m, mu_v, a_v, y.float(), self._est(model, y), lam)
+        _, sig_n = b2s_loss(mu_m, a_m, mu_v, a_v, self.split(y)[0].float(),
+                            self._est(model, y), lam)
         return {"blind": mu_m, "visible": mu_v, "weighted": (mu_m + lam * mu_v) / (1 + lam),
                 "noise_std": sig_n.sqrt()}
 
@@ -159,7 +166,7 @@ class Blind2Sound(Method):
     def readout(self, model, y, offset, scale):
         """Fitted Poisson–Gaussian noise: var(raw) = gain·(mean − offset) + sigma²."""
         e = noise_scalars(self._est(model, y))
-        c = y.shape[1]
+        c = self.split(y)[0].shape[1]
         lam = float(self.params["lambda_end"])
         s1, s2, alpha = (e[:, i * c:(i + 1) * c].mean().item() for i in range(3))
         gauss = (s1 + lam**2 * s2) / (1 + lam) ** 2

@@ -61,6 +61,7 @@ class Blind2Unblind(Method):
         "regularizer": "blind-spot error mean((h − y)²): independent of λ",
     }
     loss_terms = ("loss", "revisible", "regularizer")
+    takes_context = True
     plot_term = "regularizer"
     schedule_name = "lambda"
     schedule_label = "λ (visible weight)"
@@ -85,14 +86,18 @@ class Blind2Unblind(Method):
         """h(f(Ωy)): every pixel predicted by the copy in which it was blind (with ``copies``,
         only the pixels blind in those copies are)."""
         s = self.cells
-        return mask_mapper(self.run(model, global_mask(y, s, self.spot, copies)), s, copies)
+        y, ctx = self.split(y)  # the centre frame is masked, its neighbours are not
+        return mask_mapper(self.run(model, global_mask(y, s, self.spot, copies), ctx), s,
+                           copies)
 
     def training_loss(self, model, y, sched):
         copies, weight = step_copies(self, y)
         blind = self.blind(model, y, copies)
         with torch.no_grad():
             visible = self.run(model, y)
-        loss, rev, reg = revisible_loss(blind, visible, y, sched, self.params["eta"], weight)
+        centre = self.split(y)[0]
+        loss, rev, reg = revisible_loss(blind, visible, centre, sched, self.params["eta"],
+                                        weight)
         return loss, {"loss": loss, "revisible": rev, "regularizer": reg}
 
     def blind_prediction(self, model, y):
@@ -100,7 +105,8 @@ class Blind2Unblind(Method):
 
     def validation_error(self, model, y):
         # With pixel-independent noise E[(h - y)²] = E[(h - x)²] + σ²: an honest stopping signal.
-        return torch.mean((self.blind_prediction(model, y).float() - y.float()) ** 2)
+        return torch.mean((self.blind_prediction(model, y).float()
+                           - self.split(y)[0].float()) ** 2)
 
     def predict(self, model, y, output=None):
         output = self.check_output(output)

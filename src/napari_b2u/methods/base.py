@@ -56,6 +56,12 @@ class Method(ABC):
     clip_grad_norm: ClassVar[float | None] = None
     #: False for classical methods: no gradient steps, the engine calls :meth:`fit` instead
     trainable: ClassVar[bool] = True
+    #: whether the network can also see the neighbouring frames of a stack (stack context, see
+    #: :mod:`napari_b2u.context`): the method's blind spot must be a mask it applies to the
+    #: centre frame's pixels, leaving the neighbours (whose noise is independent) unmasked
+    takes_context: ClassVar[bool] = False
+    #: why a method that cannot take context cannot (said when one is asked for)
+    no_context_reason: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -65,6 +71,8 @@ class Method(ABC):
         given = check_all(self.param_specs(), params, f"method {self.name!r}")
         self.params = {**self.defaults, **given}
         self.channels_last = False
+        #: frames on each side the network sees besides the centre frame (stack context)
+        self.context = 0
         #: random numbers of the method's own (masks, sub-samplers); seeded by the engine
         self.generator: torch.Generator | None = None
 
@@ -114,8 +122,29 @@ class Method(ABC):
         return g
 
     # ---- network ------------------------------------------------------------------------------
+    @property
+    def window(self) -> int:
+        """Frames in the network's input: the centre and ``context`` on each side."""
+        return 2 * self.context + 1
+
+    def set_context(self, k: int) -> None:
+        """See ``k`` neighbouring frames on each side (InputError where the method cannot)."""
+        if k and not self.takes_context:
+            raise InputError(f"method {self.name!r} cannot take stack context: "
+                             f"{self.no_context_reason} Use context=0, or b2u, b2s or n2v")
+        self.context = int(k)
+
+    def split(self, y: torch.Tensor):
+        """``(centre, neighbours)`` of a batch whose channels are the centre frame's, then its
+        neighbours' (stack context); neighbours None without context. The blind spot masks
+        the centre only, and the loss compares with it."""
+        if not self.context:
+            return y, None
+        c = y.shape[1] // self.window
+        return y[:, :c], y[:, c:]
+
     def model_config(self, channels: int, width: int = 48, depth: int = 5) -> dict:
-        return {"arch": "unet", "in_channels": channels, "out_channels": channels,
+        return {"arch": "unet", "in_channels": channels * self.window, "out_channels": channels,
                 "width": width, "depth": depth}
 
     def build(self, config: dict) -> torch.nn.Module:
@@ -128,8 +157,13 @@ class Method(ABC):
             net.to(memory_format=torch.channels_last)
         self.channels_last = bool(on)
 
-    def run(self, net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Apply ``net`` to any (B, C, H, W): pad to the net's multiple, crop back."""
+    def run(self, net: torch.nn.Module, x: torch.Tensor, context=None) -> torch.Tensor:
+        """Apply ``net`` to any (B, C, H, W): pad to the net's multiple, crop back. ``context``:
+        the neighbours' channels of the images ``x`` (masked copies of) came from, repeated
+        for each of its copies (copy k of image b is row b·n + k, as the maskers make them)."""
+        if context is not None:
+            reps = x.shape[0] // context.shape[0]
+            x = torch.cat([x, context.repeat_interleave(reps, 0) if reps > 1 else context], 1)
         xp, (h, w) = pad_to_multiple(x, getattr(net, "multiple", 1))
         if self.channels_last:
             xp = xp.contiguous(memory_format=torch.channels_last)

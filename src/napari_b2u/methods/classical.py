@@ -115,6 +115,7 @@ class GaussModel(nn.Module):
 
 
 class _Classical(Method):
+    no_context_reason = "a classical filter has no network to give the neighbouring frames to."
     trainable = False
 
     def model_config(self, channels, width=48, depth=5):

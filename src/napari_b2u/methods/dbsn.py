@@ -26,6 +26,9 @@ def dbsn_loss(mu, sigma_mu, sigma_n, y, kind: str = "likelihood"):
 
 
 class DBSNMethod(Method):
+    no_context_reason = ("D-BSN's blind spot is built into its first convolutions, which "
+                         "would hide the neighbouring frames' pixels at the blind position too "
+                         "(the ones that help most).")
     name = "dbsn"
     title = "D-BSN (dilated blind-spot network)"
     # μ first: it beat the Bayes combination on every set and regime of the quality benchmark

@@ -65,6 +65,7 @@ class Noise2Void(Method):
     title = "Noise2Void (random blind spots)"
     outputs = ("visible",)
     preview_names = ("visible",)
+    takes_context = True
     texts = {"visible": "the network on the unmasked image — one pass",
              "loss": "error at the blind pixels, mean((f(masked) − y)²) there"}
     parameters = (
@@ -75,8 +76,9 @@ class Noise2Void(Method):
     )
 
     def _masked_error(self, model, y, generator):
+        y, ctx = self.split(y)  # the centre frame is masked, its neighbours are not
         masked, mask = n2v_mask(y, int(self.params["grid"]), generator, self.spot)
-        out = self.run(model, masked).float()
+        out = self.run(model, masked, ctx).float()
         m = mask.expand_as(out)
         return ((out - y.float())[m] ** 2).mean()
 

@@ -34,6 +34,8 @@ def subsample(x: torch.Tensor, pairs: torch.Tensor):
 
 
 class Neighbor2Neighbor(Method):
+    no_context_reason = ("its training pairs are two sub-samplings of one frame; the "
+                         "neighbouring frames would have to be sub-sampled alike.")
     name = "nbr2nbr"
     title = "Neighbor2Neighbor"
     outputs = ("visible",)

@@ -11,10 +11,12 @@ class B2SModel(nn.Module):
     """Denoiser (mean and spread per channel) plus the per-image noise estimator."""
 
     def __init__(self, channels: int = 1, width: int = 48, depth: int = 5, est_width: int = 16,
-                 est_depth: int = 3):
+                 est_depth: int = 3, window: int = 1):
         super().__init__()
         self.channels = channels
-        self.net = UNet(channels, 2 * channels, width, depth)
+        # stack context: the denoiser also sees the neighbouring frames (window frames in all);
+        # the noise estimator looks at the centre frame only
+        self.net = UNet(channels * window, 2 * channels, width, depth)
         self.est = UNet(channels, 3 * channels, est_width, min(est_depth, depth))
 
     @property

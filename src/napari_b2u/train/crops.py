@@ -19,13 +19,20 @@ def crop_sampler(frames, device: torch.device, seed: int, augment: bool = True):
 
 def gather_crops(data: torch.Tensor, frame, y0, x0, patch: int, flip_gen=None) -> torch.Tensor:
     """The patch×patch crops of ``data`` (N, C, H, W) at (frame, y0, x0), one tensor index;
-    with ``flip_gen`` each crop gets a random dihedral flip (drawn from that generator)."""
+    with ``flip_gen`` each crop gets a random dihedral flip (drawn from that generator).
+    ``frame`` (B,) or, for stack context, (B, W): each crop's frame and its neighbours, whose
+    channels are stacked (B, W·C, patch, patch) and flipped alike."""
     batch, c, dev = frame.shape[0], data.shape[1], data.device
     ar = torch.arange(patch, device=dev)
     rows = (y0[:, None] + ar).view(batch, 1, patch, 1)
     cols = (x0[:, None] + ar).view(batch, 1, 1, patch)
     ch = torch.arange(c, device=dev).view(1, c, 1, 1)
-    out = data[frame.view(batch, 1, 1, 1), ch, rows, cols]
+    if frame.dim() == 2:
+        w = frame.shape[1]
+        out = data[frame.view(batch, w, 1, 1, 1), ch.unsqueeze(0), rows.unsqueeze(1),
+                   cols.unsqueeze(1)].reshape(batch, w * c, patch, patch)
+    else:
+        out = data[frame.view(batch, 1, 1, 1), ch, rows, cols]
     if flip_gen is not None:
         flips = torch.randint(2, (3, batch, 1, 1, 1), device=dev, generator=flip_gen).bool()
         out = torch.where(flips[0], out.flip(-1), out)
@@ -34,12 +41,45 @@ def gather_crops(data: torch.Tensor, frame, y0, x0, patch: int, flip_gen=None) -
     return out
 
 
-class CropSampler:
-    """Random square crops with random dihedral flips, drawn on the device in a few tensor ops."""
+class ContextFrames:
+    """The network's inputs under stack context, without copying frames: item i is frame
+    ``rows[i, 0]`` of ``frames`` (N, C, Y, X) and its neighbours ``rows[i, 1:]``, their channels
+    stacked — an array-like of shape (M, W·C, Y, X) that reads only what it is indexed with."""
 
-    def __init__(self, frames: np.ndarray, device: torch.device, seed: int, augment: bool = True,
+    def __init__(self, frames: np.ndarray, rows: np.ndarray):
+        self.frames, self.rows = frames, np.asarray(rows, np.int64)
+        _, c, h, w = frames.shape
+        self.shape = (self.rows.shape[0], self.rows.shape[1] * c, h, w)
+        self.dtype, self.ndim = frames.dtype, 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        fk, rest = key[0], key[1:]
+        if len(rest) > 0 and rest[0] != slice(None):
+            raise IndexError("ContextFrames: index all channels (:)")
+        spatial = tuple(rest[1:])
+        one = isinstance(fk, (int, np.integer))
+        rows = self.rows[[fk] if one else fk]
+        out = np.stack([self.frames[(r, slice(None)) + spatial].reshape(
+            (-1,) + self.frames[(r[0], 0) + spatial].shape) for r in rows])
+        return out[0] if one else out
+
+
+class CropSampler:
+    """Random square crops with random dihedral flips, drawn on the device in a few tensor ops.
+    ``frames``: an array (N, C, Y, X), or :class:`ContextFrames` (each crop then stacks its
+    frame's neighbours, cut at the same place)."""
+
+    def __init__(self, frames, device: torch.device, seed: int, augment: bool = True,
                  keep_on_device: bool | None = None):
         self.device = device
+        self.rows = None
+        if isinstance(frames, ContextFrames):
+            self.rows = torch.from_numpy(frames.rows).to(device)
+            frames = np.ascontiguousarray(frames.frames)
         nbytes = frames.nbytes
         if keep_on_device is None:
             free = free_memory(device)
@@ -54,12 +94,17 @@ class CropSampler:
         self.gen = torch.Generator(device=src)
         self.gen.manual_seed(int(seed))
         self.augment = augment
+        if self.rows is not None:
+            self.rows = self.rows.to(src)
 
     def sample(self, batch: int, patch: int) -> torch.Tensor:
         d = self.data
         n, _, h, w = d.shape
         dev, g = d.device, self.gen
-        i = torch.randint(n, (batch,), device=dev, generator=g)
+        if self.rows is not None:  # a training frame, then its neighbours
+            i = self.rows[torch.randint(self.rows.shape[0], (batch,), device=dev, generator=g)]
+        else:
+            i = torch.randint(n, (batch,), device=dev, generator=g)
         y0 = torch.randint(h - patch + 1, (batch,), device=dev, generator=g)
         x0 = torch.randint(w - patch + 1, (batch,), device=dev, generator=g)
         out = gather_crops(d, i, y0, x0, patch, g if self.augment else None)

@@ -24,6 +24,7 @@ from ..data import (
 from ..errors import InputError
 from ..io.frames import FrameReader, source_layout
 from ..io.sources import needs_lazy, open_source, source_fingerprint
+from .crops import ContextFrames
 from .lazydata import LazyFrames, fit_lazy_normalization
 from .plan import MIN_VAL_FRAMES, SplitPlan, plan_split
 
@@ -40,6 +41,25 @@ class TrainData:
     layout: Layout
     split: str  # human-readable description of the hold-out
     fingerprint: str = ""  # of the raw stack (resume refuses other data)
+    #: which frames (indices into ``frames``) and rows/columns (y0, y1, x0, x1) training
+    #: samples and validation holds out; ``val_ids`` None for a separate validation stack
+    train_ids: np.ndarray | None = None
+    train_region: tuple | None = None
+    val_ids: np.ndarray | None = None
+    val_region: tuple | None = None
+    #: a separate validation stack: its normalized frames and layout (its own neighbours)
+    val_stack: tuple | None = None
+    #: what the network is given: ``train`` / ``val`` themselves, or with stack context
+    #: (:func:`add_context`) the centre frames' neighbours stacked behind their channels
+    train_inputs: object = None
+    val_inputs: object = None
+    inputs: object = None  # of all frames (previews)
+
+    def __post_init__(self):
+        if self.train_inputs is None:
+            self.train_inputs, self.val_inputs = self.train, self.val
+        if self.inputs is None:
+            self.inputs = self.frames
 
 
 def prepare_data(stack, axes: str | None, patch_size: int, multiple: int,
@@ -56,22 +76,70 @@ def prepare_data(stack, axes: str | None, patch_size: int, multiple: int,
                       n_total=n)
     for note in plan.notes:
         warnings.warn(note, stacklevel=3)
-    split, train, val = plan.description, _subset(frames, good), None
+    split, ids, val_ids = plan.description, good, None
+    region = val_region = vstack = None
     if plan.kind == "stack":
-        val = _validation_stack(val_stack, layout, norm)
-        split = f"validation on a separate stack of {val.shape[0]} frame(s)"
+        vstack = _validation_stack(val_stack, layout, norm)
+        split = f"validation on a separate stack of {vstack[0].shape[0]} frame(s)"
     elif plan.kind == "frames":
-        held = good[list(plan.val_index)]
-        train, val = _subset(frames, np.setdiff1d(good, held)), _subset(frames, held)
-        split = f"{split} (frames {held.tolist()})"
+        val_ids = good[list(plan.val_index)]
+        ids = np.setdiff1d(good, val_ids)
+        split = f"{split} (frames {val_ids.tolist()})"
     elif plan.kind == "region":
         along_y, cut = plan.region
-        train = _subset(frames, good, (0, cut, 0, w) if along_y else (0, h, 0, cut))
-        val = _subset(frames, good, (cut, h, 0, w) if along_y else (0, h, cut, w))
+        val_ids = good
+        region = (0, cut, 0, w) if along_y else (0, h, 0, cut)
+        val_region = (cut, h, 0, w) if along_y else (0, h, cut, w)
+    train = _subset(frames, ids, region)
+    val = (vstack[0] if vstack is not None else
+           _subset(frames, val_ids, val_region) if val_ids is not None else None)
     if lazy_bytes is not None:
         split += (f"; the stack ({lazy_bytes / 2**30:.1f} GiB) is larger than the memory "
                   "budget: crops come from a buffer of random blocks")
-    return TrainData(frames, train, val, norm, layout, split, fingerprint), plan
+    return TrainData(frames, train, val, norm, layout, split, fingerprint, ids, region, val_ids,
+                     val_region, vstack), plan
+
+
+def use_context(config, data: TrainData, method):
+    """Decide the run's stack context (:func:`~napari_b2u.context.decide_context`), give the
+    method and the data that many neighbours and write the decision into ``config`` (a resumed
+    run and the model's record keep it); returns the report."""
+    from ..context import decide_context
+
+    report = decide_context(config.context, config.context_axis, data.frames, data.layout,
+                            method.takes_context, method.name)
+    method.set_context(report.chosen)
+    add_context(data, report.axis, report.chosen)
+    config.context, config.context_axis = str(report.chosen), report.axis or "auto"
+    return report
+
+
+def add_context(data: TrainData, axis: str, k: int) -> None:
+    """Give the network ``k`` neighbouring frames on each side along ``axis`` (held-out frames
+    included: they are inputs, never targets): ``train_inputs`` / ``val_inputs`` become
+    :class:`~.crops.ContextFrames` over all frames (frames in memory only)."""
+    from ..context import context_index
+
+    if k == 0:
+        data.train_inputs, data.val_inputs, data.inputs = data.train, data.val, data.frames
+        return
+    index = context_index(data.layout, axis, k)
+    data.inputs = ContextFrames(data.frames, index)
+    data.train_inputs = ContextFrames(_region(data.frames, data.train_region),
+                                      index[data.train_ids])
+    if data.val_stack is not None:
+        frames, layout = data.val_stack
+        data.val_inputs = ContextFrames(frames, context_index(layout, axis, k))
+    elif data.val_ids is not None:
+        data.val_inputs = ContextFrames(_region(data.frames, data.val_region),
+                                        index[data.val_ids])
+
+
+def _region(frames, region):
+    if region is None:
+        return frames
+    y0, y1, x0, x1 = region
+    return frames[:, :, y0:y1, x0:x1]
 
 
 def _open(stack, axes, normalization):
@@ -126,8 +194,8 @@ def _subset(frames, index, region=None):
 
 
 def _validation_stack(val_stack, layout: Layout, norm: Normalization):
-    """A separate validation stack, normalized like the training stack (read on demand when it
-    is larger than memory); refused when its channels differ."""
+    """``(frames, layout)`` of a separate validation stack, normalized like the training stack
+    (read on demand when it is larger than memory); refused when its channels differ."""
     same_ndim = np.ndim(val_stack) == len(layout.shape)
     src = open_source(val_stack) if not isinstance(val_stack, np.ndarray) else None
     if src is not None and needs_lazy(src):
@@ -136,8 +204,9 @@ def _validation_stack(val_stack, layout: Layout, norm: Normalization):
         val = LazyFrames(reader, norm, np.arange(reader.shape[0]))
     else:
         varr, vax = validate_stack(val_stack, layout.axes if same_ndim else None)
-        val = np.ascontiguousarray(norm.apply(Layout(vax, varr.shape).to_frames(varr)))
+        vl = Layout(vax, varr.shape)
+        val = np.ascontiguousarray(norm.apply(vl.to_frames(varr)))
     if val.shape[1] != layout.n_channels:
         raise InputError(f"the validation stack has {val.shape[1]} channel(s), the training "
                          f"stack {layout.n_channels}")
-    return val
+    return val, vl

@@ -53,11 +53,13 @@ class TrainEvent:
 @torch.no_grad()
 def compute_preview(method, model, frames: np.ndarray, normalization, frame: int, region,
                     size: int, sched, autocast, device) -> Preview:
-    """The method's previews on a crop of ``frames`` (normalized, all frames): ``region``
-    (y0, x0, h, w) of ``frame``, or a centred ``size`` square when None; in the input's units
-    (spreads by the scale only)."""
+    """The method's previews on a crop of ``frames`` (normalized, all frames; with stack context
+    each frame's neighbours stacked behind its channels): ``region`` (y0, x0, h, w) of
+    ``frame``, or a centred ``size`` square when None; in the input's units (spreads by the
+    scale only)."""
     frame = min(max(frame, 0), frames.shape[0] - 1)
     _, c, h, w = frames.shape
+    c //= method.window
     if region is None:
         ph, pw = min(size, h), min(size, w)
         region = ((h - ph) // 2, (w - pw) // 2, ph, pw)
@@ -71,7 +73,7 @@ def compute_preview(method, model, frames: np.ndarray, normalization, frame: int
             out = method.previews(model, x, sched)
     finally:
         model.train()
-    images = {"input": normalization.invert(crop)[0]}
+    images = {"input": normalization.invert(crop[:, :c])[0]}
     _, scale = normalization.as_arrays(c)
     spreads = method.spread_previews
     for k, v in out.items():

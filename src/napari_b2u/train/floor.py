@@ -121,7 +121,8 @@ def _blend(trainer, model, weight, err, net_error, blend_error, measure) -> None
     info["messages"] = list(trainer.messages)
     trainer.state.result = Denoiser(res.method_name, res.method_params, res.model_config,
                                     res.state_dict, res.normalization, info,
-                                    blend={"weight": weight, "gauss_sigma": sigma})
+                                    blend={"weight": weight, "gauss_sigma": sigma},
+                                    context=res.context)
 
 
 def _filter_instead(trainer, floor, model, err, net_error, measure) -> None:

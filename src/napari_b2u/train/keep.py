@@ -114,7 +114,9 @@ def make_denoiser(trainer, state: dict, chosen: str):
         "readout": readout(trainer),
         "warm_start": trainer.warm_start,
         "noise": trainer.noise.to_dict() if trainer.noise is not None else None,
+        "context": trainer.context.to_dict(),
     }
+    k = trainer.method.context
     return Denoiser(
         method=trainer.method.name,
         method_params=dict(trainer.method.params),
@@ -122,6 +124,7 @@ def make_denoiser(trainer, state: dict, chosen: str):
         state_dict={k: v.float().cpu() for k, v in state.items()},
         normalization=trainer.data.normalization,
         info=info,
+        context={"frames": k, "axis": trainer.context.axis} if k else None,
     )
 
 
@@ -129,7 +132,7 @@ def make_denoiser(trainer, state: dict, chosen: str):
 def readout(trainer) -> dict:
     """The method's fitted extras (B2S's noise parameters) on training crops, raw units."""
     norm = trainer.data.normalization
-    y = torch.from_numpy(validation_crops(trainer.data.train, trainer.patch_size, 8)).to(
+    y = torch.from_numpy(validation_crops(trainer.data.train_inputs, trainer.patch_size, 8)).to(
         trainer.device)
     trainer.model.eval()
     try:

@@ -59,14 +59,18 @@ class Risk:
     Gaussian smoothing of the crops) stands for the clean signal in the variance; the two
     Monte-Carlo probes (divergence, photon term), drawn once from ``seed``, serve every output
     compared. ``corr``: the noise's correlation between neighbours (a (2L + 1)² kernel, lag 0
-    in the centre; None: independent). Risks are on the scale of mean squared error + mean
-    noise variance."""
+    in the centre; None: independent). ``context``: with stack context, the crops'
+    neighbouring frames (B, 2k·C, H, W), given to every output unperturbed (their noise is
+    independent of the crops': they add nothing to Stein's term). Risks are on the scale of
+    mean squared error + mean noise variance."""
 
     def __init__(self, crops: torch.Tensor, fits, seed: int = 0,
-                 signal: torch.Tensor | None = None, corr: np.ndarray | None = None):
+                 signal: torch.Tensor | None = None, corr: np.ndarray | None = None,
+                 context: torch.Tensor | None = None):
         from ..methods.classical import gaussian_filter
 
         self.y = crops.float()
+        self.context = context
         dev = self.y.device
         fits = torch.tensor(np.asarray(fits, np.float64), dtype=torch.float32, device=dev)
         fits = fits.expand(self.y.shape[0], -1, -1) if fits.ndim == 2 else fits  # (B, C, 2)
@@ -111,11 +115,13 @@ class Risk:
         for i in range(0, self.y.shape[0], BATCH):
             sl = slice(i, i + BATCH)
             y, probe = self.y[sl], self.probe[sl]
-            g = predict(y).float()
-            div += float((self.dual[sl] * (predict(y + PROBE_EPS * probe).float() - g)).sum()
+            run = (predict if self.context is None
+                   else _with_context(predict, self.context[sl]))
+            g = run(y).float()
+            div += float((self.dual[sl] * (run(y + PROBE_EPS * probe).float() - g)).sum()
                          ) / PROBE_EPS
             step = self.curve_step[sl] * self.curve_probe[sl]
-            second = (predict(y + step).float() + predict(y - step).float() - 2 * g) / (
+            second = (run(y + step).float() + run(y - step).float() - 2 * g) / (
                 self.curve_step[sl] ** 2)
             div += float((self.curve[sl] * self.curve_probe[sl] * second).sum()) / (
                 self.curve_moment)
@@ -161,16 +167,21 @@ def sure_risk(trainer):
     """The risk estimate on 16 training crops (those the floor calibrates on), each with the
     noise law of its own frame and, where the noise is correlated between neighbours, its
     measured correlation; None when the noise fit gives nothing to measure with."""
-    train = trainer.data.train
+    train, inputs = trainer.data.train, trainer.data.train_inputs
     size = max(trainer.patch_size, 128)
     spots = crop_spots(train.shape, size, 16)
     taken = take_crops(train, size, spots)
     crops = torch.from_numpy(taken).to(trainer.device)
+    context = None
+    if inputs is not train:  # stack context: the same crops of the neighbouring frames
+        context = torch.from_numpy(take_crops(inputs, size, spots)[:, taken.shape[1]:]).to(
+            trainer.device)
     # the noise check of training (mask="auto"), else one of these crops (a given mask)
     report = trainer.noise if trainer.noise is not None else frames_report(taken)
     corr = report.noise_kernel()
     laws = {f: variance_fit(train, f, corr) for f in sorted({f for f, _, _ in spots})}
-    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr)
+    risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr,
+                context=context)
     return risk if risk.usable() else None
 
 
@@ -186,3 +197,10 @@ def network_output(trainer):
     def predict(y):
         return sum(predict_view(method, model, y, output, v) for v in range(views)) / views
     return predict
+
+
+def _with_context(predict, context: torch.Tensor):
+    """``predict`` of crops given their neighbouring frames' channels as well."""
+    def inner(y):
+        return predict(torch.cat([y, context.to(y.dtype)], 1))
+    return inner

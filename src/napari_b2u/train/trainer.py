@@ -27,7 +27,7 @@ from ..noise import resolve_auto_mask, training_messages
 from . import checkpoint
 from .averaging import WeightAverage
 from .crops import crop_sampler, validation_crops
-from .data import prepare_data
+from .data import prepare_data, use_context
 from .events import Preview, PreviewControl, TrainEvent, build_event, compute_preview
 from .keep import finish
 from .plan import run_plan
@@ -56,6 +56,10 @@ class Trainer:
         self.patch_size = self.plan.patch_size
         if cfg.epochs is not None and cfg.steps is None:
             cfg.steps = self.plan.steps
+        #: the neighbouring frames the network sees (stack context) and why
+        self.context = use_context(cfg, self.data, self.method)
+        if self.context.axis is not None:
+            self.messages.append(self.context.describe())
         #: the noise measured for mask='auto' (None when the mask was given)
         self.noise = resolve_auto_mask(self.method, self.data.train)
         self.messages.extend(training_messages(self.noise))
@@ -72,11 +76,11 @@ class Trainer:
         self.model.to(self.device)
         self.method.seed(cfg.seed + 1, self.device)
         self.method.set_channels_last(self.model, cfg.channels_last)
-        self.sampler = crop_sampler(self.data.train, self.device, cfg.seed, cfg.augment)
+        self.sampler = crop_sampler(self.data.train_inputs, self.device, cfg.seed, cfg.augment)
         self.val = None
         if self.data.val is not None:
             vsize = max(self.patch_size, min(128, self.patch_size * 2))
-            self.val = torch.from_numpy(validation_crops(self.data.val, vsize,
+            self.val = torch.from_numpy(validation_crops(self.data.val_inputs, vsize,
                                                          cfg.val_patches)).to(self.device)
         self._stop = threading.Event()
         #: what the run has done so far (step, clock, validation history, kept weights, ...)
@@ -203,7 +207,7 @@ class Trainer:
         frame, region = self.preview.take()
 
         def run():
-            return compute_preview(self.method, self.model, self.data.frames,
+            return compute_preview(self.method, self.model, self.data.inputs,
                                    self.data.normalization, frame, region,
                                    self.config.preview_size, sched, self.steps.autocast,
                                    self.device)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
+import torch
+
 from ..denoise.model import TrainedModel
 from ..errors import InputError
 from ..modelfile import read_checkpoint
@@ -38,27 +40,55 @@ def packaged_path(model_config: dict) -> Path | None:
     return path if path.is_file() else None
 
 
+def single_frame(model_config: dict) -> dict:
+    """The network of ``model_config`` without stack context (the neighbours' input channels)."""
+    cfg = dict(model_config)
+    if cfg.get("window", 1) != 1:
+        cfg.pop("window")
+    if cfg.get("arch") == "unet" and "out_channels" in cfg:
+        cfg["in_channels"] = cfg["out_channels"]
+    return cfg
+
+
 def warm_start_weights(spec: str, model_config: dict):
     """``(state_dict, description)`` to start training from, or ``(None, why not)`` when
     ``spec`` is 'pretrained' and nothing fits this network (training then starts from
-    scratch). A path that does not fit is an InputError."""
+    scratch). A path that does not fit is an InputError. A network with stack context starts
+    from the same network without it (:func:`widen`)."""
     if spec == "pretrained":
-        path = packaged_path(model_config)
+        path = packaged_path(single_frame(model_config))
         if path is None:
             w, d = model_config.get("width"), model_config.get("depth")
-            c = model_config.get("in_channels")
+            c = model_config.get("out_channels", model_config.get("channels"))
             return None, (f"no pretrained weights for this network ({model_config.get('arch')}"
                           f", {c} channel(s), width {w}, depth {d}); training from scratch")
         model = TrainedModel.from_checkpoint(read_checkpoint(path), str(path))
         return model.state_dict, f"pretrained: {model.info.get('description', path.name)}"
     model = TrainedModel.from_checkpoint(read_checkpoint(spec), str(spec))
-    mine = {k: v for k, v in model.model_config.items()}
-    if mine != dict(model_config):
+    mine = dict(model.model_config)
+    if mine != dict(model_config) and mine != single_frame(model_config):
         raise InputError(
             f"warm start: {spec} holds another network ({_describe(mine)}) than this training "
             f"({_describe(model_config)}); train with the same width, depth and channels, or "
             "start from scratch")
     return model.state_dict, f"from {Path(spec).name} ({model.info.get('steps', '?')} steps)"
+
+
+def widen(state: dict, target: dict) -> dict:
+    """A single-frame network's weights for the same network with stack context: the layers
+    that read the input (the first convolution, and the last level's, which concatenates the
+    input) get zero weights for the neighbours' channels, which come after the centre's — so
+    the widened network starts as exactly the single-frame one and learns to use them."""
+    out = {}
+    for key, t in state.items():
+        want = target[key].shape
+        if t.shape != want and t.dim() == 4 and t.shape[0] == want[0] and \
+                t.shape[1] < want[1] and t.shape[2:] == want[2:]:
+            wide = torch.zeros(want, dtype=t.dtype)
+            wide[:, :t.shape[1]] = t
+            t = wide
+        out[key] = t
+    return out
 
 
 def warm_start(model, spec: str | None, model_config: dict, note) -> str | None:
@@ -70,7 +100,7 @@ def warm_start(model, spec: str | None, model_config: dict, note) -> str | None:
     if state is None:
         note(said)
         return None
-    model.load_state_dict(state)
+    model.load_state_dict(widen(state, model.state_dict()))
     return said
 
 
