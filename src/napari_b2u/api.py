@@ -21,7 +21,7 @@ from .train.trainer import Trainer
 __all__ = [
     "train_stack", "denoise_stack", "load", "make_trainer", "Denoiser", "Trainer", "TrainConfig",
     "TrainEvent", "InputError", "available_devices", "device_info", "method_names", "PRESETS",
-    "build_config", "noise_report",
+    "build_config", "noise_report", "context_report",
 ]
 
 
@@ -154,6 +154,15 @@ def denoise_stack(stack, model: Denoiser | str, axes: str | None = None, out=Non
     if out is not None:
         return model.denoise_to_zarr(stack, out, axes=axes, **kwargs)
     return model.denoise(stack, axes=axes, **kwargs)
+
+
+def context_report(stack, axes: str | None = None, axis: str = "auto"):
+    """Whether neighbouring frames of ``stack`` show the same structure, and how many on each
+    side ``context="auto"`` would give the network (:class:`~napari_b2u.context.ContextReport`;
+    ``.describe()`` for one line)."""
+    from .context import context_report as report
+
+    return report(stack, axes, axis)
 
 
 def noise_report(stack, axes: str | None = None):

@@ -221,6 +221,7 @@ def cmd_check(a) -> int:
     clipping, a Poisson-Gaussian fit and the blind spot ``mask="auto"`` would choose."""
     import json
 
+    from .context import context_report
     from .io.readers import read_image
     from .noise import describe_mask, noise_report
 
@@ -228,7 +229,8 @@ def cmd_check(a) -> int:
     for path in a.input:
         img = read_image(path, a.axes)
         rep = noise_report(img.data, img.axes)
-        reports[str(path)] = rep.to_dict()
+        ctx = context_report(img.data, img.axes)
+        reports[str(path)] = {**rep.to_dict(), "context": ctx.to_dict()}
         if a.json:
             continue
         print(f"{path}: shape {img.data.shape}, axes {img.axes}, {img.data.dtype}")
@@ -241,6 +243,7 @@ def cmd_check(a) -> int:
             print(f"  Poisson-Gaussian fit: variance = {rep.gain:.3g} x mean "
                   f"{rep.read_var:+.3g} (raw units)")
         print(f"  blind spot: {describe_mask(rep.mask, rep)}")
+        print(f"  {ctx.describe()}")
         for note in rep.notes:
             print(f"  note: {note}")
     if a.json:

@@ -205,3 +205,13 @@ def decide_context(setting, axis_setting, frames, layout: Layout, takes_context:
             f"{k} frames on each side asked for, but the stack has {length} along {axis}: "
             f"{fit} used"))
     return ContextReport(axis, length, chosen=k, reason="asked for")
+
+
+def context_report(stack, axes: str | None = None, axis: str | None = "auto") -> ContextReport:
+    """What ``context="auto"`` would choose for ``stack`` (any layout), measured from the stack
+    alone (the predictor's errors are relative: raw units do)."""
+    from .data import validate_stack
+
+    arr, ax = validate_stack(stack, axes)
+    layout = Layout(ax, arr.shape)
+    return decide_context("auto", axis, layout.to_frames(arr), layout, True)
