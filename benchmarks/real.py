@@ -8,7 +8,8 @@ frames; the same for every row and for the noisy input.
 Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train on it, denoise
 it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) and ``w2s:<NNN_chC>``
 (single W2S frames). Rows: ``noisy``; ``gaussian`` (σ chosen against the ground truth: an oracle);
-``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``n2v-peer``
+``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``bm3d-oracle`` (the
+same with the parameters fitted against the ground truth: the strong anchor); ``n2v-peer``
 (CAREamics Noise2Void with the same wall-clock budget, run in its own venv:
 ../shared/tools/install-careamics-peer.sh); ``default`` (``api.train_stack(stack,
 max_time=BUDGET)``, nothing else set, and ``model.denoise(stack)``); any method name (that method,
@@ -40,7 +41,7 @@ import numpy as np
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 W2S_SINGLES = ["003_ch1", "012_ch2", "018_ch0"]
-DEFAULT_ROWS = ["noisy", "gaussian", "bm3d", "n2v-peer", "default"]
+DEFAULT_ROWS = ["noisy", "gaussian", "bm3d", "bm3d-oracle", "n2v-peer", "default"]
 GAUSS_SIGMAS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.4, 1.6, 1.8, 2.0, 2.3, 2.6, 3.0, 3.5)
 
 
@@ -143,18 +144,48 @@ def run_classical(row: str, noisy: np.ndarray, gt: np.ndarray) -> dict:
             if best is None or p > best[0]:
                 best = (p, s, cand)
         out, extra = best[2], {"sigma": best[1]}
-    elif row == "bm3d":
+    elif row in ("bm3d", "bm3d-oracle"):
         from napari_b2u.methods.classical import vst_bm3d
         from napari_b2u.noise import estimate_poisson_gaussian
 
-        outs = []
-        for f in frames(noisy):
-            a, b = estimate_poisson_gaussian(f)
+        outs, fits = [], []
+        truth = np.broadcast_to(gt, noisy.shape)
+        for f, g in zip(frames(noisy), frames(truth)):
+            a, b = (oracle_noise(f, g) if row == "bm3d-oracle" else
+                    estimate_poisson_gaussian(f))
+            fits.append((float(a), float(b)))
             outs.append(vst_bm3d(f, a, b))
-        out, extra = np.stack(outs).reshape(noisy.shape), {}
+        out, extra = np.stack(outs).reshape(noisy.shape), {"noise": fits[len(fits) // 2]}
     else:
         raise ValueError(row)
     return {"psnr": score(out, gt), "infer_s": time.perf_counter() - t, **extra}
+
+
+def oracle_noise(noisy: np.ndarray, gt: np.ndarray, bins: int = 24) -> tuple[float, float]:
+    """(a, b) of the noise variance a · mean + b of ``noisy``, fitted against its ground truth
+    (the strong anchor a tuned user reaches): the mean is the affine fit of the truth to the
+    noisy frame, the variance of the residual is taken per intensity bin (clipped pixels left
+    out) and fitted by weighted least squares."""
+    y = np.asarray(noisy, np.float64).ravel()
+    g = np.asarray(gt, np.float64).ravel()
+    lo, hi = y.min(), y.max()
+    keep = (y > lo) & (y < hi)  # a clipped pixel's residual is not the noise's
+    a_ = np.stack([g[keep], np.ones(keep.sum())], 1)
+    coef, *_ = np.linalg.lstsq(a_, y[keep], rcond=None)
+    mean = a_ @ coef
+    r2 = (y[keep] - mean) ** 2
+    edges = np.quantile(mean, np.linspace(0, 1, bins + 1))
+    xs, vs, ws = [], [], []
+    for e0, e1 in zip(edges[:-1], edges[1:]):
+        sel = (mean >= e0) & (mean <= e1)
+        if sel.sum() > 50:
+            xs.append(mean[sel].mean())
+            vs.append(r2[sel].mean())
+            ws.append(sel.sum())
+    w = np.sqrt(np.asarray(ws, np.float64))
+    fit, *_ = np.linalg.lstsq(np.stack([xs, np.ones(len(xs))], 1) * w[:, None],
+                              np.asarray(vs) * w, rcond=None)
+    return max(float(fit[0]), 1e-3), float(fit[1])
 
 
 def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed) -> dict:
@@ -175,7 +206,8 @@ def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed) ->
     info = model.info
     res = {"psnr": score(out, gt), "train_s": t_train, "steps": info["steps"],
            "infer_s": t_inf, "kept": model.method_name + ": " + str(info["chosen"]),
-           "warm_start": info.get("warm_start")}
+           "warm_start": info.get("warm_start"),
+           "context": (info.get("context") or {}).get("chosen", 0)}
     if tta is not False and tta != "false":  # the one-pass output too, to show what TTA buys
         res["psnr_one_pass"] = score(model.denoise(noisy, axes=axes, dtype="float32",
                                                    device=device, tta=False), gt)
@@ -187,7 +219,7 @@ def run_peer(python: str, noisy, gt, axes, budget) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npy", Path(tmp) / "out.npy"
         np.save(src, noisy)
-        peer_axes = {"TYX": "SYX", "YX": "YX"}[axes]
+        peer_axes = {"TYX": "SYX", "ZYX": "SYX", "YX": "YX"}[axes]
         t = time.perf_counter()
         proc = subprocess.run([python, str(here / "careamics_peer.py"), str(src), str(dst),
                                peer_axes, str(budget)], capture_output=True, text=True,
@@ -240,7 +272,7 @@ def main(argv=None) -> int:
         noisy, gt, axes = load_case(a.data, case, a.crop)
         for row in rows:
             name, opts = parse_row(row)
-            if name in ("noisy", "gaussian", "bm3d"):
+            if name in ("noisy", "gaussian", "bm3d", "bm3d-oracle"):
                 res = run_classical(name, noisy, gt)
             elif name == "n2v-peer":
                 if not Path(a.careamics_python).exists():
