@@ -14,7 +14,10 @@ import pytest
 from napari_b2u import api
 from napari_b2u.errors import InputError, MissingExtra
 
-from .conftest import TINY
+from .conftest import TINY as _TINY
+
+#: a package holds a single-frame network: context models are refused (tested below)
+TINY = {**_TINY, "context": 0}
 
 pytest.importorskip("bioimageio.core")
 
@@ -290,3 +293,10 @@ def test_bioimageio_core_predicts_any_size_in_tiles_like_napari_b2u(tmp_path, st
         assert got.shape == frame.shape
         inner = (slice(HALO, -HALO),) * 2
         np.testing.assert_allclose(got[inner], ours[inner], rtol=TOLERANCE, atol=TOLERANCE * 255)
+
+
+def test_a_stack_context_model_is_refused_with_what_to_do(tmp_path, stack96):
+    model = api.train_stack(stack96, steps=2, seed=0, **{**TINY, "context": 1})
+    with pytest.raises(InputError, match="neighbouring frame.*train it with context=0"):
+        model.export_bioimageio(tmp_path / "c.zip", stack96)
+    assert not (tmp_path / "c.zip").exists()

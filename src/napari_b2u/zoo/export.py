@@ -54,6 +54,13 @@ def exportable_output(model, output: str | None = None) -> str:
                if trained else "")
         raise InputError(f"the model is the classical {method.title}{why}: a filter, not a "
                          "network, so there is nothing to put in a bioimage.io package")
+    context = getattr(model, "context", None)
+    if context:
+        raise InputError(
+            f"this model denoises each frame with its {context['frames']} neighbouring "
+            f"frame(s) on each side along {context['axis']} (stack context); a bioimage.io "
+            "package runs the network on one image at a time and cannot hand it the "
+            "neighbours. To share a model through bioimage.io, train it with context=0")
     heads = HEADS.get(model.model_config.get("arch"), ())
     single = [o for o in model.outputs if o in heads and method.copies_per_image(o) == 1]
     if not single:
