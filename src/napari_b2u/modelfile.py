@@ -31,6 +31,8 @@ MODEL_VERSION = 4  # 3: an optional "blend" (network + Gaussian filter); 4: an o
 MAX_UNPACKED_BYTES = 1 << 30
 #: the most parameters a model may declare (the largest preset network has 6.6 M)
 MAX_PARAMETERS = 100_000_000
+#: the deepest nesting of a model's free-form info (napari-b2u's is 4 levels)
+MAX_INFO_DEPTH = 32
 
 _KEYS = {"format", "version", "package_version", "method", "method_params", "model_config",
          "normalization", "info", "state_dict", "weights_sha256", "training", "blend",
@@ -52,7 +54,7 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise InputError(f"no model file at {path}")
-    check_regular(path)  # a FIFO would block torch.load forever
+    check_regular(path, what="a model file")  # a FIFO would block torch.load forever
     _check_archive(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -111,14 +113,24 @@ def check_checkpoint(ck: dict, source: str = "the model") -> None:
             raise InputError(f"{source} is damaged: its {key} is not a mapping")
     if not isinstance(ck.get("info", {}), dict):
         raise InputError(f"{source} is damaged: its info is not a mapping")
+    if _deeper(ck.get("info", {}), MAX_INFO_DEPTH):  # saving or exporting it would recurse
+        raise InputError(f"{source} is damaged: its info is nested more than {MAX_INFO_DEPTH} "
+                         "deep (napari-b2u writes a few levels)")
     method = get_method(ck["method"], **ck["method_params"])  # checks each parameter
     check_context(method, ck.get("context"), source)
     check_blend(ck.get("blend"), source)
     _check_normalization(ck["normalization"], source)
+    channels = len(ck["normalization"]["offset"])
+    if ck.get("blend") and len(ck["blend"]["gauss_sigma"]) != channels:
+        raise InputError(f"{source} is damaged: its blend has {len(ck['blend']['gauss_sigma'])} "
+                         f"Gaussian σ for {channels} channel(s)")
     state = ck["state_dict"]
     for key, t in state.items():
         if not isinstance(key, str) or not isinstance(t, torch.Tensor):
             raise InputError(f"{source} is damaged: its weights are not named tensors")
+        if t.numel() > MAX_PARAMETERS:  # a view of a few stored values can declare 10^10
+            raise InputError(f"{source} is damaged: weight {key} declares {t.numel():,} values, "
+                             "more than any napari-b2u model; refusing to load it")
         if not t.is_floating_point():
             raise InputError(f"{source} is damaged: weight {key} is not floating point")
         if not bool(torch.isfinite(t).all()):
@@ -129,6 +141,19 @@ def check_checkpoint(ck: dict, source: str = "the model") -> None:
             raise InputError(f"{source} is damaged: its weights do not match their checksum "
                              "(the file was changed or corrupted after it was written)")
     _check_architecture(method, ck["model_config"], state, source)
+
+
+def _deeper(obj, limit: int) -> bool:
+    """Whether the lists and mappings of ``obj`` nest deeper than ``limit`` (walked without
+    recursion: a file may nest them 100000 deep)."""
+    todo = [(obj, 1)]
+    while todo:
+        o, depth = todo.pop()
+        if isinstance(o, (dict, list, tuple)):
+            if depth > limit:
+                return True
+            todo.extend((v, depth + 1) for v in (o.values() if isinstance(o, dict) else o))
+    return False
 
 
 def check_context(method, context, source: str) -> None:
@@ -159,9 +184,21 @@ def _check_normalization(d: dict, source: str) -> None:
                          f"{sc!r}) is not finite with positive scales")
 
 
+#: the most levels, blocks and blind-spot half-extents a network description may declare:
+#: building costs time per layer even on the meta device (a U-Net of depth 100000 took
+#: minutes) and a DBSN mask per extent², so larger ones are refused unbuilt (napari-b2u trains
+#: depth <= 7, 8 blocks, extents <= 7)
+_LAYER_LIMITS = {"depth": 16, "est_depth": 16, "blocks": 64, "blind_ly": 7, "blind_lx": 7}
+
+
 def _check_architecture(method, config: dict, state: dict, source: str) -> None:
     """Build the declared network on the meta device (no memory) and compare its tensors with
     the stored ones: a file claiming a huge network is refused at once."""
+    for key, high in _LAYER_LIMITS.items():
+        v = config.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > high:
+            raise InputError(f"{source} declares a network with {key} {v} (napari-b2u's "
+                             f"networks have at most {high}); refusing to load it")
     try:
         with torch.device("meta"):
             net = method.build(config)

@@ -279,7 +279,8 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12,
             xs.append(np.median(mb[sel]))
             ys.append(np.quantile(vb[sel], 0.25) / 0.85)  # lower quartile, bias-corrected
     xs, ys = np.asarray(xs), np.asarray(ys)
-    a, b = np.polyfit(xs, ys, 1) if len(xs) >= 2 else (0.0, float(np.var(r)))
+    # one intensity (a flat image): no slope to fit (polyfit divides by the spread of xs)
+    a, b = np.polyfit(xs, ys, 1) if len(xs) >= 2 and np.ptp(xs) > 0 else (0.0, float(np.var(r)))
     return max(float(a), 1e-3), float(b)
 
 
@@ -368,8 +369,10 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
         notes.append("noise correlated between neighbours: a blind line or box hides the "
                      "correlated extent")
     report = NoiseReport(cx, cy, None, None, low, high, mask, notes)
+    # the middle plane that is not constant (a dropped, all-zero frame has no noise to fit)
+    varied = [i for i in range(len(planes)) if planes[i].min() < planes[i].max()] or [0]
     report.gain, report.read_var = estimate_poisson_gaussian(
-        _frames(planes[len(planes) // 2])[0], corr=report.noise_kernel())
+        _frames(planes[varied[len(varied) // 2]])[0], corr=report.noise_kernel())
     return report
 
 

@@ -60,7 +60,13 @@ def load_view(set_dir, view: str, max_frames: int | None = None) -> View:
         raise InputError(f"{set_dir / 'raw' / view} holds no PNG frames")
     if max_frames:
         files = files[:max_frames]
-    noisy = np.stack([read_png(f, grey=True) for f in files])
+    frames = [read_png(f, grey=True) for f in files]
+    for f, a in zip(files, frames):
+        if a.shape != frames[0].shape:  # np.stack's "all input arrays must have the same shape"
+            raise InputError(f"{f} is {a.shape[-1]}x{a.shape[0]} pixels, the first frame of "
+                             f"{f.parent} {frames[0].shape[-1]}x{frames[0].shape[0]}: the frames "
+                             "of a view must have one size; crop or remove it")
+    noisy = np.stack(frames)
     gt_path = set_dir / "gt" / view / "avg50.png"
     gt = read_png(gt_path, grey=True) if gt_path.exists() else None
     return View(view, noisy, gt)

@@ -27,13 +27,14 @@ class Image:
     path: str | None = None
 
 
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
 
 
-def check_regular(path, folder_ok: bool = False) -> None:
+def check_regular(path, folder_ok: bool = False, what: str = "an image file") -> None:
     """Refuse, before it is opened, what is not a regular file (or a folder where ``folder_ok``):
-    reading a FIFO blocks until someone writes to it, a device may never end."""
+    reading a FIFO blocks until someone writes to it, a device may never end. ``what``: what
+    the path should be, for the message."""
     try:
         mode = os.stat(path).st_mode  # follows links: a link to a FIFO is a FIFO
     except OSError as exc:
@@ -41,9 +42,9 @@ def check_regular(path, folder_ok: bool = False) -> None:
     if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
         return
     if stat.S_ISDIR(mode):
-        raise InputError(f"{path} is a folder; point to an image file")
-    kind = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
-    raise InputError(f"{path} is {kind}, not an image file; give the path of a file on disk")
+        raise InputError(f"{path} is a folder; point to {what}")
+    kind = next((name for test, name in SPECIAL if test(mode)), "not a regular file")
+    raise InputError(f"{path} is {kind}, not {what}; give the path of a file on disk")
 
 
 #: PIL's limit is a global: it is lifted, one reader at a time, only for images that fit memory

@@ -79,8 +79,11 @@ def _read_file(path: Path) -> Image:
     if kind == "npy":
         try:
             data = np.load(path, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError) as exc:
-            raise InputError(f"{path} is not a readable .npy array: {exc}") from exc
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged header: ValueError, TokenError...
+            raise InputError(f"{path} is not a readable .npy array ({type(exc).__name__}: "
+                             f"{exc})") from exc
         return Image(np.asarray(data), "", path=str(path))
     return _colour_mapped(Image(read_png(path), "YX", path=str(path)))
 

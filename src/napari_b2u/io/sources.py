@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import itertools
 import os
+import stat
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..data import data_fingerprint
 from ..errors import DISTRIBUTED_EXTRA, B2UError, InputError, MissingExtra
-from .image import check_regular
+from .image import SPECIAL, check_regular
 from .memory import in_memory_bytes, memory_budget
 from .readers import sniff
 from .tiff import normalize_axes, tiff_metadata, to_um
@@ -169,7 +170,7 @@ class ZarrSource(_Reopened):
         self.name = self.path or "zarr"  # the node's name once it is open
         self.component = component
         try:
-            node = zarr.open(store=self.path, mode="r") if self.path else (
+            node = zarr.open(store=local_store(self.path), mode="r") if self.path else (
                 target if isinstance(target, (zarr.Array, zarr.Group))
                 else zarr.open(store=target, mode="r"))
             self.name = self.path or getattr(node, "name", None) or "zarr"
@@ -284,8 +285,49 @@ class ZarrSource(_Reopened):
 
     def _open(self):
         zarr = require("zarr")
-        node = zarr.open(store=self.path, mode="r")
+        node = zarr.open(store=local_store(self.path), mode="r")
         return node[self.component] if self.component is not None else node
+
+
+_STORE_CLASS = None
+
+
+def local_store(path):
+    """A read-only zarr store of the folder ``path`` that refuses, before opening it, a file
+    in it that is not a regular file or folder: a FIFO as a chunk or as zarr.json blocks
+    zarr's read forever, a link to /dev/zero never ends (a missing chunk stays zarr's fill
+    value)."""
+    global _STORE_CLASS
+    if _STORE_CLASS is None:
+        require("zarr")
+        from zarr.storage import LocalStore
+
+        class RegularFileStore(LocalStore):
+            async def get(self, key, prototype=None, byte_range=None):
+                _check_member(self.root / key, self.root)
+                return await super().get(key, prototype, byte_range)
+
+            async def get_partial_values(self, prototype, key_ranges):
+                key_ranges = list(key_ranges)
+                for key, _ in key_ranges:
+                    _check_member(self.root / key, self.root)
+                return await super().get_partial_values(prototype, key_ranges)
+
+        _STORE_CLASS = RegularFileStore
+    return _STORE_CLASS(path, read_only=True)
+
+
+def _check_member(path: Path, root) -> None:
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to a FIFO is a FIFO
+    except OSError:
+        return  # missing: zarr says what that means
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return
+    kind = next((name for test, name in SPECIAL if test(mode)), "not a regular file")
+    raise InputError(f"{root} is damaged: its file {path.relative_to(root)} is {kind}, not "
+                     "a chunk or metadata file (reading it would never end); copy or export "
+                     "the data again")
 
 
 _TIFF_LOCK = threading.Lock()

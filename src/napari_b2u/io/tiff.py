@@ -15,6 +15,7 @@ from ..data import SAMPLE_AXES, single_channel_of_rgb
 from ..errors import InputError
 from .files import atomic_write
 from .image import Image
+from .memory import BUDGET_ENV, memory_budget
 
 
 def normalize_axes(axes: str) -> str:
@@ -122,10 +123,11 @@ def read_tiff(path) -> Image:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            _check_declared_size(path, series.shape, series.dtype)
             data = series.asarray()
             axes = series.axes
             pixel_size, meta = tiff_metadata(tif, path)
-    except MemoryError:
+    except (InputError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - damaged files raise anything (0 width: ZeroDivision)
         raise InputError(
@@ -139,6 +141,19 @@ def read_tiff(path) -> Image:
             warnings.warn(f"{Path(path).name}: {one[1]}", stacklevel=3)
             img.data, img.axes = one[0], img.axes[:-1]
     return img
+
+
+def _check_declared_size(path, shape, dtype) -> None:
+    """A TIFF read whole must fit the memory budget: a damaged header can declare 2^31 pixels
+    a row (numpy's "Unable to allocate 128 GiB" came after)."""
+    need = int(np.prod(shape, dtype=np.float64)) * np.dtype(dtype).itemsize
+    if need > memory_budget():
+        raise InputError(
+            f"{path} declares a {'x'.join(map(str, shape))} {np.dtype(dtype).name} image "
+            f"({need / 2**30:.1f} GiB), more than the memory budget ({memory_budget() / 2**30:.1f}"
+            f" GiB; {BUDGET_ENV} sets it) for reading it whole; if the file is that large, "
+            "train or denoise it from the command line (read a block at a time), else its "
+            "header is damaged")
 
 
 def tiff_axes(axes: str) -> str:

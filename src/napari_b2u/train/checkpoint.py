@@ -75,10 +75,12 @@ def check_resumable(checkpoint) -> dict:
 
 def _resumable(checkpoint):
     ck = read_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    source = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    if ck.get("training") is not None and not isinstance(ck["training"], dict):
+        raise damaged(source, "training")  # (a tensor there has no truth value)
     if not ck.get("training"):
         raise InputError("this model file holds no training state to resume from (it was "
                          "saved after training, not autosaved during it)")
-    source = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     check_checkpoint(ck, source)
     return ck, training_config(ck, source), source
 
@@ -282,18 +284,29 @@ def _optimizer_ok(sd, optimizer) -> bool:
                 and len(g["params"]) == len(lg["params"])):
             return False
         params.update(zip(g["params"], lg["params"]))
-        values = [v for k, v in g.items() if k != "params"]
-        values += [x for v in values if isinstance(v, (list, tuple)) for x in v]
-        if not (all(math.isfinite(v) and v >= 0 for v in values if isinstance(v, float))
+        # each hyperparameter of the kind the live one is (eps "1e-8", a string, failed in
+        # Adam's step), finite and >= 0
+        if not (all(_same_kind(v, lg[k]) for k, v in g.items() if k != "params" and k in lg)
                 and all(_num(b, 0.0, 0.999999) for b in g.get("betas", ()))):
             return False
     for i, entry in state.items():
         if i not in params or not isinstance(entry, dict):
             return False
-        for k, t in entry.items():
+        for k, t in entry.items():  # the shape first: a view may declare 10^10 values
             if not (isinstance(t, torch.Tensor) and t.is_floating_point()
-                    and bool(torch.isfinite(t).all())
-                    and (t.numel() == 1 and t.item() >= 0 if k == "step"
-                         else t.shape == params[i].shape)):
+                    and (t.numel() == 1 if k == "step" else t.shape == params[i].shape)
+                    and bool(torch.isfinite(t).all()) and (k != "step" or t.item() >= 0)):
                 return False
     return True
+
+
+def _same_kind(v, live) -> bool:
+    """A saved optimizer hyperparameter that can replace the live one ``live``."""
+    if live is None or isinstance(live, bool):
+        return v is None or isinstance(v, bool)
+    if isinstance(live, (int, float)):
+        return _num(v, 0.0, math.inf)
+    if isinstance(live, (list, tuple)):
+        return (isinstance(v, (list, tuple)) and len(v) == len(live)
+                and all(_same_kind(x, y) for x, y in zip(v, live)))
+    return True  # other kinds: torch's load_state_dict says

@@ -33,9 +33,20 @@ def require_bioimageio(core: bool = False) -> None:
 
 
 def reason(exc) -> str:
-    """The last line of an exception's message (pydantic puts the cause there), shortened."""
-    text = str(exc).strip()
-    return text.splitlines()[-1][:200] if text else type(exc).__name__
+    """The line of an exception's message that says what is wrong, shortened: pydantic puts
+    the cause last (then, in some versions, a "For further information visit ..." link, and
+    the field on the line before), a YAML error says what first and ends with a caret under
+    the place."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("For further information")]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and lines[-1].startswith("^"):  # YAML: what, where, the line, a caret
+        return f"{lines[0]} ({lines[-1].lstrip('^ ').strip('()')})"[:200]
+    last = lines[-1]
+    if len(lines) > 2 and " " not in lines[-2] and "[type=" in last:  # pydantic: field, cause
+        last = f"{lines[-2]}: {last.split(' [type=')[0]}"
+    return last[:200]
 
 
 @contextlib.contextmanager

@@ -141,10 +141,20 @@ def check_references(content: dict, root, path) -> None:
         outside = (re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", r) is not None or r.startswith("/")
                    or ".." in PurePosixPath(r).parts)
         if not outside and isinstance(root, Path):
-            target = (root / r).resolve()
-            outside = not target.is_relative_to(root)
-            if not outside and target.is_file() and target.stat().st_size > MAX_UNPACKED_BYTES:
-                raise InputError(f"{path}: its file {r} is larger than any napari-b2u package "
-                                 "holds; refusing to open it")
+            try:
+                target = (root / r).resolve()
+                outside = not target.is_relative_to(root)
+                if not outside and target.is_file() and (target.stat().st_size
+                                                         > MAX_UNPACKED_BYTES):
+                    raise InputError(f"{path}: its file {r} is larger than any napari-b2u "
+                                     "package holds; refusing to open it")
+                if not outside and target.exists() and not (target.is_file()
+                                                            or target.is_dir()):
+                    raise InputError(f"{path}: its file {r} is not a regular file (a FIFO, "
+                                     "socket or device, which would never end); copy the "
+                                     "package again")
+            except OSError as exc:  # a name too long for the file system, ...
+                raise InputError(f"{path} refers to {ref[:80]!r}, which is no file of the "
+                                 f"package ({exc.strerror or exc})") from None
         if outside:
             raise InputError(f"{path} refers to {ref[:200]!r}, outside the package; {FETCH}")
