@@ -160,7 +160,8 @@ def train_learned(method: str, train: np.ndarray, kw: dict):
     seconds = time.perf_counter() - t0
     kept = trainer.result()
     last = Denoiser(kept.method_name, kept.method_params, kept.model_config,
-                    last_state or kept.state_dict, kept.normalization, kept.info)
+                    last_state or kept.state_dict, kept.normalization, kept.info,
+                    context=kept.context)
     return kept, last, seconds
 
 
@@ -170,6 +171,9 @@ def run_quality(sets: list[DataSet], regimes=("stack", "single"), methods=DEFAUL
     from baselines import gaussian_best, vst_bm3d
 
     train_kw = dict(train_kw or {})
+    # single-frame denoising: the test stacks are a few frames (stack context is measured by
+    # benchmarks/stacks.py)
+    train_kw.setdefault("context", 0)
     train_kw.setdefault("device", device)
     train_kw.setdefault("seed", 0)
     rows: list[Row] = []

@@ -48,7 +48,7 @@ def _model(net: str):
                         {"sigma": torch.tensor([1.0])}, Normalization([100.0], [1000.0]))
     noisy, _ = fmdd_like_stack(4, (64, 64), seed=0)
     kw = dict(steps=1, seed=0, device="cpu", progress=False, compile=False, floor="none",
-              warm_start="none", patch_size=32, batch_size=2)
+              warm_start="none", patch_size=32, batch_size=2, context=0)
     if net == "tiny":
         kw.update(width=4, depth=2)
     return api.train_stack(noisy, **kw)

@@ -181,7 +181,7 @@ def time_fast(frames, dev, cells, width, depth, patch, batch, warmup, steps, com
                                steps=warmup + steps, cells=cells, width=width, depth=depth,
                                patch_size=patch, batch_size=batch, val_fraction=0,
                                preview_every=0, compile=compile_, log_every=warmup + steps,
-                               **options)
+                               context=0, **options)  # the published loop is single-frame
     _reset_peak(dev)
     t_first = t0 = t1 = None
     for ev in trainer:
@@ -227,7 +227,7 @@ def time_to_quality(frames, clean, test, dev, cells, width, depth, patch, batch,
     # fast
     trainer = api.make_trainer(frames, axes="TYX", device=dev, steps=steps, cells=cells,
                                width=width, depth=depth, patch_size=patch, batch_size=batch,
-                               val_fraction=0, preview_every=0, compile=compile_)
+                               val_fraction=0, preview_every=0, compile=compile_, context=0)
     norm = trainer.data.normalization
     curve, train_t, t = [], 0.0, time.perf_counter()
     for ev in trainer:
@@ -278,7 +278,7 @@ def time_inference(dev, width, depth, shape, output="visible", tile_size=None):
     noisy = np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)
     model = api.train_stack(noisy[:1, :128, :128], steps=1, device=dev, width=width,
                             depth=depth, patch_size=64, progress=False, val_fraction=0,
-                            compile=False)
+                            compile=False, context=0)
     model.denoise(noisy[:1, :256, :256], device=dev)  # warm-up
     _reset_peak(dev)
     _sync(dev)
@@ -349,7 +349,7 @@ def precision_table(frames, dev, width, depth, patch, batch, warmup, steps, comp
             print(f"| {amp} | {cl} | {sec * 1e3:.1f} | {1 / sec:.1f} |")
     model = api.train_stack(frames, steps=1, width=width, depth=depth, patch_size=patch,
                             device=dev, progress=False, floor="none", val_fraction=0,
-                            warm_start="none")
+                            warm_start="none", context=0)
     net = model.model(dev)
     x = torch.from_numpy(frames[:4, None].astype(np.float32) / 255).to(dev)
     print("\n| inference layout | Mpx/s (one view, fp32) |")

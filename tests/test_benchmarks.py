@@ -308,7 +308,9 @@ def test_pretrain_writes_a_model_that_warm_starts(tmp_path, small_stack):
                             floor="none")
     assert tuned.info["warm_start"] == "from pre.b2u (4 steps)"
     # the weights it started from are the pretrained ones, not a fresh initialization
+    # (a single-frame network: with stack context it is widened, tests/test_context.py)
     fresh = api.make_trainer(noisy, steps=1, warm_start=str(out), width=8, depth=2,
-                             patch_size=32, batch_size=4, device="cpu", floor="none")
+                             patch_size=32, batch_size=4, device="cpu", floor="none",
+                             context=0)
     for k, v in model.state_dict.items():
         assert torch.equal(fresh.model.state_dict()[k].float().cpu(), v.float()), k

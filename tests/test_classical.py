@@ -273,23 +273,25 @@ def test_a_blended_model_denoises_as_the_blend_and_keeps_it_in_its_file(monkeypa
     noisy, _ = small_stack
     # a validation where the two are equally good and independent: the optimum is w = 0.3
     monkeypatch.setattr(sure.Risk, "blend_sums", lambda *a: (1.0, -0.3, 1.0, 0.0, 0.0, 10))
-    model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss"})
+    # (each frame alone: a model with stack context is format 4, tests/test_context.py)
+    model = api.train_stack(noisy, steps=2, **{**TINY, "floor": "gauss", "context": 0})
     assert model.method_name == "b2u" and model.blend["weight"] == pytest.approx(0.3)
     assert "blended with a Gaussian filter" in model.info["chosen"]
     assert any(m.startswith("blended 0.30") for m in model.info["messages"])
     sigma = model.blend["gauss_sigma"]
-    out = model.denoise(noisy[:2], dtype="float32", tta=False)
+    out = model.denoise(noisy, dtype="float32", tta=False)
     alone = model.__class__(model.method_name, model.method_params, model.model_config,
-                            model.state_dict, model.normalization, model.info)
-    net = alone.denoise(noisy[:2], dtype="float32", tta=False)
-    filt = gaussian_filter(torch.from_numpy(noisy[:2].astype(np.float32))[:, None],
+                            model.state_dict, model.normalization, model.info,
+                            context=model.context)
+    net = alone.denoise(noisy, dtype="float32", tta=False)
+    filt = gaussian_filter(torch.from_numpy(noisy.astype(np.float32))[:, None],
                            sigma[0])[:, 0].numpy()
     np.testing.assert_allclose(out, 0.3 * net + 0.7 * filt, atol=1e-2)
     path = model.save(tmp_path / "blend.b2u")
     loaded = api.load(path)
     assert loaded.blend == model.blend
-    np.testing.assert_array_equal(loaded.denoise(noisy[:2], tta=False),
-                                  model.denoise(noisy[:2], tta=False))
+    np.testing.assert_array_equal(loaded.denoise(noisy, tta=False),
+                                  model.denoise(noisy, tta=False))
     assert torch.load(path, weights_only=False)["version"] == 3
     assert torch.load(alone.save(tmp_path / "net.b2u"), weights_only=False)["version"] == 2
 

@@ -149,7 +149,7 @@ def test_validation_keeps_best_model(small_stack):
     with torch.no_grad():
         err = trainer.method.validation_error(m, torch.from_numpy(
             __import__("napari_b2u.train.crops", fromlist=["x"]).validation_crops(
-                trainer.data.val, max(trainer.patch_size, min(128, 2 * trainer.patch_size)),
+                trainer.data.val_inputs, max(trainer.patch_size, min(128, 2 * trainer.patch_size)),
                 trainer.config.val_patches))).item()
     assert err == pytest.approx(best["val_error"], rel=1e-4)
     if best["step"] != 30:
