@@ -148,3 +148,78 @@ def test_correlation_shared_by_the_diagonals_is_taken_for_signal():
     # X-correlated noise under such a leak is still found
     both_x, both_y = axis_noise_correlations(kernel(0.43, 0.13, 0.10))
     assert recommend_mask(both_x, both_y) == "x-line:3"
+
+
+
+def _clipped_confocal(cx: float, zeros: float, frames: int = 3, side: int = 256, seed: int = 2):
+    """``(unclipped, clipped)`` float frames: a background and a broad bright cell with noise
+    correlated by ``cx`` along X, and the same frames with an offset subtracted so that
+    ``zeros`` of the pixels read 0 (a confocal's offset setting)."""
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    scene = 40 + 60 * np.exp(-((yy - side / 2) ** 2 + (xx - 0.4 * side) ** 2)
+                             / (2 * (side / 5) ** 2))
+    noise = np.stack([correlate(rng.normal(0, 1, (side, side)), cx, 0.0)
+                      for _ in range(frames)])
+    full = (scene + 6 * noise).astype(np.float32)
+    off = np.quantile(full, zeros)
+    return full, np.clip(full - off, 0, None).astype(np.float32)
+
+
+@pytest.mark.parametrize("cx", [0.0, 0.3])
+def test_the_noise_check_reads_a_clipped_background_as_the_unclipped_frame(cx):
+    """More than half the pixels clipped at 0: the correlation is measured away from them and
+    reads what it reads on the unclipped frame (the clipped background used to be the
+    "flattest" part it measured on, where there is no noise: +0.03 for noise correlated by
+    0.3), with the same mask and no NaN warning; the report says how much it could use."""
+    import warnings
+
+    from napari_b2u.noise import frames_report
+
+    full, clipped = _clipped_confocal(cx, 0.55)
+    unclipped_report = frames_report(full[:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no 'invalid value encountered in sqrt'
+        report = frames_report(clipped[:, None])
+    assert report.clipped_low >= 0.5 and unclipped_report.usable == 1.0
+    assert 0.0 < report.usable < 0.5 and "away from clipped" in report.describe()
+    assert report.corr_x[0] == pytest.approx(unclipped_report.corr_x[0], abs=0.05)
+    assert report.corr_x[0] == pytest.approx(cx, abs=0.05)
+    assert report.mask == unclipped_report.mask == ("pixel" if cx == 0 else "x-line:3")
+
+
+def test_too_few_unclipped_pixels_say_so_and_assume_independent_noise():
+    from napari_b2u.noise import frames_report
+
+    _, clipped = _clipped_confocal(0.3, 0.93, frames=2, side=128)
+    rep = frames_report(clipped[:, None])
+    assert rep.usable == 0.0 and rep.mask == "pixel"
+    assert any("too few pixels away from the clipped ones" in n for n in rep.notes)
+
+
+def test_scattered_clipped_pixels_change_nothing():
+    """Below CLIPPED_BACKGROUND (low counts reaching 0 here and there, a few saturated spots)
+    every pixel is measured, as before."""
+    noisy, _ = fmdd_like_stack(3, (128, 128), seed=5)  # ~12 % zeros
+    rep = noise_report(noisy)
+    assert 0.05 < rep.clipped_low < 0.25 and rep.usable == 1.0 and rep.mask == "pixel"
+
+def test_the_variance_fit_leaves_clipped_blocks_out():
+    """A Poisson-Gaussian frame with 30 % of its pixels clipped at 0: blocks touching them
+    have less variance than their level's (the noise is cut), which bent the fitted law; the
+    fit on the rest recovers the unclipped frame's law."""
+    from napari_b2u.noise import estimate_poisson_gaussian
+
+    rng = np.random.default_rng(3)
+    ramp = np.tile(np.linspace(0, 200, 256), (256, 1))
+    y = rng.poisson(ramp) + rng.normal(0, 3, ramp.shape) - 60  # var = y + 60 + 9
+    a, b = estimate_poisson_gaussian(y)
+    clipped = np.clip(y, 0, None)
+    assert (clipped == 0).mean() > 0.25
+    a_c, b_c = estimate_poisson_gaussian(clipped)
+    for level in (20.0, 100.0):
+        truth = level + 69.0
+        assert a * level + b == pytest.approx(truth, rel=0.15)
+        assert a_c * level + b_c == pytest.approx(truth, rel=0.15)

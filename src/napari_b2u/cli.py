@@ -238,7 +238,8 @@ def cmd_check(a) -> int:
         for axis, corr in (("X", rep.corr_x), ("Y", rep.corr_y)):
             print(f"    along {axis}         " + " ".join(f"{c:+7.2f}" for c in corr))
         print(f"  clipped pixels: {100 * rep.clipped_low:.1f} % at the lower bound, "
-              f"{100 * rep.clipped_high:.1f} % at the upper bound")
+              f"{100 * rep.clipped_high:.1f} % at the upper bound; the noise measured on "
+              f"{100 * rep.usable:.0f} % of the pixels (the rest clipped or next to clipped)")
         if rep.gain is not None:
             print(f"  Poisson-Gaussian fit: variance = {rep.gain:.3g} x mean "
                   f"{rep.read_var:+.3g} (raw units)")
