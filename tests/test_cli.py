@@ -281,3 +281,23 @@ def test_check_reports_correlation_and_the_mask(tmp_path, capsys):
     assert reports[str(corr)]["corr_x"][0] > 0.15 > abs(reports[str(corr)]["corr_y"][0])
     assert main(["check", str(tmp_path / "missing.tif")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_exports_sample_without_axis_metadata_takes_the_models_axes(tmp_path, capsys):
+    """tifffile reads a plain 4-frame stack as the planes of an RGBA image (CYX): for the
+    sample of a single-channel model trained on TYX, the model's axes are the guess (the
+    export refused with 'trained on 1 channel(s) but the stack has 4'); --axes still wins,
+    and a sample whose axes fit the model keeps them."""
+    from napari_b2u.cli import sample_axes
+    from napari_b2u.io.readers import read_image
+
+    path = tmp_path / "four.tif"
+    tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8))
+    img = read_image(path)
+    assert img.axes == "CYX"  # what the file says: if this changes, the fix is moot
+    assert sample_axes(img, 1, "TYX", path) == "TYX"
+    assert "using the axes it was trained with, TYX" in capsys.readouterr().out
+    assert sample_axes(img, 4, "CYX", path) == "CYX"  # a 4-channel model: the file is right
+    assert sample_axes(img, 1, None, path) == "CYX"  # nothing recorded: the file's (refused
+    # later with the channel message)
+    assert sample_axes(read_image(path, "TYX"), 1, "ZYX", path) == "TYX"

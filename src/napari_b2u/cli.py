@@ -183,6 +183,19 @@ def cmd_denoise(a) -> int:
     return 0
 
 
+def sample_axes(img, channels: int, trained: str | None, path) -> str:
+    """The axes of an export's sample: the file's, unless they contradict the model — a
+    channel count it was not trained on (tifffile reads a plain stack of 3 or 4 frames as the
+    planes of an RGB(A) image) — and the axes it was trained with fit the array: then those,
+    with a note."""
+    c = img.data.shape[img.axes.index("C")] if "C" in img.axes else 1
+    if c == channels or not trained or len(trained) != img.data.ndim:
+        return img.axes
+    print(f"note: {path} reads as {img.axes} ({c} channels), but the model was trained on "
+          f"{channels}: using the axes it was trained with, {trained} (--axes to set them)")
+    return trained
+
+
 def cmd_export(a) -> int:
     from . import api
     from .io.files import check_output
@@ -201,6 +214,8 @@ def cmd_export(a) -> int:
         raise InputError(f"give --sample: an image like the training data{where}; a crop of "
                          "it becomes the package's test image and cover")
     img = read_image(sample, a.axes or (None if a.sample else recorded.get("axes")))
+    if a.sample and not a.axes:
+        img.axes = sample_axes(img, model.n_channels, recorded.get("axes"), sample)
     pixel_size = img.pixel_size or (recorded.get("pixel_size") if not a.sample else None)
     path = model.export_bioimageio(
         out, img.data, axes=img.axes, output=output, name=a.name, authors=a.author or None,

@@ -13,10 +13,11 @@
 - :func:`clipping`: the fraction of pixels at the dtype's bounds or at zero.
 - :func:`noise_report`: all of it, with a recommended blind-spot mask.
 
-Clipped pixels (a background offset set so that it reads 0, saturation) carry no noise: the
-correlation and the variance law are measured only where no pixel of the measurement's window
-is at a bound (:func:`clip_bounds`, :func:`unclipped`), and the report says how many pixels
-that left (:attr:`NoiseReport.usable`). On a confocal frame with half its pixels at 0 the
+Clipped pixels (a background offset set so that it reads 0, saturation) carry no noise: where
+a quarter of the pixels or more are clipped (:data:`CLIPPED_BACKGROUND`), the correlation and
+the variance law are measured only where no pixel of the measurement's window is at a bound
+(:func:`clip_bounds`, :func:`unclipped`), and the report says how many pixels that left
+(:attr:`NoiseReport.usable`). On a confocal frame with half its pixels at 0 the
 clipped background was the "flattest" quarter the correlation was read on: noise correlated
 by 0.3 along X read as +0.03.
 """
