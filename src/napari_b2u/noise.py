@@ -10,16 +10,15 @@
   :func:`axis_noise_correlations` then removes the fine structure that leaks into it (what the
   report and the mask use), and :meth:`NoiseReport.noise_kernel` is the noise's correlation
   the risk estimate takes.
-- :func:`clipping`: the fraction of pixels at the dtype's bounds or at zero.
+- :func:`~.clipped.clipping`: the fraction of pixels at the dtype's bounds or at zero.
 - :func:`noise_report`: all of it, with a recommended blind-spot mask.
 
 Clipped pixels (a background offset set so that it reads 0, saturation) carry no noise: where
 a quarter of the pixels or more are clipped (:data:`CLIPPED_BACKGROUND`), the correlation and
 the variance law are measured only where no pixel of the measurement's window is at a bound
-(:func:`clip_bounds`, :func:`unclipped`), and the report says how many pixels that left
-(:attr:`NoiseReport.usable`). On a confocal frame with half its pixels at 0 the
-clipped background was the "flattest" quarter the correlation was read on: noise correlated
-by 0.3 along X read as +0.03.
+(:mod:`.clipped`), and the report says how many pixels that left (:attr:`NoiseReport.usable`).
+On a confocal frame with half its pixels at 0 the clipped background was the "flattest"
+quarter the correlation was read on: noise correlated by 0.3 along X read as +0.03.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .clipped import at_bounds, box_mean, clip_bounds, clipping, unclipped
 from .errors import InputError
 
 #: side of the box whose mean the high-pass residual removes
@@ -49,17 +49,6 @@ MIN_FLAT = 1024
 CORRELATED = 0.1
 #: fraction of pixels at a bound that counts as heavy clipping
 HEAVY_CLIPPING = 0.05
-
-
-def _box_mean(img: np.ndarray, k: int) -> np.ndarray:
-    """Mean over a k x k box (reflect padding), via cumulative sums: numpy only, O(pixels)."""
-    r = k // 2
-    p = np.pad(img, r, mode="reflect")
-    c = np.cumsum(np.cumsum(p, 0), 1)
-    c = np.pad(c, ((1, 0), (1, 0)))
-    h, w = img.shape
-    s = c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]
-    return s / (k * k)
 
 
 #: side of the central square the noise is measured on (plenty for a fit or a correlation;
@@ -89,41 +78,10 @@ def _flat_mask(img: np.ndarray, valid: np.ndarray, quantile: float = 0.25) -> np
     and texture would otherwise pass into the residual and look like correlated noise)."""
     if not valid.any():
         return valid
-    sm = _box_mean(img, 5)
+    sm = box_mean(img, 5)
     gy, gx = np.gradient(sm)
     g = np.hypot(gy, gx)
     return valid & (g <= np.quantile(g[valid], quantile))
-
-
-def clip_bounds(a) -> tuple[float, float | None]:
-    """``(low, high)``: the values at which ``a``'s pixels are clipped — 0 or the integer
-    dtype's minimum (a float's minimum when it is below 0), and the integer dtype's maximum or
-    a float's maximum when it is a plateau (None: nothing clipped high)."""
-    a = np.asarray(a)
-    if a.dtype.kind in "ui":
-        info = np.iinfo(a.dtype)
-        return float(0 if a.dtype.kind == "u" else info.min), float(info.max)
-    lo, hi = min(0.0, float(a.min())), float(a.max())
-    plateau = np.count_nonzero(a >= hi) >= 1e-3 * a.size
-    return lo, (hi if plateau else None)
-
-
-def at_bounds(img: np.ndarray, bounds) -> np.ndarray:
-    """The pixels of ``img`` at a clip bound (:func:`clip_bounds`)."""
-    lo, hi = bounds
-    at = img <= lo
-    if hi is not None:
-        at |= img >= hi
-    return at
-
-
-def unclipped(img: np.ndarray, bounds, side: int) -> np.ndarray:
-    """The pixels none of whose ``side`` × ``side`` window is at a clip bound (:func:`clip_bounds`
-    of the raw data: a residual or a block there mixes in pixels without noise)."""
-    at = at_bounds(img, bounds)
-    if not at.any():
-        return np.ones(img.shape, bool)
-    return _box_mean(at.astype(np.float64), side) < 0.5 / side**2
 
 
 def _residual_autocorr(k: int) -> np.ndarray:
@@ -294,9 +252,9 @@ def _noise_lags(stack, lags: int) -> tuple[dict | None, float]:
     for img in frames:
         if min(img.shape) < 2 * _BOX:
             continue
-        r = img - _box_mean(img, _BOX)
+        r = img - box_mean(img, _BOX)
         # (the box sums' rounding can dip below 0 where r is 0: no sqrt of a negative)
-        scale = np.sqrt(np.maximum(_box_mean(r * r, 9), 0.0)) + 1e-12
+        scale = np.sqrt(np.maximum(box_mean(r * r, 9), 0.0)) + 1e-12
         valid = (np.ones(img.shape, bool) if bounds is None else
                  unclipped(img, bounds, CLIP_SIDE))
         keep = _flat_mask(img, valid)
@@ -348,7 +306,7 @@ def estimate_poisson_gaussian(img: np.ndarray, block: int = 8, bins: int = 12,
     avoids edges and texture (a simplified Foi et al. 2008). Returns (a, b), a > 0. ``corr``:
     the noise's correlation (:func:`correlation_kernel`), which the residual's variance
     depends on (:func:`residual_gain`); None: independent noise. ``bounds``: the clip bounds
-    (:func:`clip_bounds`; default: the image's own) — where :data:`CLIPPED_BACKGROUND` of
+    (:func:`~.clipped.clip_bounds`; default: the image's own) — where :data:`CLIPPED_BACKGROUND` of
     the pixels or more are clipped, blocks that hold a clipped pixel or its
     neighbour are left out (a clipped block's variance is not its level's)."""
     y = np.asarray(img, np.float64)
@@ -400,17 +358,6 @@ def variance_fit(frames, index: int | None = None,
         # var(k (y − lo)) = a (k (y − lo)) + b  ⇒  var(y) = (a / k) y + (b − a k lo) / k²
         fits.append((a / k, (b - a * k * lo) / k**2))
     return fits
-
-
-def clipping(stack) -> tuple[float, float]:
-    """Fractions of pixels at the lower bound (0, or the integer dtype's minimum) and at the
-    integer dtype's maximum (or the stack's maximum for floats, when it is a plateau)."""
-    a = np.asarray(stack)
-    lo_v, hi_v = clip_bounds(a)  # a float maximum that is one pixel is not a plateau: None
-    n = a.size
-    low = float(np.count_nonzero(a <= lo_v)) / n
-    high = float(np.count_nonzero(a >= hi_v)) / n if hi_v is not None else 0.0
-    return low, high
 
 
 def recommend_mask(corr_x: list[float], corr_y: list[float],
