@@ -356,3 +356,23 @@ def test_correlated_noise_is_detected_and_said_when_training_starts(viewer, qtbo
     said = " ".join(packets[0].info.notes)
     assert "noise correlated along X" in said and "horizontal blind line (x-line:3)" in said
     assert session_for(viewer).model.method_params["mask"] == "x-line:3"
+
+
+def test_stack_context_from_both_panels(viewer, qtbot, noisy):
+    """*stack context* (a FIELDS setting in the advanced section) trains a model that sees one
+    neighbouring frame on each side along T; the status says so; the Denoise panel then
+    denoises every frame with its neighbours — the same pixels as the core on the stack."""
+    layer = viewer.add_image(noisy, name="noisy")
+    raw = layer.data
+    w = train_widget(viewer, layer, steps=3, context="1")
+    assert w.params()["context"] == "1"
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    model = session_for(viewer).model
+    assert model is not None and model.context == {"frames": 1, "axis": "T"}
+    d = dock(viewer, DENOISE)
+    assert d.layer_list.checked_layers() == [layer]
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert layer.data.shape == raw.shape and not np.array_equal(layer.data, raw)
+    np.testing.assert_array_equal(layer.data, model.denoise(raw, axes="TYX"))
