@@ -395,6 +395,17 @@ def payload(rng: random.Random, marker: Path):
     ])
 
 
+def drop_or_retype(d: dict, keys, kind: str, rng: random.Random) -> str:
+    """One of ``keys`` of ``d`` removed (``kind`` "del") or given a value of another kind
+    ("type"); returns the key."""
+    k = rng.choice(keys)
+    if kind == "del":
+        d.pop(k, None)
+    else:
+        d[k] = weird(rng)
+    return k
+
+
 def weird(rng: random.Random, depth: int = 0, plain: bool = False):
     """A value of some other type or range than the one expected (``plain``: one YAML can
     hold)."""
@@ -572,14 +583,8 @@ def model_cases(base: Base, n: int, seed: int, decoy: Path):
                            "payload_deep", "info_path", "legacy"])
         sd = d["state_dict"]
         desc = kind
-        if kind == "del":
-            k = rng.choice(MODEL_KEYS)
-            d.pop(k, None)
-            desc += f" {k}"
-        elif kind == "type":
-            k = rng.choice(MODEL_KEYS)
-            d[k] = weird(rng)
-            desc += f" {k}"
+        if kind in ("del", "type"):
+            desc += " " + drop_or_retype(d, MODEL_KEYS, kind, rng)
         elif kind == "version":
             d["version"] = rng.choice([0, -1, 1, 3, 4, 99, "2", 2.0, True, None, 2**70])
             desc += f" {d['version']!r}"
@@ -1144,14 +1149,8 @@ def autosave_cases(base: Base, n: int, seed: int, decoy: Path):
                            "optimizer", "best", "history", "rng", "rng_device", "data", "config",
                            "config_net", "nan_retries", "top", "training_type"])
         desc = kind
-        if kind == "del":
-            k = rng.choice(TRAINING_FIELDS)
-            tr.pop(k, None)
-            desc += f" {k}"
-        elif kind == "type":
-            k = rng.choice(TRAINING_FIELDS)
-            tr[k] = weird(rng)
-            desc += f" {k}"
+        if kind in ("del", "type"):
+            desc += " " + drop_or_retype(tr, TRAINING_FIELDS, kind, rng)
         elif kind == "step":
             tr["step"] = rng.choice([-1, 0, 5, 10**18, 2.5, True, None, "4", 2**70])
             desc += f" {tr['step']!r}"

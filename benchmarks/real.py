@@ -62,6 +62,15 @@ def score(out: np.ndarray, gt: np.ndarray) -> float:
     return float(np.mean([affine_psnr(o, g) for o, g in zip(out, gt)]))
 
 
+def record(results: dict, case: str, row: str, res: dict, path, meta: dict) -> None:
+    """Keep a row's result, print it as a JSON line and, with ``path``, rewrite the JSON file
+    (a long run keeps what it measured when it is cut short)."""
+    results.setdefault(case, {})[row] = res
+    print(json.dumps({"case": case, "row": row, **_rounded(res)}), flush=True)
+    if path:
+        path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+
+
 # ---- cases -------------------------------------------------------------------------------------
 def case_names(root: Path) -> list[str]:
     pairs = sorted(p.name[:-len("_noisy.tif")] for p in (root / "pairs").glob("*_noisy.tif"))
@@ -281,10 +290,7 @@ def main(argv=None) -> int:
                     res = run_peer(a.careamics_python, noisy, gt, axes, budget)
             else:
                 res = run_learned(name, opts, noisy, gt, axes, budget, a.device, a.seed)
-            results.setdefault(case, {})[row] = res
-            print(json.dumps({"case": case, "row": row, **_rounded(res)}), flush=True)
-            if a.json:
-                a.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+            record(results, case, row, res, a.json, meta)
     print()
     print(table(results, cases, rows))
     return 0

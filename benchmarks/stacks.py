@@ -42,8 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real import (  # noqa: E402 - the sibling script's scoring and rows
     DEFAULT_DATA,
-    _rounded,
     load_case,
+    record,
     run_classical,
     run_learned,
     run_peer,
@@ -180,10 +180,7 @@ def main(argv=None) -> int:
                 res = run_learned("default", opts, noisy, truth, axes, budget, a.device, a.seed)
             else:
                 raise SystemExit(f"unknown row {row!r}")
-            results.setdefault(case, {})[row] = res
-            print(json.dumps({"case": case, "row": row, **_rounded(res)}), flush=True)
-            if a.json:
-                a.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+            record(results, case, row, res, a.json, meta)
     print()
     print(table(results, cases, rows))
     return 0

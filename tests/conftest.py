@@ -31,3 +31,42 @@ def mean_psnr(stack, clean):
     from napari_b2u.metrics import evaluate
 
     return float(np.mean([evaluate(f, clean)[0] for f in stack]))
+
+
+# ---- helpers shared by the safety and fuzz-regression tests -------------------------------------
+def refused(capsys, argv, *words) -> str:
+    """``napari-b2u argv`` exits 2 with one line of message holding ``words``, no traceback."""
+    from napari_b2u.cli import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("napari-b2u: error: "), err
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def model_file(tiny_model, tmp_path):
+    return tiny_model.save(tmp_path / "m.b2u")
+
+
+#: loads each path given and prints LOADED or REFUSED <message>, a line each
+_LOAD_EACH = ("import sys\nfrom napari_b2u import api\nfrom napari_b2u.errors import InputError\n"
+              "for p in sys.argv[1:]:\n    try:\n        api.load(p)\n        print('LOADED')\n"
+              "    except InputError as e:\n        print('REFUSED', e)\n")
+
+
+def load_each_in_a_subprocess(paths) -> tuple[list[str], str]:
+    """``api.load`` of each path in a fresh interpreter (a regression that hangs or exhausts
+    memory fails on the timeout instead of taking the suite with it): its lines, and all it
+    printed for a failure's message."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _LOAD_EACH, *map(str, paths)],
+                         capture_output=True, text=True, timeout=120)
+    return run.stdout.splitlines(), run.stdout + run.stderr

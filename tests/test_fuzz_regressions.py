@@ -8,8 +8,6 @@ import importlib.util
 import io
 import os
 import struct
-import subprocess
-import sys
 import threading
 import zipfile
 
@@ -24,25 +22,10 @@ from napari_b2u.errors import InputError
 from napari_b2u.io import read_image
 from napari_b2u.modelfile import weights_checksum
 
+from .conftest import load_each_in_a_subprocess, refused
+
 DEN = ["--device", "cpu", "-q", "--tta", "off"]
 TRAIN = ["--steps", "1", "--device", "cpu", "--patch-size", "32", "--floor", "none", "-q"]
-
-
-def _refused(capsys, argv, *words) -> str:
-    """``napari-b2u argv`` exits 2 with one line of message holding ``words``, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("napari-b2u: error: "), err
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def model_file(tiny_model, tmp_path):
-    return tiny_model.save(tmp_path / "m.b2u")
 
 
 # ---- a zarr folder holding a FIFO or a device where a chunk or its metadata should be -----------
@@ -89,9 +72,9 @@ def test_a_fifo_or_device_inside_a_zarr_folder_is_refused_without_blocking(
                              ("device", "a character device")):
             path, member = make(f"{damage}.zarr", damage)
             words = (f"{path.name} is damaged", f"its file {member} is {kind}")
-            _refused(capsys, ["denoise", str(path), "--model", str(model_file), "--out",
+            refused(capsys, ["denoise", str(path), "--model", str(model_file), "--out",
                               str(tmp_path / f"{damage}.tif"), *DEN], *words)
-            _refused(capsys, ["train", str(path), "--out", str(tmp_path / f"{damage}.b2u"),
+            refused(capsys, ["train", str(path), "--out", str(tmp_path / f"{damage}.b2u"),
                               *TRAIN], *words)
             with pytest.raises(InputError, match=kind):
                 api.load(model_file).denoise(str(path), device="cpu")
@@ -123,13 +106,8 @@ def test_a_network_too_deep_to_build_is_refused_unbuilt(model_file, tmp_path, ti
     paths = [deep, wide]
     if importlib.util.find_spec("bioimageio.spec") is not None:  # where the fuzz found it
         paths.append(_deep_package(tiny_model, tmp_path))
-    code = ("import sys\nfrom napari_b2u import api\nfrom napari_b2u.errors import InputError\n"
-            "for p in sys.argv[1:]:\n    try:\n        api.load(p)\n        print('LOADED')\n"
-            "    except InputError as e:\n        print('REFUSED', e)\n")
-    run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True,
-                         text=True, timeout=120)
-    lines = run.stdout.splitlines()
-    assert len(lines) == len(paths), run.stdout + run.stderr
+    lines, said = load_each_in_a_subprocess(paths)
+    assert len(lines) == len(paths), said
     assert "declares a network with depth 100000" in lines[0], lines[0]
     assert "declares a network with blind_ly 1000000000" in lines[1], lines[1]
     for line in lines:
@@ -137,7 +115,7 @@ def test_a_network_too_deep_to_build_is_refused_unbuilt(model_file, tmp_path, ti
 
 
 def _deep_package(tiny_model, tmp_path):
-    from bioimageio.spec.utils import read_yaml, write_yaml
+    from bioimageio.spec.utils import read_yaml
 
     sample = np.random.default_rng(0).integers(0, 255, (64, 64)).astype(np.uint8)
     good = tiny_model.export_bioimageio(tmp_path / "good.zip", sample)
@@ -145,12 +123,17 @@ def _deep_package(tiny_model, tmp_path):
         files = {n: zf.read(n) for n in zf.namelist()}
     rdf = read_yaml(files["rdf.yaml"].decode())
     rdf["config"]["napari_b2u"]["model_config"]["depth"] = 100_000
+    return _repack(files, rdf, tmp_path / "deep.zip")
+
+
+def _repack(files: dict, rdf: dict, path):
+    """A package at ``path``: the members ``files`` with ``rdf`` as its rdf.yaml."""
+    from bioimageio.spec.utils import write_yaml
+
     text = io.StringIO()
     write_yaml(rdf, text)
-    files["rdf.yaml"] = text.getvalue().encode()
-    path = tmp_path / "deep.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for n, data in files.items():
+        for n, data in {**files, "rdf.yaml": text.getvalue().encode()}.items():
             zf.writestr(n, data)
     return path
 
@@ -200,7 +183,7 @@ def test_a_model_whose_info_nests_deeply_is_refused_at_load(model_file, tmp_path
     path = _with_deep_info(model_file, tmp_path / "deep.b2u", 5000)
     with pytest.raises(InputError, match="info is nested more than 32 deep"):
         api.load(path)
-    _refused(capsys, ["export", str(path), "--out", str(tmp_path / "p.zip")],
+    refused(capsys, ["export", str(path), "--out", str(tmp_path / "p.zip")],
              "deep.b2u is damaged: its info is nested more than 32 deep")
     assert not (tmp_path / "p.zip").exists()
     shallow = _with_deep_info(model_file, tmp_path / "ok.b2u", 20)  # deeper than ours: fine
@@ -224,7 +207,7 @@ def test_a_blend_with_another_number_of_channels_is_refused_at_load(
             continue
         with pytest.raises(InputError, match=r"blend has 3 Gaussian σ for 1 channel\(s\)"):
             api.load(path)
-        _refused(capsys, argv, "b3.b2u is damaged: its blend has 3 Gaussian σ")
+        refused(capsys, argv, "b3.b2u is damaged: its blend has 3 Gaussian σ")
         assert not out.exists()
 
 
@@ -258,7 +241,7 @@ def test_a_package_folder_whose_weights_are_a_fifo_is_refused_without_blocking(
         for path in (folder, folder / "rdf.yaml"):
             with pytest.raises(InputError, match="its file weights.pt is not a regular file"):
                 api.load(path)
-        _refused(capsys, ["denoise", str(inp), "--model", str(folder), "--out",
+        refused(capsys, ["denoise", str(inp), "--model", str(folder), "--out",
                           str(tmp_path / "o.tif"), *DEN], "its file weights.pt is not a regular")
     finally:
         done.set()
@@ -275,11 +258,11 @@ def test_an_fmdd_view_with_frames_of_two_sizes_is_refused_by_name(tmp_path, smal
     Image.fromarray(small_stack[0][0]).save(raw / "0.png")
     Image.fromarray(small_stack[0][1][:40, :50]).save(raw / "1.png")
     for cmd in (["check"], ["train", "--out", str(tmp_path / "m.b2u"), *TRAIN]):
-        _refused(capsys, [cmd[0], str(tmp_path / "set"), *cmd[1:]],
+        refused(capsys, [cmd[0], str(tmp_path / "set"), *cmd[1:]],
                  "1.png is 50x40 pixels, the first frame", "64x64", "crop or remove it")
 
 
-def test_an_npy_file_whose_header_does_not_parse_is_refused(tmp_path, small_stack, capsys):
+def test_an_npy_file_whose_header_does_not_parse_isrefused(tmp_path, small_stack, capsys):
     """A '(' in the header's padding: numpy's header parser raised tokenize.TokenError, which
     is no ValueError, and the commands ended in a traceback."""
     path = tmp_path / "x.npy"
@@ -288,8 +271,8 @@ def test_an_npy_file_whose_header_does_not_parse_is_refused(tmp_path, small_stac
     end = raw.index(b"\n")
     raw[end - 8] = ord("(")
     path.write_bytes(bytes(raw))
-    _refused(capsys, ["check", str(path)], "x.npy is not a readable .npy array (TokenError")
-    _refused(capsys, ["train", str(path), "--out", str(tmp_path / "m.b2u"), *TRAIN],
+    refused(capsys, ["check", str(path)], "x.npy is not a readable .npy array (TokenError")
+    refused(capsys, ["train", str(path), "--out", str(tmp_path / "m.b2u"), *TRAIN],
              "x.npy is not a readable .npy array")
 
 
@@ -305,7 +288,7 @@ def test_a_tiff_that_declares_more_than_memory_is_refused_before_allocating(
     raw = bytearray(path.read_bytes())
     struct.pack_into(fmt, raw, at, 2**31 - 1)
     path.write_bytes(bytes(raw))
-    _refused(capsys, ["check", str(path)], "wide.tif declares a 64x2147483647 uint8 image "
+    refused(capsys, ["check", str(path)], "wide.tif declares a 64x2147483647 uint8 image "
              "(128.0 GiB), more than the memory budget")
     with pytest.raises(InputError, match="declares a 64x2147483647"):
         read_image(path)
@@ -329,7 +312,7 @@ def test_a_weight_declaring_ten_billion_values_is_refused_before_it_is_read(
     with pytest.raises(InputError, match=rf"weight {key} declares 10,000,000,000 values"):
         api.load(path)
     pytest.importorskip("bioimageio.spec")
-    from bioimageio.spec.utils import read_yaml, write_yaml
+    from bioimageio.spec.utils import read_yaml
 
     good = tiny_model.export_bioimageio(tmp_path / "good.zip", small_stack[0][0])
     with zipfile.ZipFile(good) as zf:
@@ -339,13 +322,7 @@ def test_a_weight_declaring_ten_billion_values_is_refused_before_it_is_read(
     files["weights.pt"] = buf.getvalue()
     rdf = read_yaml(files["rdf.yaml"].decode())  # the crafter updates the digest too
     rdf["weights"]["pytorch_state_dict"]["sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
-    text = io.StringIO()
-    write_yaml(rdf, text)
-    files["rdf.yaml"] = text.getvalue().encode()
-    pkg = tmp_path / "huge.zip"
-    with zipfile.ZipFile(pkg, "w", zipfile.ZIP_DEFLATED) as zf:
-        for n, data in files.items():
-            zf.writestr(n, data)
+    pkg = _repack(files, rdf, tmp_path / "huge.zip")
     with pytest.raises(InputError, match="weight w declares 10,000,000,000 values"):
         api.load(pkg)
 
@@ -363,14 +340,14 @@ def autosave(tmp_path, small_stack):
     return path, inp
 
 
-def _resume_refused(capsys, tmp_path, ck, inp, *words):
+def _resumerefused(capsys, tmp_path, ck, inp, *words):
     out = tmp_path / "out.b2u"
-    _refused(capsys, ["train", str(inp), "--out", str(out), "--resume", str(ck), "--steps",
+    refused(capsys, ["train", str(inp), "--out", str(out), "--resume", str(ck), "--steps",
                       "4", "--device", "cpu", "-q"], *words)
     assert not out.exists()
 
 
-def test_an_autosave_with_an_optimizer_setting_of_another_type_is_refused(
+def test_an_autosave_with_an_optimizer_setting_of_another_type_isrefused(
         autosave, tmp_path, capsys):
     """eps '1e-8' (a string) passed the checks and Adam's step failed ('add_(): argument
     'other' must be Tensor, not str'); a moment declaring 10^10 values was allocated by the NaN
@@ -385,11 +362,11 @@ def test_an_autosave_with_an_optimizer_setting_of_another_type_is_refused(
         change(ck["training"]["optimizer"])
         bad = tmp_path / f"{name}.b2u"
         torch.save(ck, bad)
-        _resume_refused(capsys, tmp_path, bad, inp, f"{bad.name}: the autosave is damaged "
+        _resumerefused(capsys, tmp_path, bad, inp, f"{bad.name}: the autosave is damaged "
                         "(optimizer)")
 
 
-def test_an_autosave_whose_training_entry_is_a_tensor_is_refused(autosave, tmp_path, capsys):
+def test_an_autosave_whose_training_entry_is_a_tensor_isrefused(autosave, tmp_path, capsys):
     """An empty tensor as the training entry: 'Boolean value of Tensor with no values is
     ambiguous', a traceback."""
     path, inp = autosave
@@ -398,12 +375,12 @@ def test_an_autosave_whose_training_entry_is_a_tensor_is_refused(autosave, tmp_p
         ck["training"] = value
         bad = tmp_path / "bad.b2u"
         torch.save(ck, bad)
-        _resume_refused(capsys, tmp_path, bad, inp, "bad.b2u: the autosave is damaged "
+        _resumerefused(capsys, tmp_path, bad, inp, "bad.b2u: the autosave is damaged "
                         "(training)")
 
 
 # ---- an unpacked package that refers to a name too long for the file system --------------------
-def test_a_package_folder_referring_to_a_name_too_long_is_refused(tmp_path, tiny_model,
+def test_a_package_folder_referring_to_a_name_too_long_isrefused(tmp_path, tiny_model,
                                                                    small_stack):
     """A cover named 'x' * 100000: the folder check's stat raised 'File name too long'
     (OSError), a traceback."""
@@ -436,7 +413,7 @@ def test_a_model_path_that_is_no_file_is_named_as_a_model(tmp_path, small_stack,
                         (device, "d.b2u is a character device, not a model file")):
         with pytest.raises(InputError, match=words):
             api.load(path)
-        _refused(capsys, ["denoise", str(inp), "--model", str(path), "--out",
+        refused(capsys, ["denoise", str(inp), "--model", str(path), "--out",
                           str(tmp_path / "o.tif"), *DEN], words)
 
 

@@ -24,27 +24,11 @@ from napari_b2u.io.memory import BUDGET_ENV
 from napari_b2u.io.readers import read_image
 from napari_b2u.io.tiff import _ome_takes, tiff_axes, write_tiff
 
+from .conftest import refused
+
 DEN = ["--device", "cpu", "-q"]
 #: train stops at reading its input in every refusal below: no model is needed
 TRAIN = ["--steps", "1", "--device", "cpu", "--patch-size", "32", "-q"]
-
-
-def _refused(capsys, argv, *words) -> str:
-    """``napari-b2u argv`` exits 2 with one line of message holding ``words``, no traceback."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("napari-b2u: error: "), err
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def model_file(tiny_model, tmp_path):
-    return tiny_model.save(tmp_path / "m.b2u")
 
 
 # ---- 8. a frame axis last or in the middle ---------------------------------------------------
@@ -132,7 +116,7 @@ def test_a_large_png_that_fits_memory_is_read(big_png, monkeypatch):
 
 def test_a_large_png_beyond_the_budget_is_one_message(big_png, monkeypatch, capsys):
     monkeypatch.setenv(BUDGET_ENV, "256MB")
-    _refused(capsys, ["check", str(big_png)], "slide.png", "20000x9000", "memory budget",
+    refused(capsys, ["check", str(big_png)], "slide.png", "20000x9000", "memory budget",
              "TIFF")
     with pytest.raises(InputError, match="20000x9000"):
         read_image(big_png)
@@ -203,7 +187,7 @@ def test_damaged_ome_zarr_metadata_is_one_message(case, tmp_path, capsys):
     edit, words = BAD_METADATA[case]
     src = _ome_zarr(tmp_path / "in.ome.zarr", _stack())
     _edit_attrs(src, edit)
-    _refused(capsys, ["train", str(src), "--out", str(tmp_path / "m.b2u"), *TRAIN],
+    refused(capsys, ["train", str(src), "--out", str(tmp_path / "m.b2u"), *TRAIN],
              "in.ome.zarr", words)
     with pytest.raises(InputError, match="in.ome.zarr"):
         open_image(src)
@@ -245,7 +229,7 @@ def test_damaged_zarr_array_metadata_is_one_message(case, tmp_path, capsys):
         (src / "s0" / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
     else:
         _edit_array(src, edit)
-    _refused(capsys, ["train", str(src), "--out", str(tmp_path / "m.b2u"), *TRAIN],
+    refused(capsys, ["train", str(src), "--out", str(tmp_path / "m.b2u"), *TRAIN],
              "in.ome.zarr", words)
     with pytest.raises(InputError, match=words.split(" (")[0]):
         open_image(src)
@@ -258,10 +242,10 @@ def test_a_truncated_chunk_names_the_file_and_the_chunk(model_file, tmp_path, ca
     chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
     words = ("in.ome.zarr is damaged", "chunk (1, 0, 0)", "[1:2, 0:40, 0:44]", "'s0'",
              "could not be decoded")
-    _refused(capsys, ["denoise", str(src), "--model", str(model_file),
+    refused(capsys, ["denoise", str(src), "--model", str(model_file),
                       "--out", str(tmp_path / "o.tif"), *DEN], *words)
     assert not (tmp_path / "o.tif").exists()
-    _refused(capsys, ["train", str(src), "--out", str(tmp_path / "m2.b2u"), *TRAIN], *words)
+    refused(capsys, ["train", str(src), "--out", str(tmp_path / "m2.b2u"), *TRAIN], *words)
     with pytest.raises(InputError, match=r"chunk \(1, 0, 0\)"):
         api.denoise_stack(src, model_file, device="cpu")
     with pytest.raises(InputError, match="is damaged"):
@@ -276,7 +260,7 @@ def test_a_truncated_blosc_chunk_of_a_zarr_array(tmp_path, capsys):
     z[:] = _stack()
     chunk = tmp_path / "in.zarr" / "c" / "2" / "0" / "0"
     chunk.write_bytes(chunk.read_bytes()[:20])
-    _refused(capsys, ["train", str(tmp_path / "in.zarr"), "--out", str(tmp_path / "m.b2u"),
+    refused(capsys, ["train", str(tmp_path / "in.zarr"), "--out", str(tmp_path / "m.b2u"),
                       *TRAIN], "in.zarr is damaged", "chunk (2, 0, 0)")
 
 
@@ -294,7 +278,7 @@ def test_zarr_dtypes_and_sizes_it_cannot_denoise(kind, tmp_path, capsys):
         shape = (0, 40, 44) if kind == "empty frames" else (3, 0, 44)
         zarr.create_array(str(p), shape=shape, chunks=(1, 40, 44), dtype="uint8")
         words = f"empty (shape {shape})"
-    _refused(capsys, ["train", str(p), "--out", str(tmp_path / "m.b2u"), *TRAIN], words)
+    refused(capsys, ["train", str(p), "--out", str(tmp_path / "m.b2u"), *TRAIN], words)
 
 
 # ---- 11. TIFFs with a 0-size dimension ---------------------------------------------------------
@@ -307,11 +291,11 @@ def test_tiff_with_zero_width_is_one_message(tmp_path, capsys):
     raw = bytearray(p.read_bytes())
     raw[off:off + struct.calcsize(fmt)] = struct.pack(fmt, 0)  # ImageWidth = 0
     p.write_bytes(bytes(raw))
-    _refused(capsys, ["check", str(p)], "w0.tif could not be read as a TIFF")
-    _refused(capsys, ["train", str(p), "--out", str(tmp_path / "m.b2u"), *TRAIN],
+    refused(capsys, ["check", str(p)], "w0.tif could not be read as a TIFF")
+    refused(capsys, ["train", str(p), "--out", str(tmp_path / "m.b2u"), *TRAIN],
              "w0.tif could not be read as a TIFF")  # the lazy reader (TiffSource) too
     tifffile.imwrite(tmp_path / "e.tif", np.zeros((0, 64, 64), np.uint8))
-    _refused(capsys, ["check", str(tmp_path / "e.tif")], "the stack is empty")
+    refused(capsys, ["check", str(tmp_path / "e.tif")], "the stack is empty")
 
 
 # ---- 11. FIFOs, sockets and devices ------------------------------------------------------------
@@ -334,12 +318,12 @@ def test_a_fifo_named_like_a_tiff_is_refused_without_blocking(tmp_path, capsys):
     helper = threading.Thread(target=unblock, daemon=True)
     helper.start()
     try:
-        _refused(capsys, ["check", str(fifo)], "x.tif is a FIFO")
-        _refused(capsys, ["train", str(fifo), "--out", str(tmp_path / "n.b2u"), *TRAIN],
+        refused(capsys, ["check", str(fifo)], "x.tif is a FIFO")
+        refused(capsys, ["train", str(fifo), "--out", str(tmp_path / "n.b2u"), *TRAIN],
                  "x.tif is a FIFO")
         with pytest.raises(InputError, match="FIFO"):
             open_image(fifo)
-        _refused(capsys, ["denoise", str(tmp_path / "w.tif"), "--model", str(model), "--out",
+        refused(capsys, ["denoise", str(tmp_path / "w.tif"), "--model", str(model), "--out",
                           str(tmp_path / "o.tif")], "m.b2u is a FIFO")
         with pytest.raises(InputError, match="FIFO"):
             api.load(model)
@@ -350,7 +334,7 @@ def test_a_fifo_named_like_a_tiff_is_refused_without_blocking(tmp_path, capsys):
 
 def test_check_of_a_constant_image_names_it(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "z.tif", np.zeros((64, 64), np.uint8))
-    _refused(capsys, ["check", str(tmp_path / "z.tif")], "channel 0 is constant")
+    refused(capsys, ["check", str(tmp_path / "z.tif")], "channel 0 is constant")
 
 
 def test_sockets_and_devices_are_refused_by_name(tmp_path, capsys):
@@ -358,8 +342,8 @@ def test_sockets_and_devices_are_refused_by_name(tmp_path, capsys):
         path = tmp_path / "s.png"
         with socket.socket(socket.AF_UNIX) as s:
             s.bind(str(path))
-            _refused(capsys, ["check", str(path)], "s.png is a socket")
+            refused(capsys, ["check", str(path)], "s.png is a socket")
     if os.path.exists("/dev/null"):
-        _refused(capsys, ["check", "/dev/null"], "/dev/null is a character device")
+        refused(capsys, ["check", "/dev/null"], "/dev/null is a character device")
         with pytest.raises(InputError, match="character device"):
             read_image("/dev/null")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import subprocess
-import sys
 import threading
 import zipfile
 
@@ -22,7 +20,7 @@ from napari_b2u import api
 from napari_b2u.cli import main
 from napari_b2u.errors import InputError
 
-from .conftest import TINY
+from .conftest import TINY, load_each_in_a_subprocess
 
 pytest.importorskip("bioimageio.spec")
 
@@ -75,14 +73,9 @@ def test_a_yaml_bomb_is_refused_before_any_reader_expands_it(tmp_path, package):
     text = files["rdf.yaml"].decode().replace("\nconfig:\n", "\nconfig:\n" + defs, 1)
     assert text.count("*a") == 80
     paths = _three_forms(tmp_path, "bomb", {**files, "rdf.yaml": text.encode()})
-    code = ("import sys\nfrom napari_b2u import api\nfrom napari_b2u.errors import InputError\n"
-            "for p in sys.argv[1:]:\n    try:\n        api.load(p)\n        print('LOADED')\n"
-            "    except InputError as e:\n        print('REFUSED', e)\n")
-    run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True,
-                         text=True, timeout=120)
-    lines = run.stdout.splitlines()
+    lines, said = load_each_in_a_subprocess(paths)
     assert len(lines) == 3 and all(line.startswith("REFUSED") and "YAML bomb" in line
-                                   for line in lines), run.stdout + run.stderr
+                                   for line in lines), said
 
 
 def test_an_inflating_description_or_member_is_refused_unread(tmp_path, package):
