@@ -18,11 +18,13 @@ def box_mean(img: np.ndarray, k: int) -> np.ndarray:
     return s / (k * k)
 
 
-def clipping(stack) -> tuple[float, float]:
+def clipping(stack, bounds=None) -> tuple[float, float]:
     """Fractions of pixels at the lower bound (0, or the integer dtype's minimum) and at the
-    integer dtype's maximum (or the stack's maximum for floats, when it is a plateau)."""
+    integer dtype's maximum (or the stack's maximum for floats, when it is a plateau);
+    ``bounds``: :func:`clip_bounds` of the stack when the caller has them."""
     a = np.asarray(stack)
-    lo_v, hi_v = clip_bounds(a)  # a float maximum that is one pixel is not a plateau: None
+    # a float maximum that is one pixel is not a plateau: None
+    lo_v, hi_v = clip_bounds(a) if bounds is None else bounds
     n = a.size
     low = float(np.count_nonzero(a <= lo_v)) / n
     high = float(np.count_nonzero(a >= hi_v)) / n if hi_v is not None else 0.0

@@ -218,13 +218,22 @@ def correlation_kernel(stack, lags: int = 3) -> np.ndarray:
     """The noise's correlation at every lag (dy, dx), |dy|, |dx| <= ``lags``, as a
     (2·lags + 1)² array centred on lag 0 (which is 1): what :func:`noise_correlation`
     measures, diagonals included."""
-    return _kernel(stack, lags)[0]
+    return _kernel(stack, lags, _exclusion(stack))[0]
 
 
-def _kernel(stack, lags: int = 3) -> tuple[np.ndarray, float]:
+def _exclusion(stack, bounds=None, fractions=None):
+    """The clip bounds the noise is measured away from (:func:`~.clipped.clip_bounds`), or
+    None where fewer than :data:`CLIPPED_BACKGROUND` of the pixels are clipped; ``bounds``
+    and ``fractions`` (:func:`~.clipped.clipping`) when the caller has them."""
+    bounds = clip_bounds(stack) if bounds is None else bounds
+    fractions = clipping(stack, bounds) if fractions is None else fractions
+    return bounds if sum(fractions) >= CLIPPED_BACKGROUND else None  # see CLIPPED_BACKGROUND
+
+
+def _kernel(stack, lags: int, exclude) -> tuple[np.ndarray, float]:
     """:func:`correlation_kernel` and the fraction of pixels it could use (0 when too few to
-    measure: the kernel is then independent noise's)."""
-    noise, usable = _noise_lags(stack, lags)
+    measure: the kernel is then independent noise's); ``exclude``: :func:`_exclusion`."""
+    noise, usable = _noise_lags(stack, lags, exclude)
     k = np.zeros((2 * lags + 1, 2 * lags + 1))
     k[lags, lags] = 1.0
     if noise is None:
@@ -234,15 +243,11 @@ def _kernel(stack, lags: int = 3) -> tuple[np.ndarray, float]:
     return k, usable
 
 
-def _noise_lags(stack, lags: int) -> tuple[dict | None, float]:
+def _noise_lags(stack, lags: int, bounds) -> tuple[dict | None, float]:
     """``({(dy, dx): correlation} for one lag of each ± pair (dy >= 0) or None when too few
-    pixels could be used, the fraction of pixels usable)``: where
-    :data:`CLIPPED_BACKGROUND` of the pixels or more are clipped, residuals with a clipped
-    pixel within :data:`CLIP_SIDE` are left out (and fewer than :data:`MIN_FLAT` flat pixels
-    left measure nothing: None)."""
-    bounds = clip_bounds(stack)
-    if sum(clipping(stack)) < CLIPPED_BACKGROUND:
-        bounds = None  # see CLIPPED_BACKGROUND
+    pixels could be used, the fraction of pixels usable)``: with clip ``bounds``
+    (:func:`_exclusion`), residuals with a clipped pixel within :data:`CLIP_SIDE` are left out
+    (and fewer than :data:`MIN_FLAT` flat pixels left measure nothing: None)."""
     frames = _frames(stack)
     half = [(dy, dx) for dy in range(0, lags + 1) for dx in range(-lags, lags + 1)
             if (dy, dx) > (0, 0)]
@@ -396,9 +401,10 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
         frames = frames.in_memory_sample()
     planes = frames.reshape((-1,) + frames.shape[-2:])
-    kernel, usable = _kernel(planes)
+    bounds = clip_bounds(planes)
+    low, high = clipping(planes, bounds)
+    kernel, usable = _kernel(planes, 3, _exclusion(planes, bounds, (low, high)))
     cx, cy = axis_noise_correlations(kernel)
-    low, high = clipping(planes)
     notes = clipping_notes(low, high)
     if usable == 0.0:
         notes.append("too few pixels away from the clipped ones to measure the noise's "
@@ -413,7 +419,7 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     varied = [i for i in range(len(planes)) if planes[i].min() < planes[i].max()] or [0]
     report.gain, report.read_var = estimate_poisson_gaussian(
         _frames(planes[varied[len(varied) // 2]])[0], corr=report.noise_kernel(),
-        bounds=clip_bounds(planes))
+        bounds=bounds)
     return report
 
 
