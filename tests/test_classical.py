@@ -367,7 +367,7 @@ def _rising_validation(monkeypatch):
 @pytest.mark.parametrize("winner", ["last", "best"])
 def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeypatch,
                                                                         small_stack, winner):
-    from napari_b2u.train import keep
+    from napari_b2u.train import endphase
 
     _rising_validation(monkeypatch)
     seen = []
@@ -377,7 +377,7 @@ def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeyp
         worse = (len(seen) == 1) == (winner == "last")
         return risk.y + (0.1 if worse else 0.01), 0.0
 
-    monkeypatch.setattr(keep, "measure_state", fake_measure)
+    monkeypatch.setattr(endphase, "measure_state", fake_measure)  # the end phase measures
     model = api.train_stack(small_stack[0], steps=6, val_every=2, **TINY)
     assert len(seen) == 2
     kept = seen[1] if winner == "last" else seen[0]
@@ -394,10 +394,10 @@ def test_keep_auto_returns_the_checkpoint_with_the_lower_estimated_error(monkeyp
 
 @pytest.mark.parametrize("keep", ["validation", "last"])
 def test_keep_validation_or_last_does_not_compare(monkeypatch, small_stack, keep):
-    from napari_b2u.train import keep as keeping
+    from napari_b2u.train import endphase
 
     _rising_validation(monkeypatch)
-    monkeypatch.setattr(keeping, "measure_state", lambda *a: pytest.fail("compared"))
+    monkeypatch.setattr(endphase, "measure_state", lambda *a: pytest.fail("compared"))
     model = api.train_stack(small_stack[0], steps=6, val_every=2, keep=keep, **TINY)
     assert "keep" not in model.info
     assert model.info["chosen"] == ("best by validation (step 2)" if keep == "validation"

@@ -26,8 +26,11 @@ def test_events_report_progress_and_previews(small_stack):
     events = []
     api.train_stack(noisy, steps=12, preview_every=5, preview_seconds=0, val_every=4,
                     callback=events.append, **TINY)
-    steps = [e.step for e in events if not e.done]
+    steps = [e.step for e in events if not e.done and e.phase is None]
     assert steps == list(range(1, 13))
+    # then the end phase, a stage at a time (this run's last step was validated)
+    assert [e.phase for e in events if e.phase] == ["preparing to choose the model…",
+                                                    "drawing the final preview…"]
     last = events[-1]
     assert last.done and not last.stopped and last.step == 12 and last.eta == 0
     assert all(e.total_steps == 12 for e in events)
@@ -52,7 +55,7 @@ def test_events_report_progress_and_previews(small_stack):
 def test_no_previews_without_a_callback(small_stack, monkeypatch):
     """Nobody sees previews without a callback, so training does not compute them; with one
     (or with preview_every given) it does."""
-    import napari_b2u.train.trainer as engine
+    import napari_b2u.train.events as engine
 
     noisy, _ = small_stack
     calls = []
@@ -110,26 +113,31 @@ def test_deterministic_with_seed(small_stack):
 
 
 def test_time_budget(small_stack, monkeypatch):
+    """max_time is the wall-clock of the whole call: training ends early enough for the end
+    phase (the weights' choice, the floor, the final preview), which is cut short at the
+    budget's end at the latest (tests/test_endphase.py)."""
     import types
 
-    from napari_b2u.train import steps, trainer
+    from napari_b2u.train import endphase, steps, trainer
+    from napari_b2u.train import events as events_mod
 
     # the engine's clock advances 0.1 s per reading, so the test does not depend on how fast
     # this machine runs (about 3 readings per step: ~0.3 s per step)
     ticks = iter(range(10**6))
     clock = types.SimpleNamespace(perf_counter=lambda: 0.1 * next(ticks))
-    for module in (trainer, steps):
+    for module in (trainer, steps, endphase, events_mod):
         monkeypatch.setattr(module, "time", clock)
     noisy, _ = small_stack
     events = []
-    model = api.train_stack(noisy, max_time=2.0, callback=events.append, **TINY)
-    assert 5 <= model.info["steps"] <= 20
-    # it stops at the first step that ends past the budget (a logical check, not a speed one)
-    clock = [e.elapsed for e in events if not e.done]
-    assert clock[-2] < 2.0 <= clock[-1] and len(clock) == model.info["steps"]
+    model = api.train_stack(noisy, max_time=4.0, callback=events.append,
+                            **{**TINY, "floor": "gauss"})
+    train = [e for e in events if not e.done and e.phase is None]
+    assert len(train) == model.info["steps"] >= 5
+    assert train[-1].elapsed < 4.0 and events[-1].elapsed <= 4.0 * 1.05
+    assert model.info["seconds"] == pytest.approx(events[-1].elapsed, abs=0.01)
     assert events[-1].progress == 1.0
     # λ ramps with the fraction of time used
-    assert events[-2].schedule > 2.0
+    assert train[-1].schedule > 2.0
 
 
 def test_validation_keeps_best_model(small_stack):

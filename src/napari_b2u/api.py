@@ -136,6 +136,8 @@ class _Bar:
             post["loss"] = f"{ev.loss:.4g}"
         if ev.best_val_error is not None:
             post["val"] = f"{ev.best_val_error:.4g}"
+        if ev.phase:  # the end phase: choosing the weights, the floor, the last preview
+            post["now"] = ev.phase
         self.bar.set_postfix(post, refresh=False)
         self.bar.refresh()
 

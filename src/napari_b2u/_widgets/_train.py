@@ -396,6 +396,8 @@ class TrainWidget(Panel):
         parts = [f"step {ev.step}{total}"]
         if ev.steps_per_s:
             parts.append(f"{ev.steps_per_s:.1f} steps/s")
+        if ev.phase:  # after the last step: what the end phase is doing, its own ETA
+            parts.append(ev.phase)
         parts.append(f"ETA {fmt_time(ev.eta)}" if not ev.done else f"{fmt_time(ev.elapsed)}")
         if self._run is not None and self._run.ctl.stop_requested.is_set() and not ev.done:
             parts.append("stopping…")

@@ -104,7 +104,7 @@ def train_job(ctl: Control, data, axes: str, val_data, kwargs: dict):
                              ev.val_error if ev.validated else None))
                 last_terms = ev.terms
             now = time.monotonic()
-            if (ev.done or ev.previews is not None or ev.message or ev.validated
+            if (ev.done or ev.phase or ev.previews is not None or ev.message or ev.validated
                     or now - last >= GUI_INTERVAL):
                 yield Packet("progress", event=ev, rows=rows)
                 rows, last = [], now

@@ -7,10 +7,14 @@ touching the engine.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..device import call_retrying
+from .runtime import StopNow
 
 
 @dataclass
@@ -43,6 +47,9 @@ class TrainEvent:
     message: str | None = None  # something the user should know (a retry, a rollback)
     done: bool = False
     stopped: bool = False
+    #: after the last step, what the end phase is doing, in words ("comparing with a Gaussian
+    #: filter… 3/3"; ``eta``: its seconds left); None while training
+    phase: str | None = None
 
     @property
     def lam(self) -> float | None:
@@ -85,9 +92,10 @@ def compute_preview(method, model, frames: np.ndarray, normalization, frame: int
 
 
 def build_event(trainer, validated=False, previews=None, message=None, done=False,
-                stopped=False) -> TrainEvent:
+                stopped=False, phase=None) -> TrainEvent:
     """The event for the trainer's current state: progress, the total steps (estimated from
-    the time used under a time budget), the ETA, the last and best validation errors."""
+    the time used under a time budget), the ETA, the last and best validation errors;
+    ``phase``: the end phase's stage (its ETA is the end phase's)."""
     cfg, st = trainer.config, trainer.state
     step = st.step
     p = 1.0 if (done and not stopped) else trainer.progress()
@@ -100,6 +108,8 @@ def build_event(trainer, validated=False, previews=None, message=None, done=Fals
     rate = st.rate
     if done:
         eta = 0.0
+    elif phase is not None:
+        eta = trainer.end.remaining
     elif cfg.max_time and not cfg.steps:
         eta = max(0.0, cfg.max_time - st.elapsed)
     elif rate and total:
@@ -114,7 +124,7 @@ def build_event(trainer, validated=False, previews=None, message=None, done=Fals
         val_error=history[-1]["val_error"] if history else None,
         best_val_error=best["val_error"] if best else None,
         best_step=best["step"] if best else None, validated=validated, previews=previews,
-        message=message, done=done, stopped=stopped)
+        message=message, done=done, stopped=stopped, phase=phase)
 
 
 class PreviewControl:
@@ -127,6 +137,7 @@ class PreviewControl:
         self.config, self.on = config, True
         self._lock = threading.Lock()
         self._where, self._now = (int(frame), region), False
+        self._oom_said = False
 
     def set(self, frame: int | None = None, region=None, now: bool = True) -> None:
         with self._lock:
@@ -148,3 +159,32 @@ class PreviewControl:
         cfg = self.config
         return self.enabled and (step % cfg.preview_every == 0 or self._now or bool(
             cfg.preview_seconds and since_last >= cfg.preview_seconds))
+
+    def compute(self, trainer, sched, deadline=None) -> Preview | None:
+        """Previews of the crop under view (of the weights in the model now); optional: out of
+        GPU memory skips them (said once) and training goes on; a stop (or ``deadline()``) drops
+        them at the network's next layer. Their duration is the end phase's estimate."""
+        frame, region = self.take()
+        steps, t = trainer.steps, time.perf_counter()
+
+        def run():
+            return compute_preview(trainer.method, trainer.model, trainer.data.inputs,
+                                   trainer.data.normalization, frame, region,
+                                   self.config.preview_size, sched, steps.autocast,
+                                   trainer.device)
+
+        def skip() -> bool:
+            if not self._oom_said:
+                self._oom_said = True
+                trainer.note("out of GPU memory while computing a preview: previews are "
+                             "skipped when memory is short; training goes on")
+            return False
+
+        try:
+            with steps.abortable(deadline):
+                out = call_retrying(trainer.device, lambda: steps.guarded(run), skip,
+                                    lambda: None)
+        except StopNow:
+            return None
+        trainer.end.seconds["preview"] = time.perf_counter() - t
+        return out

@@ -20,7 +20,6 @@ from ..denoise.denoiser import Denoiser
 from ..methods import get_method
 from ..noise import resolve_auto_mask
 from .crops import validation_crops
-from .sure import network_output, sure_risk
 
 #: blend weights this close to 0 or 1 give the filter or the network alone: a 2 % share is not
 #: worth a second filter at every inference and a model file older readers cannot load
@@ -33,15 +32,12 @@ def snap_weight(w: float) -> float:
     return 0.0 if w < BLEND_SNAP else 1.0 if w > 1.0 - BLEND_SNAP else w
 
 
-def apply_floor(trainer, net_error: float, risk=None, measured=None) -> None:
-    """Calibrate ``config.floor`` on the training data, compare it with the kept network and
-    replace ``trainer.state.result`` by a blend or the filter when either is better. ``risk``
-    and ``measured`` (the kept network's output and divergence on its crops), when
-    :func:`~.keep.finish` has them, are not computed again."""
-    floor = floor_method(trainer)
-    if floor.name == "gauss" and risk is None:
-        risk = sure_risk(trainer)
-    model = calibrate(trainer, floor, risk)
+def apply_floor(trainer, net_error: float, floor, model, risk=None, measured=None) -> None:
+    """Compare ``floor`` (its ``model`` calibrated: :func:`calibrate`) with the kept network
+    and replace ``trainer.state.result`` by a blend or the filter when either is better.
+    ``risk`` and ``measured`` (the kept network's output and divergence on the risk's crops)
+    come from the end phase (:mod:`.endphase`); without them a Gaussian floor falls back to
+    the blind-spot error."""
     verdict = compare(trainer, floor, model, net_error, risk, measured)
     weight, err, net_error, blend_error, measure = verdict
     info = trainer.state.result.info
@@ -70,12 +66,14 @@ def floor_method(trainer):
 
 
 def calibrate(trainer, floor, risk=None):
-    """The floor's model fitted on the crops the risk measures (or 16 training crops)."""
+    """The floor's model fitted on the crops the risk measures (or 16 training crops); None
+    when a stop comes first (it is checked between candidates)."""
     model = floor.build(floor.model_config(trainer.data.layout.n_channels)).to(trainer.device)
     crops = risk.y if risk is not None else torch.from_numpy(validation_crops(
         trainer.data.train, max(trainer.patch_size, 128), 16)).to(trainer.device)
     for _ in floor.fit(model, crops):
-        pass
+        if trainer.stopping:
+            return None
     return model
 
 
@@ -84,13 +82,7 @@ def compare(trainer, floor, model, net_error: float, risk, measured):
     error of the outputs (SURE) for a Gaussian floor when it is finite, else the hard choice by
     the blind-spot error (weight 1: the network, 0: the filter)."""
     sums = None
-    if floor.name == "gauss" and risk is not None:
-        if measured is None:  # the kept weights are loaded
-            trainer.model.eval()
-            try:
-                measured = risk.output(network_output(trainer))
-            finally:
-                trainer.model.train()
+    if floor.name == "gauss" and risk is not None and measured is not None:
         sums = risk.blend_sums(*measured, model)  # None: not finite (e.g. flat frames)
     if sums is not None:
         s0, s1, s2, d_net, d_filt, n = sums

@@ -1,70 +1,70 @@
-"""What a training run hands back: which weights are kept and the model file's info (the
-classical floor then compares them with a filter: :mod:`.floor`). Functions of a
-:class:`~.trainer.Trainer` that ran, through its public state (:class:`~.state.RunState`)."""
+"""Which weights a run keeps, and the model file's info: the quick choice (a stop's, and the
+end phase's first) and the comparison of the best-by-validation and the last weights by the
+estimated error of their outputs. The end phase (:mod:`.endphase`) runs them in stages; the
+classical floor then compares the kept network with a filter (:mod:`.floor`). Functions of a
+:class:`~.trainer.Trainer` through its public state (:class:`~.state.RunState`)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..denoise.denoiser import Denoiser
 from .crops import validation_crops
-from .floor import apply_floor
-from .sure import network_output, sure_risk
+from .sure import network_output
 
 
-def finish(trainer, stopped: bool = False) -> None:
-    """Choose the model to keep and set ``trainer.state.result``. A user's stop is quick: the best
-    validated model, or the last one when nothing was validated yet, with no final validation,
-    no comparison and no floor.
+@dataclass
+class Choice:
+    """The quick choice: ``state`` the weights kept (the last or the best validated),
+    ``best_state`` the best validated weights when they are not the last, ``best`` the best
+    validation record (None without validation)."""
 
-    ``config.keep`` "auto" (the default): the best model by the blind-spot validation error and
-    the last weights, when they differ, are compared by the estimated error of the output the
-    user gets (:class:`~.sure.Risk`) and the lower one is kept. The blind-spot error
-    scores the network's *blind* output: on real frames it kept early checkpoints whose visible
-    output was 0.1–0.3 dB worse than the last one (docs/benchmarks.md)."""
+    state: dict
+    chosen: str
+    best_state: dict | None = None
+    best: dict | None = None
+    last: dict | None = None
+
+
+def finish(trainer, stopped: bool = False) -> Choice | None:
+    """The quick choice, with no validation, comparison or floor (a stop's, and the end phase's
+    first, so that a stop there keeps it at once): ``trainer.state.result`` becomes the best
+    validated weights, or the last when they are the best, nothing was validated or
+    ``keep="last"``. None when nothing was learned.
+
+    With ``config.keep`` "auto" (the default) the end phase then compares the best by the
+    blind-spot validation error and the last by the estimated error of the output the user
+    gets (:class:`~.sure.Risk`) and keeps the lower: the blind-spot error scores the network's
+    *blind* output, and on real frames it kept early checkpoints whose visible output was
+    0.1–0.3 dB worse than the last one (docs/benchmarks.md)."""
     st = trainer.state
     st.finished = True
     if st.step == 0:  # nothing was learned: a random network is not a model
         st.result = None
-        return
-    state, chosen, best = _best_or_last(trainer, stopped)
+        return None
     last = trainer.average.kept(trainer.model)
-    full = trainer.method.trainable and not stopped
-    risk = measured = record = None
-    if state is None:
-        state = last
-    elif full and trainer.config.keep == "auto":
-        risk = sure_risk(trainer)
-        if risk is not None:
-            state, chosen, measured, record = choose_by_risk(trainer, risk, state, last,
-                                                             best["step"])
-    trainer.model.load_state_dict(state)  # the readout below describes the kept model
-    st.result = make_denoiser(trainer, state, chosen)
+    choice = Choice(last, "last", last=last)
+    if st.history:
+        best = choice.best = st.best_record()
+        if st.best_state is not None and best["step"] != st.step and trainer.config.keep != "last":
+            choice.state = choice.best_state = st.best_state
+            choice.chosen = f"best by validation (step {best['step']})"
+        elif best["step"] == st.step:
+            choice.chosen = f"last, also best by validation (step {st.step})"
+    keep(trainer, choice.state, choice.chosen)
+    return choice
+
+
+def keep(trainer, state: dict, chosen: str, record: dict | None = None) -> None:
+    """``trainer.state.result`` becomes a Denoiser of ``state`` (loaded into the model: the
+    readout describes the kept model); ``record``: the comparison (info["keep"])."""
+    trainer.model.load_state_dict(state)
+    trainer.state.result = make_denoiser(trainer, state, chosen)
     if record is not None:
-        st.result.info["keep"] = record
-    if trainer.config.floor != "none" and full and st.history:
-        net_error = best["val_error"] if state is not last else st.history[-1]["val_error"]
-        apply_floor(trainer, net_error, risk, measured)
-
-
-def _best_or_last(trainer, stopped: bool):
-    """``(best weights or None for the last, what was chosen, the best record)``: the final
-    validation (not after a stop), then the best by validation unless it is the last step or
-    ``keep="last"``."""
-    st, step = trainer.state, trainer.state.step
-    chosen, state, best = "last", None, None
-    if trainer.val is not None:
-        last_seen = st.history and st.history[-1]["step"] == step
-        if not last_seen and not stopped:
-            with trainer.average.applied(trainer.model):
-                st.history.append({"step": step, "val_error": trainer.validate()})
-        best = st.best_record()
-        if st.best_state is not None and best["step"] != step and trainer.config.keep != "last":
-            state, chosen = st.best_state, f"best by validation (step {best['step']})"
-        elif best is not None and best["step"] == step:
-            chosen = f"last, also best by validation (step {step})"
-    return state, chosen, best
+        trainer.state.result.info["keep"] = record
 
 
 def measure_state(trainer, risk, state: dict):
@@ -72,29 +72,27 @@ def measure_state(trainer, risk, state: dict):
     trainer.model.load_state_dict(state)
     trainer.model.eval()
     try:
-        return risk.output(network_output(trainer))
+        return risk.output(network_output(trainer, trainer.end.views))
     finally:
         trainer.model.train()
 
 
-def choose_by_risk(trainer, risk, best_state: dict, last: dict, best_step: int):
-    """The best-by-validation or the last weights, whichever has the lower estimated error:
-    ``(state, chosen, measured, record)``, ``measured`` the kept one's output and divergence,
-    ``record`` both estimates (the model file's info["keep"]). The
-    same crops and probe for both, so the difference is what is estimated, and a tie keeps
-    the last (more training)."""
-    on_best = measure_state(trainer, risk, best_state)
-    on_last = measure_state(trainer, risk, last)
+def pick(risk, on_best, on_last, best_step: int):
+    """The best-by-validation or the last weights, whichever has the lower estimated error
+    (``on_best``/``on_last``: :func:`measure_state`'s): ``("best" or "last", chosen,
+    record)``, ``record`` both estimates (the model file's info["keep"]); ``(None, …)`` when
+    either is not finite. The same crops and probe for both, so the difference is what is
+    estimated, and a tie keeps the last (more training)."""
     e_best, e_last = risk.error(*on_best), risk.error(*on_last)
     if not (np.isfinite(e_best) and np.isfinite(e_last)):
-        return best_state, f"best by validation (step {best_step})", None, None
+        return None, None, None
     record = {"measure": "estimated error of the output (SURE)", "best_step": best_step,
               "best_by_validation": e_best, "last": e_last}
     if e_last <= e_best:
-        return last, (f"last: a lower estimated error (SURE) than the best by validation "
-                      f"(step {best_step})"), on_last, record
-    return best_state, (f"best by validation (step {best_step}), confirmed by a lower "
-                        "estimated error (SURE) than the last"), on_best, record
+        return "last", (f"last: a lower estimated error (SURE) than the best by validation "
+                        f"(step {best_step})"), record
+    return "best", (f"best by validation (step {best_step}), confirmed by a lower estimated "
+                    "error (SURE) than the last"), record
 
 
 def make_denoiser(trainer, state: dict, chosen: str):

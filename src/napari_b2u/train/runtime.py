@@ -10,15 +10,16 @@ class StopNow(Exception):
 
 
 def abort_hooks(model: torch.nn.Module, should_stop) -> list:
-    """Forward pre-hooks on every convolution that raise :class:`StopNow` once
-    ``should_stop()``: a stop then ends a running step at its next layer (remove them with
-    ``h.remove()``)."""
-    def check(module, args):
+    """Hooks on every convolution that raise :class:`StopNow` once ``should_stop()``: before
+    its forward and when its weight's gradient is computed, so a stop ends a running step at
+    its next layer of the forward or the backward pass (remove them with ``h.remove()``)."""
+    def check(*args):
         if should_stop():
             raise StopNow
 
-    return [m.register_forward_pre_hook(check) for m in model.modules()
-            if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    return ([m.register_forward_pre_hook(check) for m in convs]
+            + [m.weight.register_hook(check) for m in convs if m.weight.requires_grad])
 
 
 def is_compile_error(exc: BaseException) -> bool:

@@ -30,7 +30,6 @@ class Steps:
         self.scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
         self.compiled = False
         self.good_state = None  # the weights a non-finite loss rolls back to
-        self._abort_hooks: list = []
         self._acc, self._acc_n = {}, 0
         self._rate_mark = (time.perf_counter(), 0)
 
@@ -92,12 +91,14 @@ class Steps:
             if clip:
                 self.scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.check_stop()
             self.scaler.step(opt)
             self.scaler.update()
         else:
             loss.backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.check_stop()
             opt.step()
         self.average.update(self.model, self.state.step)
         return {k: v.detach().float() for k, v in terms.items()}
@@ -117,27 +118,36 @@ class Steps:
                                   f"{self.batch_size}"))
             return True
 
-        self._set_abortable(True)
         try:
-            terms = call_retrying(self.device, lambda: self.guarded(
-                self.train_step, sched_t, use_sched), shrink)
+            with self.abortable():
+                terms = call_retrying(self.device, lambda: self.guarded(
+                    self.train_step, sched_t, use_sched), shrink)
         except StopNow:
             self.optimizer.zero_grad(set_to_none=True)
             terms = None
-        finally:
-            self._set_abortable(False)
         return terms, (said[-1] if said else None)
 
-    def _set_abortable(self, on: bool) -> None:
-        """While a step runs, every convolution first checks the stop flag, so a stop never
-        waits for a whole step (seconds on a CPU with a large network). Not with torch.compile:
-        a compiled graph would freeze the check (and CUDA steps are short)."""
-        if on and not self._abort_hooks and not self.compiled:
-            self._abort_hooks = abort_hooks(self.model, self.should_stop)
-        elif not on:
-            for h in self._abort_hooks:
+    def check_stop(self) -> None:
+        """A stop asked for during the backward pass drops the step before the weights change:
+        no step is counted after the click."""
+        if self.should_stop():
+            raise StopNow
+
+    @contextlib.contextmanager
+    def abortable(self, deadline=None):
+        """While a step, a validation, a preview or a measurement of the end phase runs, every
+        convolution first checks the stop flag (and ``deadline()``, when given) and raises
+        :class:`~.runtime.StopNow`, so a stop never waits for a whole pass (seconds on a CPU
+        with a large network). Not with torch.compile: a compiled graph would freeze the check
+        (and CUDA passes are short)."""
+        check = self.should_stop if deadline is None else (
+            lambda: self.should_stop() or deadline())
+        hooks = [] if self.compiled else abort_hooks(self.model, check)
+        try:
+            yield
+        finally:
+            for h in hooks:
                 h.remove()
-            self._abort_hooks = []
 
     def snapshot(self) -> dict:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -195,7 +205,6 @@ class Steps:
 
     def release(self) -> None:
         """Drop what the steps hold (the run ended)."""
-        self._set_abortable(False)
         self.good_state = None
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()

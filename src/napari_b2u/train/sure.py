@@ -34,7 +34,7 @@ import math
 import numpy as np
 import torch
 
-from ..denoise.predict import ensemble_views, predict_view
+from ..denoise.predict import predict_view
 from ..noise import frames_report, variance_fit
 from .crops import crop_spots, take_crops
 
@@ -163,13 +163,14 @@ class Risk:
                       * g[h - n:h + n + 1, h - n:h + n + 1]).sum())
 
 
-def sure_risk(trainer):
-    """The risk estimate on 16 training crops (those the floor calibrates on), each with the
+def sure_risk(trainer, count: int = 16):
+    """The risk estimate on ``count`` training crops (those the floor calibrates on; fewer
+    when the end phase's share of a short time budget pays for fewer), each with the
     noise law of its own frame and, where the noise is correlated between neighbours, its
     measured correlation; None when the noise fit gives nothing to measure with."""
     train, inputs = trainer.data.train, trainer.data.train_inputs
     size = max(trainer.patch_size, 128)
-    spots = crop_spots(train.shape, size, 16)
+    spots = crop_spots(train.shape, size, count)
     taken = take_crops(train, size, spots)
     crops = torch.from_numpy(taken).to(trainer.device)
     context = None
@@ -185,14 +186,13 @@ def sure_risk(trainer):
     return risk if risk.usable() else None
 
 
-def network_output(trainer):
+def network_output(trainer, views: int):
     """The trained network's prediction as the user gets it, as a function of normalized
-    crops: the method's default output, averaged over the dihedral views when inference of the
-    training stack would ensemble; in float32 (the risk probe's differences are below half
-    precision)."""
+    crops: the method's default output averaged over ``views`` dihedral views (inference's
+    count, or fewer when a time budget is short); in float32 (the risk probe's differences are
+    below half precision)."""
     method, model = trainer.method, trainer.model
     output = method.check_output(None)
-    views = ensemble_views(method, tuple(trainer.data.frames.shape), output, trainer.device)
 
     def predict(y):
         return sum(predict_view(method, model, y, output, v) for v in range(views)) / views

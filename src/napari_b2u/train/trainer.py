@@ -3,9 +3,10 @@
 ``Trainer`` runs any :class:`~napari_b2u.methods.Method`. Iterating over it trains, yielding a
 :class:`~.events.TrainEvent` after every step; ``stop()`` (from any thread) ends training
 within the current step, and ``result()`` returns a
-:class:`~napari_b2u.denoise.denoiser.Denoiser` holding the weights :func:`~.keep.finish` keeps
-(``config.keep``: by default the best by self-supervised validation or the last, whichever
-output has the lower estimated error). The data is prepared by :mod:`.data`, a step run by
+:class:`~napari_b2u.denoise.denoiser.Denoiser` holding the weights the end phase keeps
+(:mod:`.endphase`; ``config.keep``: by default the best by self-supervised validation or the
+last, whichever output has the lower estimated error). ``max_time`` is the wall-clock of the
+whole run, setup and end phase included. The data is prepared by :mod:`.data`, a step run by
 :class:`~.steps.Steps`, what the run has done kept in :class:`~.state.RunState`; autosave and
 resume are :mod:`.checkpoint`'s.
 """
@@ -28,10 +29,11 @@ from . import checkpoint
 from .averaging import WeightAverage
 from .crops import crop_sampler, validation_crops
 from .data import prepare_data, use_context
-from .events import Preview, PreviewControl, TrainEvent, build_event, compute_preview
+from .endphase import EndPlan, end_phase
+from .events import Preview, PreviewControl, TrainEvent, build_event
 from .keep import finish
 from .plan import run_plan
-from .runtime import Released
+from .runtime import Released, StopNow
 from .state import RunState
 from .steps import Steps
 from .warm_start import warm_start
@@ -43,6 +45,7 @@ class Trainer:
     def __init__(self, stack, axes: str | None = None, config: TrainConfig | None = None,
                  device="auto", val_stack=None, preview_frame: int = 0,
                  preview_region: tuple[int, int, int, int] | None = None):
+        started = time.perf_counter()  # the time budget counts the setup too
         self.device = resolve_device(device)
         self.messages: list[str] = []
         self.config = cfg = resolve_config(config or TrainConfig(), self.device)
@@ -96,8 +99,10 @@ class Trainer:
         #: the crop previews show and when (``preview.on``: api.train_stack turns previews off
         #: when no callback receives the events)
         self.preview = PreviewControl(cfg, preview_frame, preview_region)
-        self._preview_oom_said = False
+        #: what the end phase will do and the time it needs (it ends training early enough)
+        self.end = EndPlan(self)
         self._gen = None
+        self.state.elapsed = time.perf_counter() - started
 
     # ---- public control (thread-safe) and what the run has done --------------------------------
     def stop(self) -> None:
@@ -201,26 +206,6 @@ class Trainer:
         st.val_batch = vb[0]
         return err
 
-    def _previews(self, sched) -> Preview | None:
-        """Previews of the crop under view; optional: out of GPU memory skips them (said once)
-        and training goes on."""
-        frame, region = self.preview.take()
-
-        def run():
-            return compute_preview(self.method, self.model, self.data.inputs,
-                                   self.data.normalization, frame, region,
-                                   self.config.preview_size, sched, self.steps.autocast,
-                                   self.device)
-
-        def skip() -> bool:
-            if not self._preview_oom_said:
-                self._preview_oom_said = True
-                self.note("out of GPU memory while computing a preview: previews are skipped "
-                          "when memory is short; training goes on")
-            return False
-
-        return call_retrying(self.device, lambda: self.steps.guarded(run), skip, lambda: None)
-
     # ---- the loop: step -> record -> maybe validate -> maybe save -> maybe preview -----------
     def __iter__(self):
         if self._gen is None:
@@ -230,8 +215,10 @@ class Trainer:
     def _run(self):
         t0 = time.perf_counter() - self.state.elapsed  # a resumed run continues its clock
         loop = self._train_loop(t0) if self.method.trainable else self._fit_loop(t0)
+        self.end.t0 = t0
         try:
             yield from loop
+            yield from self._end(t0)
         except BaseException as exc:
             # Ctrl-C or a closed generator keep what was learned; real errors propagate. The
             # GPU memory is released in every case.
@@ -239,19 +226,22 @@ class Trainer:
                 finish(self, stopped=True)
             self._cleanup()
             raise
-        yield self._end(t0)
 
     def _train_loop(self, t0: float):
         cfg, method, st = self.config, self.method, self.state
         self.model.train()
         self.steps.start()
+        if cfg.max_time and not self.end.prepared and not self._stop.is_set():
+            self.end.prepare()  # before the first step: training ends early enough for it
         last_save = last_preview = time.perf_counter()
         sched_t = torch.zeros((), device=self.device)
         while True:
             st.elapsed = time.perf_counter() - t0
             p = self.progress()
-            if p >= 1.0 or self._stop.is_set():
+            # a time budget too short for its setup still trains one step: a model, not none
+            if (p >= 1.0 and (st.step > 0 or not cfg.max_time)) or self._stop.is_set():
                 return
+            p = min(p, 1.0)
             st.schedule = sched = method.schedule(p)
             if sched is not None:
                 sched_t.fill_(sched)  # a 0-d tensor: no recompiles as λ ramps
@@ -275,7 +265,7 @@ class Trainer:
             previews = None
             if self.preview.due(st.step, now - last_preview):
                 with self.average.applied(self.model):
-                    previews = self._previews(sched)
+                    previews = self.preview.compute(self, sched)
                 last_preview = time.perf_counter()
             yield self._event(validated=validated, previews=previews, message=message)
 
@@ -293,32 +283,34 @@ class Trainer:
         """The fraction of the step or time budget used (0..1)."""
         cfg, st = self.config, self.state
         ps = st.step / cfg.steps if cfg.steps else 0.0
-        pt = st.elapsed / cfg.max_time if cfg.max_time else 0.0
+        budget = self.end.train_time() if cfg.max_time else 0.0
+        pt = (st.elapsed / budget if budget > 0 else 1.0) if cfg.max_time else 0.0
         return min(1.0, max(ps, pt))
 
     def _maybe_validate(self) -> bool:
         if self.val is None or self.step % self.config.val_every != 0:
             return False
-        with self.average.applied(self.model):
-            err = self.validate()
+        t = time.perf_counter()
+        try:
+            with self.average.applied(self.model), self.steps.abortable():
+                err = self.validate()
+        except StopNow:  # a stop during validation: the step stays unvalidated
+            return False
+        self.end.seconds["validation"] = time.perf_counter() - t
         self.state.record_validation(err, lambda: self.average.kept(self.model))
         return True
 
-    def _end(self, t0: float) -> TrainEvent:
+    def _end(self, t0: float):
+        """The end phase (:func:`~.endphase.end_phase`: its stages' events), then the last event."""
         cfg, st = self.config, self.state
         st.elapsed = time.perf_counter() - t0
         stopped = self._stop.is_set() and (cfg.steps is None or st.step < cfg.steps)
         if cfg.autosave and st.step > 0:
             self._autosave()
-        finish(self, stopped)
         st.schedule = self.method.schedule(self.progress())
-        previews = None
-        if self.preview.enabled and st.result is not None and not stopped:
-            previews = self._previews(st.schedule)
+        last = yield from end_phase(self, stopped)
         self._cleanup()
-        msg = (f"kept the {st.result.info['chosen']} model after {st.step} steps"
-               if st.result is not None else "stopped before the first step: there is no model")
-        return self._event(previews=previews, done=True, stopped=stopped, message=msg)
+        yield self._event(done=True, **last)
 
     def _cleanup(self) -> None:
         """Free the GPU: whatever ended the run (done, stop, error), nothing stays held."""
