@@ -7,6 +7,7 @@ to OME-Zarr, against the in-memory path; local workers; equality of the two path
     python benchmarks/scale.py throughput --frames 12 --size 1024 --net default
     python benchmarks/scale.py scaling --frames 12 --size 1024 --net default --workers 1 2
     python benchmarks/scale.py equality
+    python benchmarks/scale.py budget --frames 4 --size 4096 --budgets 512MB,1GB,2GB --train 60
 
 ``--net``: ``default`` (the CPU preset U-Net), ``tiny`` (U-Net 4 wide, 2 levels) or ``gauss``
 (the built-in Gaussian-filter model with σ = 1: a stand-in "network" that costs little, so
@@ -152,12 +153,30 @@ def child(args) -> None:
     if spec.get("budget"):
         os.environ["NAPARI_B2U_MEMORY_BUDGET"] = spec["budget"]
     model = _model(spec["net"])
+    if spec.get("baseline"):  # the process before any data: interpreter, torch, dask, model
+        import dask.array  # noqa: F401
+        import psutil
+        import zarr  # noqa: F401
+
+        from napari_b2u.denoise import to_zarr  # noqa: F401
+
+        model.denoise(np.zeros((64, 64), np.uint16), tta=False)  # torch's kernels loaded
+        spec["baseline_rss"] = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    if spec["mode"] == "zarr":
+    if spec["mode"] == "train":
+        from napari_b2u import api
+
+        trained = api.train_stack(spec["input"], max_time=spec["seconds_train"], device="cpu",
+                                  progress=False)
+        spec["steps"] = trained.info["steps"]
+        spec["split"] = trained.info.get("split")
+        px = 0
+    elif spec["mode"] == "zarr":
         from napari_b2u.denoise.to_zarr import ZarrRun
         from napari_b2u.errors import Cancelled
 
         run = ZarrRun(model, [(spec["input"], spec["out"], None)], device="cpu", tta=False)
+        spec["plan"] = run.notes
         job = run.jobs[0]
         spec["blocks_before"], spec["blocks_total"] = job.skipped, job.plan.n_blocks
         deadline = t0 + 60 * spec["minutes"] if spec.get("minutes") else None
@@ -252,6 +271,48 @@ def cmd_memory(args) -> None:
         shutil.rmtree(out, ignore_errors=True)
 
 
+def cmd_budget(args) -> None:
+    """Peak RSS against the memory budget (issue 33): out-of-core denoising of a stack of
+    ``--frames`` × ``--size``² uint16 frames (and ``--train`` seconds of training on a stack
+    of ``--train-frames``, larger than the budget) at each budget, each in a fresh process,
+    against the goal peak ≤ baseline + 1.1 × budget, the baseline being the same process
+    before any data (interpreter, torch, dask, the model and torch's kernels after a 64²
+    pass)."""
+    with workdir() as work:
+        src = write_input(work / "in.ome.zarr", args.frames, args.size)
+        big = (write_input(work / "train.ome.zarr", args.train_frames, args.size)
+               if args.train else None)
+        gib = args.frames * args.size**2 * 2 / 2**30
+        print(f"# budget: {machine()}")
+        print(f"input {args.frames} x {args.size} x {args.size} uint16 OME-Zarr ({gib:.2f} GiB), "
+              f"net {args.net}, ensembling off")
+        print("| run | budget | plan | baseline MB | peak RSS MB (tree) | peak − baseline MB | "
+              "goal: ≤ baseline + 1.1 × budget | seconds |")
+        print("|---|---|---|---|---|---|---|---|")
+        from napari_b2u.io.memory import parse_size
+
+        modes = ["zarr"] + (["train"] if args.train else [])
+        for mode in modes:
+            for budget in args.budgets.split(","):
+                out = work / "out.ome.zarr"
+                spec = {"mode": mode, "input": str(src if mode == "zarr" else big),
+                        "out": str(out), "net": args.net,
+                        "budget": budget, "baseline": True, "seconds_train": args.train}
+                r = measure(spec)
+                shutil.rmtree(out, ignore_errors=True)
+                base, peak = r["baseline_rss"], max(r["tree_peak"], r["maxrss"])
+                goal = base + 1.1 * parse_size(budget)
+                plan = "; ".join(r.get("plan") or []) or (
+                    f"{r.get('steps')} steps; {r.get('split')}" if mode == "train" else "")
+                name = ("denoise to OME-Zarr" if mode == "zarr" else
+                        f"train {args.train:.0f} s on {args.train_frames} frames "
+                        f"({args.train_frames * args.size**2 * 2 / 2**30:.2f} GiB)")
+                print(f"| {name} | {budget} | {plan} | {base / 2**20:.0f} | "
+                      f"{peak / 2**20:.0f} | {(peak - base) / 2**20:.0f} | "
+                      f"{'met' if peak <= goal else 'NOT met'} ({goal / 2**20:.0f}) | "
+                      f"{r['seconds']:.0f} |", flush=True)
+
+
 def cmd_throughput(args) -> None:
     with workdir() as work:
         src = write_input(work / "in.ome.zarr", args.frames, args.size)
@@ -338,6 +399,15 @@ def main(argv=None) -> None:
     mem.add_argument("--minutes", type=float, help="end the session after this long (the "
                      "output stays; --resume continues it)")
     mem.add_argument("--resume", action="store_true", help="continue an earlier session")
+    b = sub.add_parser("budget")
+    b.add_argument("--frames", type=int, default=4)
+    b.add_argument("--size", type=int, default=4096)
+    b.add_argument("--net", default="default", choices=["default", "tiny", "gauss"])
+    b.add_argument("--budgets", default="512MB,1GB,2GB")
+    b.add_argument("--train", type=float, default=0.0,
+                   help="also train this many seconds at each budget, on a stack of "
+                   "--train-frames frames (larger than the budget: the lazy path)")
+    b.add_argument("--train-frames", type=int, default=24)
     for name in ("throughput", "scaling", "equality"):
         p = sub.add_parser(name)
         p.add_argument("--frames", type=int, default=12 if name != "equality" else 6)
@@ -349,7 +419,7 @@ def main(argv=None) -> None:
     c = sub.add_parser("_child")
     c.add_argument("--spec", required=True)
     args = ap.parse_args(argv)
-    {"make": cmd_make, "memory": cmd_memory, "throughput": cmd_throughput,
+    {"make": cmd_make, "memory": cmd_memory, "budget": cmd_budget, "throughput": cmd_throughput,
      "scaling": cmd_scaling, "equality": cmd_equality, "_child": child}[args.cmd](args)
 
 

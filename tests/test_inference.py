@@ -268,8 +268,9 @@ def test_test_time_ensembling_is_the_mean_of_the_eight_views(tiny_model, small_s
         d = torch.from_numpy(tiny_model.denoise(z, dtype="float32", tta=False))
         views.append(dihedral(d, v, inverse=True).numpy())
     np.testing.assert_allclose(ens, np.mean(views, 0), atol=1e-3)
-    # 'auto': on for small inputs, off beyond the device's budget
-    np.testing.assert_array_equal(tiny_model.denoise(x, dtype="float32"), ens)
+    # 'auto' on a CPU: the 4 rotations for small frames (all 8 gain little for twice the time)
+    np.testing.assert_array_equal(tiny_model.denoise(x, dtype="float32"),
+                                  tiny_model.denoise(x, dtype="float32", tta=4))
     with pytest.raises(ValueError, match="tta="):
         tiny_model.denoise(x, tta="always")
 
@@ -299,21 +300,26 @@ def test_inference_in_the_presets_layout_gives_the_same_output(tiny_model, small
 
 def test_auto_ensembling_takes_the_views_that_fit_the_budget(tiny_model, small_stack,
                                                               monkeypatch):
-    """'auto' averages 8, 4, 2 or 1 views, as many as fit the device's pass budget; a count
-    asks for that many (the rotations first)."""
+    """'auto' averages 4, 2 or 1 views on a CPU (8 where the device allows), as many as fit
+    the device's budget for ONE frame, whatever the number of frames; a count asks for that
+    many (the rotations first)."""
     from napari_b2u.denoise import predict as inference
     from napari_b2u.denoise.predict import dihedral, ensemble_views
 
     noisy, _ = small_stack
     x = noisy[:2]
     cpu = torch.device("cpu")
-    pixels = x.size  # one channel, the visible output: one copy
+    pixels = x[0].size  # one frame, one channel, the visible output: one copy
     method = tiny_model.method
-    for budget, views in ((8 * pixels, 8), (8 * pixels - 1, 4), (4 * pixels, 4),
+    for budget, views in ((8 * pixels, 4), (4 * pixels, 4), (4 * pixels - 1, 2),
                           (3 * pixels, 2), (pixels, 1), (pixels // 2, 1)):
-        monkeypatch.setitem(inference.TTA_AUTO_PASS_PIXELS, "cpu", budget)
-        assert ensemble_views(method, (2, 1) + x.shape[1:], "visible", cpu) == views
-    monkeypatch.setitem(inference.TTA_AUTO_PASS_PIXELS, "cpu", 4 * pixels)
+        monkeypatch.setitem(inference.TTA_AUTO_FRAME_PIXELS, "cpu", budget)
+        for n in (1, 2, 1000):  # one frame's budget: the stack's length does not count
+            assert ensemble_views(method, (n, 1) + x.shape[1:], "visible", cpu) == views
+    monkeypatch.setitem(inference.TTA_AUTO_MAX_VIEWS, "cpu", 8)
+    monkeypatch.setitem(inference.TTA_AUTO_FRAME_PIXELS, "cpu", 8 * pixels)
+    assert ensemble_views(method, (5, 1) + x.shape[1:], "visible", cpu) == 8
+    monkeypatch.setitem(inference.TTA_AUTO_FRAME_PIXELS, "cpu", 4 * pixels)
     four = tiny_model.denoise(x, dtype="float32")
     np.testing.assert_array_equal(four, tiny_model.denoise(x, dtype="float32", tta=4))
     rotations = [dihedral(torch.from_numpy(tiny_model.denoise(
@@ -326,6 +332,37 @@ def test_auto_ensembling_takes_the_views_that_fit_the_budget(tiny_model, small_s
     for bad in (3, 0, 16, "4"):
         with pytest.raises(InputError, match="number of views"):
             ensemble_views(method, shape, "visible", cpu, tta=bad)
+
+
+def test_a_frames_result_does_not_depend_on_what_is_denoised_with_it(tiny_model, tmp_path):
+    """With ensembling 'auto' (the default), frame 3 gives the same pixels denoised alone,
+    inside a long stack, as a crop of the stack's frames and out of core: its views follow from
+    one frame's size, not from the stack's (a 300-frame stack of 128² used to get 4 views where
+    the frame alone got 8)."""
+    from napari_b2u.denoise.predict import ensemble_views
+
+    rng = np.random.default_rng(4)
+    stack = rng.normal(100, 20, (300, 128, 128)).astype(np.float32)
+    cpu = torch.device("cpu")
+    views = ensemble_views(tiny_model.method, (300, 1, 128, 128), "visible", cpu)
+    assert views == ensemble_views(tiny_model.method, (1, 128, 128), "visible", cpu) > 1
+    whole = tiny_model.denoise(stack, axes="TYX", dtype="float32")
+    alone = tiny_model.denoise(stack[3], axes="YX", dtype="float32")
+    crop = tiny_model.denoise(stack[2:5], axes="TYX", dtype="float32")
+    # equal up to float rounding: a batch of 1 or of 8 frames may take other CPU kernels
+    # (relative 1e-6); a different number of views differs by far more (below)
+    same = dict(rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(whole[3], alone, **same)
+    np.testing.assert_allclose(crop[1], alone, **same)
+    other = tiny_model.denoise(stack[3], axes="YX", dtype="float32", tta=8 if views < 8 else 4)
+    assert np.abs(other - alone).max() > 100 * same["atol"]
+    out = tiny_model.denoise_to_zarr(stack[:8], str(tmp_path / "o.ome.zarr"), axes="TYX",
+                                     dtype="float32")
+    import zarr
+
+    written = zarr.open(str(tmp_path / "o.ome.zarr"), mode="r")["0"][3]
+    np.testing.assert_allclose(np.asarray(written), alone, **same)
+    assert out is not None
 
 
 def test_check_stack_refuses_a_channel_mismatch_without_data(tiny_model):

@@ -16,8 +16,9 @@ from ..device import release_memory, resolve_device
 from ..io.files import atomic_write
 from ..io.frames import open_frames
 from ..modelfile import read_checkpoint
+from .memplan import pass_plan
 from .model import TrainedModel
-from .predict import TILE_OVERLAP, denoise_frames, pass_plan
+from .predict import TILE_OVERLAP, denoise_frames
 
 
 class Denoiser(TrainedModel):
@@ -61,8 +62,8 @@ class Denoiser(TrainedModel):
 
     def plan(self, shape, output: str, dev, batch_size=None, tile_size=None, tta="auto"):
         """``(tile, batch_size, views)`` for (N, C, Y, X) frames of ``shape``
-        (:func:`~.predict.pass_plan`: the in-memory and out-of-core paths share it)."""
-        return pass_plan(self.method, shape, output, dev, batch_size, tile_size, tta)
+        (:func:`~.memplan.pass_plan`: the in-memory and out-of-core paths share it)."""
+        return pass_plan(self, shape, output, dev, batch_size, tile_size, tta)
 
     def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
                      batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto"):

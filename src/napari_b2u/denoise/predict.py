@@ -6,7 +6,6 @@ tiles, batches and order, so both give identical pixels).
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
@@ -25,17 +24,22 @@ TILE_OVERLAP = 64
 #: the smallest tile an out-of-memory retry goes down to
 MIN_TILE = 128
 
-#: network pixels (frames × channels × H × W × copies, summed over the views) that
-#: ``tta="auto"`` may spend, by device type: on 2 CPU cores 32 Mpx take ~30 s with the CPU
-#: preset network (8 views of 4 Mpx, or 4 of a 20-frame 512² stack); a GPU ensembles anything
-#: of ordinary size
-TTA_AUTO_PASS_PIXELS = {"cuda": 2**34, "mps": 2**31, "cpu": 2**25}
+#: network pixels of ONE frame (channels × H × W × copies, summed over the views) that
+#: ``tta="auto"`` may spend, by device type — a frame's views never depend on the frames it is
+#: denoised with (alone, in a stack, a crop or an out-of-core block: the same pixels). On 2 CPU
+#: cores 8 Mpx take ~14 s with the CPU preset network: the 4 rotations up to 2 Mpx frames
+#: (1448²), 2 views up to 4 Mpx, one beyond; a GPU ensembles any ordinary frame.
+TTA_AUTO_FRAME_PIXELS = {"cuda": 2**31, "mps": 2**26, "cpu": 2**23}
+#: the most views ``tta="auto"`` takes, by device type: on real stacks of 20 × 512² the 4
+#: rotations gained +0.16 dB over one view and all 8 only 0.02 more, for twice the time
+#: (docs/benchmarks.md); a GPU has the time
+TTA_AUTO_MAX_VIEWS = {"cuda": 8, "mps": 4, "cpu": 4}
 #: the view counts an ensemble takes: the 8 flips/rotations, the 4 rotations, two, one
 VIEW_COUNTS = (8, 4, 2, 1)
 
 #: the ensembling choices a front end offers: (value of ``tta``, description)
 TTA_CHOICES = (
-    ("auto", "auto: as many views as stay fast on the device"),
+    ("auto", "auto: as many views as stay fast for one frame on the device"),
     (False, "off: one pass"),
     (2, "2 views (2× the time)"),
     (4, "4 rotations (4× the time)"),
@@ -44,17 +48,19 @@ TTA_CHOICES = (
 
 
 def ensemble_views(method, shape, output: str, dev, tta="auto") -> int:
-    """How many dihedral views inference averages for (N, C, Y, X) frames of ``shape``.
-    ``tta``: True (8), False (1), a count of 1, 2, 4 or 8, or 'auto': the most views whose
-    passes fit :data:`TTA_AUTO_PASS_PIXELS` — on real stacks of 20 × 512² four views gained
-    +0.16 dB over one and eight only 0.02 more (docs/benchmarks.md)."""
+    """How many dihedral views inference averages for frames of ``shape`` ((C, Y, X), or a
+    stack's (N, C, Y, X) of which only one frame counts). ``tta``: True (8), False (1), a count
+    of 1, 2, 4 or 8, or 'auto': the most views, up to :data:`TTA_AUTO_MAX_VIEWS`, whose passes
+    over ONE frame fit :data:`TTA_AUTO_FRAME_PIXELS` — so a frame gets the same views, and the
+    same pixels, alone, in a stack, in a crop or in a block out of core."""
     if isinstance(tta, bool):
         return 8 if tta else 1
     if tta == "auto":
-        n, c, h, w = shape
-        pixels = n * c * h * w * method.copies_per_image(output)
-        budget = TTA_AUTO_PASS_PIXELS.get(dev.type, TTA_AUTO_PASS_PIXELS["cpu"])
-        return next(v for v in VIEW_COUNTS if v * pixels <= budget or v == 1)
+        c, h, w = shape[-3:]
+        pixels = c * h * w * method.copies_per_image(output)
+        budget = TTA_AUTO_FRAME_PIXELS.get(dev.type, TTA_AUTO_FRAME_PIXELS["cpu"])
+        most = TTA_AUTO_MAX_VIEWS.get(dev.type, TTA_AUTO_MAX_VIEWS["cpu"])
+        return next(v for v in VIEW_COUNTS if v <= most and (v * pixels <= budget or v == 1))
     if isinstance(tta, (int, np.integer)) and int(tta) in VIEW_COUNTS:
         return int(tta)
     raise InputError(f"tta={tta!r}: use True (8 views), False (1), 'auto', or a number of "
@@ -75,26 +81,6 @@ def predict_view(method, net, t: torch.Tensor, output: str, view: int) -> torch.
     """``method``'s prediction of ``t`` seen in dihedral view ``view``, mapped back (float32):
     one term of the test-time ensemble."""
     return dihedral(method.predict(net, dihedral(t, view), output).float(), view, inverse=True)
-
-
-def pass_plan(method, shape, output: str, dev, batch_size=None, tile_size=None, tta="auto"):
-    """``(tile, batch_size, views)`` for denoising (N, C, Y, X) frames of ``shape``: one plan
-    for the in-memory and the out-of-core paths (same tiles, same batches)."""
-    _, _, h, w = shape
-    copies = method.copies_per_image(output)
-    views = ensemble_views(method, shape, output, dev, tta)
-    tile = int(tile_size or TILE_SIZE.get(dev.type, 1024))
-    if tile_size is None and dev.type == "cpu" and copies > 1 and max(h, w) > tile:
-        # frames tiled anyway: one tile is what a cancel waits for, so keep a tile's network
-        # input within the batch budget (weighted, 5 copies: 448-px tiles, ~1.5 s each on
-        # 2 cores instead of ~11 s for 1024 px; ~20 % more overlap to compute)
-        fit = int(math.sqrt(PIXEL_BUDGET["cpu"] / copies)) // 64 * 64
-        tile = max(256, min(tile, fit))
-    th, tw = min(h, tile), min(w, tile)
-    if batch_size is None:
-        budget = PIXEL_BUDGET.get(dev.type, PIXEL_BUDGET["cpu"])
-        batch_size = max(1, budget // (th * tw * copies))
-    return tile, int(batch_size), views
 
 
 def predict_tile(model, net, x: np.ndarray, output: str, dev, views: int = 1):

@@ -32,6 +32,7 @@ from ..io.files import check_distinct, reason
 from ..io.frames import FrameReader, source_layout
 from ..io.sources import ArraySource, Source, open_source, require, source_fingerprint
 from . import omezarr
+from .memplan import pass_bytes, plan_blocks_budget
 from .predict import TILE_OVERLAP
 from .tiling import plan_blocks
 from .zarr_tasks import CANCELLED, Job, ModelPayload, forget_run, run_block
@@ -39,6 +40,7 @@ from .zarr_tasks import CANCELLED, Job, ModelPayload, forget_run, run_block
 #: the most pixels (frames × channels × Y × X) one block holds: whole frames when they fit
 BLOCK_PIXELS = 2**24
 #: dask threads in this process: one block computes while the next is read / the last written
+#: (fewer when the memory budget holds one block only: :mod:`.memplan`)
 LOCAL_THREADS = 2
 
 
@@ -129,6 +131,8 @@ class ZarrRun:
         # may be the output folder of another
         inputs = [getattr(s, "path", None) for s in sources] + [name_model]
         prepared = []
+        #: blocks computed at once in this process, and what the plan chose (said at run())
+        self.in_flight, self.notes = LOCAL_THREADS, []
         for k, (src, (_, out, axes)) in enumerate(zip(sources, items)):
             layout = source_layout(src, axes)
             model.check_stack(layout.shape, layout.axes)
@@ -137,8 +141,14 @@ class ZarrRun:
             tile, batch, views = model.plan(shape, output, dev, batch_size, tile_size, tta)
             out_axes = omezarr.ngff_axes(layout.axes)
             omezarr.check_axes(out_axes, src)  # not after the work, in finish()
+            th, tw = min(tile, h), min(tile, w)
+            blocks = plan_blocks_budget(block_pixels, th * tw, batch, batch * c * th * tw,
+                                        pass_bytes(model, output, dev), model.method.window,
+                                        src.dtype, out_dtype)
+            self.in_flight = min(self.in_flight, blocks.in_flight)
             plan = plan_blocks(n, c, h, w, tile, overlap, batch, (min(chunk, h), min(chunk, w)),
-                               block_pixels, FrameReader(src, layout).inner_chunk)
+                               blocks.pixels, FrameReader(src, layout).inner_chunk)
+            self.notes.append(blocks.describe(tile, batch))
             identity = {
                 "version": 1, "model_sha256": self.payload.sha, "method": model.method_name,
                 "output": output, "dtype": out_dtype.name, "tile": tile, "overlap": overlap,
@@ -197,6 +207,9 @@ class ZarrRun:
         from . import cluster
 
         t0 = time.perf_counter()
+        if say:
+            for note in dict.fromkeys(self.notes):
+                say(note)
         try:
             with _writing([j.out for j in self.jobs]), \
                     cluster.client_for(scheduler, workers, processes) as client:
@@ -244,7 +257,7 @@ class ZarrRun:
                     if progress is not None:
                         progress(done[0], total)
 
-        pool = ThreadPoolExecutor(LOCAL_THREADS, thread_name_prefix="napari-b2u")
+        pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="napari-b2u")
         try:
             with _Progress():
                 dask.compute(*tasks, scheduler="threads", pool=pool)

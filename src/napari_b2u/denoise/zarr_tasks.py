@@ -16,6 +16,7 @@ import numpy as np
 from ..data import Layout, cast_output, output_float
 from ..errors import Cancelled
 from ..io.frames import FrameReader
+from ..io.memory import bound_heap
 from ..io.sources import Source, require
 from . import omezarr
 from .model import TrainedModel
@@ -135,6 +136,7 @@ def run_block(payload: ModelPayload, job: Job, index: int) -> int:
     """The task: denoise block ``index`` of ``job`` and write its chunks; returns its pixels."""
     if job.run in CANCELLED:
         raise Cancelled("cancelled")
+    bound_heap()  # freed tensors' memory goes back: the budget holds over a long run
     _set_threads(job)
     block = job.plan.block(index)
     data = denoise_block(payload.get(), job, block)

@@ -30,10 +30,13 @@ import torch
 
 from ..data import Normalization, fit_normalization
 from ..io.frames import FrameReader
+from ..io.memory import bound_heap, memory_budget
 from .crops import gather_crops
 
-#: bytes of the crop buffer, origins per block side, steps between refreshes
+#: the most bytes of the crop buffer, and its share of the memory budget (a 512 MB budget: a
+#: 128 MB buffer); origins per block side, steps between refreshes
 BUFFER_BYTES = 256 * 2**20
+BUFFER_SHARE = 0.25
 CORE = 192
 REFRESH_EVERY = 8
 #: the normalization is fitted on the central crop (this side) of up to this many frames
@@ -139,8 +142,11 @@ class BufferedCropSampler:
     :class:`~.crops.CropSampler`."""
 
     def __init__(self, frames: LazyFrames, device, seed: int, augment: bool = True,
-                 buffer_bytes: int = BUFFER_BYTES, refresh_every: int = REFRESH_EVERY,
+                 buffer_bytes: int | None = None, refresh_every: int = REFRESH_EVERY,
                  core: int = CORE):
+        if buffer_bytes is None:
+            buffer_bytes = min(BUFFER_BYTES, int(BUFFER_SHARE * memory_budget()))
+        bound_heap()  # a stack larger than the budget: freed blocks' memory goes back
         self.frames, self.device, self.augment = frames, torch.device(device), augment
         self.buffer_bytes, self.refresh_every, self.core = buffer_bytes, refresh_every, core
         self.gen = torch.Generator(device=self.device)
