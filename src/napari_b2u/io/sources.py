@@ -433,4 +433,4 @@ def stack_fingerprint(stack, axes: str) -> str:
     src = open_source(stack) if not isinstance(stack, np.ndarray) else None
     if src is not None and needs_lazy(src):
         return source_fingerprint(src, axes)
-    return data_fingerprint(np.asarray(stack), axes)
+    return data_fingerprint(np.asarray(src if src is not None else stack), axes)

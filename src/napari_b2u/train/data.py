@@ -155,7 +155,8 @@ def _open(stack, axes, normalization):
             warn_dynamic_range(norm.apply(sample), stacklevel=5)
         frames = LazyFrames(reader, norm, np.arange(reader.shape[0]))
         return frames, layout, norm, source_fingerprint(src, layout.axes), src.nbytes
-    arr, ax = validate_stack(stack, axes)
+    # a lazy input (e.g. a zarr path) that fits the budget is read whole
+    arr, ax = validate_stack(src if src is not None else stack, axes)
     layout = Layout(ax, arr.shape)
     raw = layout.to_frames(arr)
     norm = normalization if isinstance(normalization, Normalization) else fit_normalization(
@@ -196,14 +197,15 @@ def _subset(frames, index, region=None):
 def _validation_stack(val_stack, layout: Layout, norm: Normalization):
     """``(frames, layout)`` of a separate validation stack, normalized like the training stack
     (read on demand when it is larger than memory); refused when its channels differ."""
-    same_ndim = np.ndim(val_stack) == len(layout.shape)
     src = open_source(val_stack) if not isinstance(val_stack, np.ndarray) else None
+    same_ndim = len(np.shape(src if src is not None else val_stack)) == len(layout.shape)
     if src is not None and needs_lazy(src):
         vl = source_layout(src, layout.axes if len(src.shape) == len(layout.shape) else None)
         reader = FrameReader(src, vl)
         val = LazyFrames(reader, norm, np.arange(reader.shape[0]))
     else:
-        varr, vax = validate_stack(val_stack, layout.axes if same_ndim else None)
+        varr, vax = validate_stack(src if src is not None else val_stack,
+                                   layout.axes if same_ndim else None)
         vl = Layout(vax, varr.shape)
         val = np.ascontiguousarray(norm.apply(vl.to_frames(varr)))
     if val.shape[1] != layout.n_channels:
