@@ -258,6 +258,30 @@ def test_removing_the_trained_layer_later_removes_its_previews(viewer, qtbot, no
     assert len(viewer.layers) == 0 and not w.preview_layers
 
 
+def test_previews_sit_just_above_their_layer_and_are_reused_between_runs(viewer, qtbot, noisy):
+    # issue 30.4: another image above the training layer; the previews go just above the
+    # layer they preview (on top of everything they showed one image's cells inside another)
+    layer = viewer.add_image(noisy, name="noisy")
+    viewer.add_image(noisy[:, ::-1].copy(), name="other")
+    w = train(qtbot, viewer, layer, steps=3)
+    names = [ly.name for ly in viewer.layers]
+    assert names == ["noisy", "preview: blind", "preview: visible", "preview: weighted", "other"]
+    previews = list(w.preview_layers.values())
+    # a second run reuses them: no new layers
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    assert [ly.name for ly in viewer.layers] == names
+    assert list(w.preview_layers.values()) == previews
+    # the panel closed ('x') and opened again: its first run takes over the layers left
+    viewer.window.remove_dock_widget(viewer.window.dock_widgets[f"{TRAIN} ({PLUGIN})"])
+    viewer.layers.move(0, 5)  # and the user moved the layer to the top meanwhile
+    w2 = train(qtbot, viewer, layer, steps=3)
+    assert w2 is not w
+    assert [ly.name for ly in viewer.layers] == ["other", "noisy", "preview: blind",
+                                                "preview: visible", "preview: weighted"]
+    assert all(any(p is ly for ly in viewer.layers) for p in previews)
+
+
 def test_closing_the_viewer_during_training_stops_the_thread(make_napari_viewer, qtbot, noisy):
     from qtpy.QtCore import QThreadPool
 
