@@ -315,6 +315,25 @@ def test_a_single_channel_rgb_layer_is_trained_on_its_channel(viewer, qtbot, noi
         assert ply.data.shape == (32, 32)
 
 
+def test_an_unusable_selected_layer_is_passed_over_with_a_reason(viewer, qtbot, noisy):
+    # issue 30.5: the selected layer is a true-colour RGB image; the Train panel picks the
+    # first usable one and says which and why, the Denoise panel says why it is not ticked
+    viewer.add_image(noisy, name="noisy")
+    photo = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    rgb = viewer.add_image(photo, rgb=True, name="photo")
+    assert viewer.layers.selection.active is rgb
+    w = dock(viewer, TRAIN)
+    assert w.layer_combo.current_layer() is viewer.layers["noisy"]
+    text = w.status.text()
+    assert "'noisy' is chosen" in text and "'photo' is a true-colour RGB" in text, text
+    assert w.status.kind == "warning"
+    w.configure(layer=rgb)
+    assert w.status.kind == "error" and "true-colour RGB" in w.status.text()
+    d = dock(viewer, DENOISE)
+    assert d.layer_list.checked_layers() == []
+    assert "Not ticked: 'photo' is a true-colour RGB" in d.status.text()
+
+
 def test_bad_choices_give_a_message_and_no_crash(viewer, qtbot, tiny_model):
     w = dock(viewer, TRAIN)
     d = dock(viewer, DENOISE)

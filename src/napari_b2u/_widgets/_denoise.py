@@ -72,6 +72,7 @@ class DenoiseWidget(Panel):
         self.session.originals_changed.connect(self._on_originals_changed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._on_model_changed(tick=False)
+        self._say_unusable_selection()
 
     # ---- form ----------------------------------------------------------------------------------
     def _initial_layers(self) -> list:
@@ -80,6 +81,14 @@ class DenoiseWidget(Panel):
         if in_viewer(self.viewer, trained):
             return [trained]
         return [unwrap(ly) for ly in self.viewer.layers.selection]
+
+    def _say_unusable_selection(self) -> None:
+        """A selected layer that cannot be denoised is not ticked: say why."""
+        for layer in self._initial_layers():
+            problem = layer_problem(layer, True)
+            if problem is not None:
+                self.status.show_message(f"Not ticked: {problem}", "warning")
+                return
 
     def _build(self) -> None:
         lay = QVBoxLayout(self)

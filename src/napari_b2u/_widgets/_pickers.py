@@ -34,8 +34,9 @@ def _find(layers, layer) -> int:
 class LayerCombo(QComboBox, _LayerWatcher):
     """Picks one layer of the viewer; lists unusable ones too, so that choosing one can say why.
     ``none_text`` adds a first 'no layer' entry. At first it offers the viewer's selected layer
-    (else the first usable one). When the chosen layer is removed it does not switch to another
-    one: it shows that the layer was removed and emits ``layer_removed`` with its name."""
+    (else the first usable one, and :attr:`swap_note` says which and why). When the chosen layer
+    is removed it does not switch to another one: it shows that the layer was removed and emits
+    ``layer_removed`` with its name."""
 
     layer_changed = Signal()
     layer_removed = Signal(str)
@@ -44,6 +45,7 @@ class LayerCombo(QComboBox, _LayerWatcher):
         super().__init__(parent)
         self._none_text = none_text
         self._removed_text: str | None = None
+        self._swapped: tuple | None = None  # (layer chosen instead of the selected one, why)
         self._layers: list = []
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -57,12 +59,25 @@ class LayerCombo(QComboBox, _LayerWatcher):
         self.layer_changed.emit()
 
     def _initial(self, layers):
-        """The viewer's selected layer if usable, else the first usable layer."""
+        """The viewer's selected layer if usable, else the first usable layer (remembering
+        why the selected one was passed over)."""
         active = unwrap(self.viewer.layers.selection.active)
         i = _find(layers, active)
-        if i >= 0 and layer_problem(layers[i]) is None:
+        problem = layer_problem(layers[i]) if i >= 0 else None
+        if i >= 0 and problem is None:
             return layers[i]
-        return next((ly for ly in layers if layer_problem(ly) is None), None)
+        chosen = next((ly for ly in layers if layer_problem(ly) is None), None)
+        if chosen is not None and problem is not None:
+            self._swapped = (chosen, f"'{chosen.name}' is chosen, the first usable image: the "
+                             f"selected layer cannot be used. {problem}")
+        return chosen
+
+    @property
+    def swap_note(self) -> str | None:
+        """Why the chosen layer is not the one selected in the viewer, while it is chosen."""
+        if self._swapped is None or self.current_layer() is not self._swapped[0]:
+            return None
+        return self._swapped[1]
 
     def _rebuild(self) -> None:
         previous = self.current_layer()

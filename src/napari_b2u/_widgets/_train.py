@@ -158,6 +158,10 @@ class TrainWidget(Panel):
         problem = layer_problem(layer)
         if layer is None and self.form.layer_combo.removed_text:
             return  # _on_chosen_layer_removed said what happened
+        swapped = self.form.layer_combo.swap_note if problem is None else None
+        if swapped:
+            self.status.show_message(swapped, "warning")
+            return
         self.status.show_message(problem or "", "info" if problem is None or layer is None
                                  else "error")
 
