@@ -279,3 +279,43 @@ def test_loss_plot_shows_the_methods_plot_term_and_schedule_label(qtbot):
     assert right.isVisible() and right.labelText == b2u.schedule_label
     np.testing.assert_allclose(plot.sched_curve.getData()[1], [2.0, 5.0])
     np.testing.assert_allclose(plot.val_curve.getOriginalDataset()[1], [0.2])
+
+
+def _left_axis_labels(qtbot, values) -> tuple[list[str], tuple]:
+    """The texts the loss plot's left axis draws for a run whose loss goes through
+    ``values``, and the range of the values the axis shows."""
+    from qtpy.QtGui import QImage, QPainter
+
+    from napari_b2u._widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 300)
+    plot.show()
+    plot.reset("loss", "loss", None)
+    plot.add([(i, {"loss": float(v)}, None, None) for i, v in enumerate(values)])
+    qtbot.wait(20)
+    item = plot.widget.getPlotItem()
+    assert plot.log_scale
+    canvas = QImage(400, 300, QImage.Format.Format_ARGB32)
+    painter = QPainter(canvas)
+    try:
+        texts = [spec[2] for spec in item.getAxis("left").generateDrawSpecs(painter)[2]]
+    finally:
+        painter.end()
+    lo, hi = item.vb.viewRange()[1]
+    return texts, (10**lo, 10**hi)
+
+
+@pytest.mark.parametrize("first, last", [(0.019, 0.012), (0.0104, 0.0101), (0.5, 0.002),
+                                         (100.0, 1e-6)])
+def test_loss_plot_log_axis_labels_its_ticks(qtbot, first, last):
+    # issue 30.7: on a log axis pyqtgraph labels only decades (none at all on a loss that
+    # stays within one, as most do) or every 1…9 at one digit; at least 3 distinct numbers
+    # in the range shown, round ones, not crowded
+    texts, (lo, hi) = _left_axis_labels(qtbot, np.geomspace(first, last, 60))
+    assert 3 <= len(texts) <= 300 // 28, texts
+    values = [float(t) for t in texts]
+    assert len(set(texts)) == len(texts) and values == sorted(values), texts
+    assert all(lo <= v <= hi for v in values), (texts, lo, hi)
+    assert all(len(t.replace("0.", "").lstrip("0")) <= 4 for t in texts), texts
