@@ -53,17 +53,33 @@ def test_denoise_in_place_and_restore_bit_exact(viewer, qtbot, noisy, tiny_model
         frame = tiny_model.denoise(noisy[t], axes="YX").astype(int)
         assert np.abs(layer.data[t].astype(int) - frame).max() <= 1
     assert layer.metadata[META_KEY]["denoised_in_place"]
-    assert "(denoised in place)" in d.layer_list.item(0).text()
+    # issue 30.7: the layer list shows it was denoised, and so does the panel's list
+    assert layer.name == "noisy (denoised)" and d.layer_list.item(0).text() == layer.name
+    assert "Denoised 'noisy' in place" in d.status.text()
     assert d.restore_button.isEnabled()
     # denoising again in place starts from the raw data, and restore still gives it back
     first = layer.data
     assert d.denoise()
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     np.testing.assert_array_equal(layer.data, first)
+    assert layer.name == "noisy (denoised)"  # marked once
+    # outputs made from its raw data are named after the raw data
+    d.new_layer.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert viewer.layers[-1].name == "noisy_denoised"
+    viewer.layers.remove(viewer.layers[-1])
     assert d.restore() == [layer]
-    assert layer.data is raw
+    assert layer.data is raw and layer.name == "noisy"
     assert np.array_equal(layer.data, noisy) and layer.data.dtype == noisy.dtype
     assert META_KEY not in layer.metadata and not d.restore_button.isEnabled()
+    # a name the user gave meanwhile is theirs: restore keeps it
+    d.in_place.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    layer.name = "nuclei, day 2"
+    assert "(denoised in place)" in d.layer_list.item(0).text()
+    assert d.restore() == [layer] and layer.name == "nuclei, day 2" and layer.data is raw
 
 
 def test_restore_from_the_layers_menu_command(viewer, qtbot, noisy, tiny_model):

@@ -187,7 +187,10 @@ class DenoiseWidget(Panel):
         lay.addStretch(1)
 
     def _decorate(self, layer) -> str:
-        return "  (denoised in place)" if self.session.has_original(layer) else ""
+        """A mark for a layer denoised in place whose name does not show it (renamed)."""
+        s = self.session
+        return "  (denoised in place)" if (s.has_original(layer) and s.plain_name(layer)
+                                           == layer.name) else ""
 
     def _on_model_changed(self, tick: bool = True) -> None:
         model = self.session.model
@@ -217,7 +220,8 @@ class DenoiseWidget(Panel):
     def _on_zarr_toggled(self, on: bool) -> None:
         self.zarr_target.setEnabled(on)
         if on:
-            self.zarr_target.propose(self.layer_list.checked_layers())
+            layers = self.layer_list.checked_layers()
+            self.zarr_target.propose(layers, [self.session.plain_name(ly) for ly in layers])
 
     def _update_restore(self) -> None:
         ok = any(self.session.has_original(ly) for ly in self.layer_list.checked_layers())
@@ -325,7 +329,7 @@ class DenoiseWidget(Panel):
                 self._refuse(f"Axes of '{layer.name}': {exc}")
                 return False
             items.append((layer_array(self.session, layer), layout.axes) + (
-                (str(output_path(folder, layer)),) if zarr else ()))
+                (str(output_path(folder, self.session.plain_name(layer))),) if zarr else ()))
         return self._launch(model, layers, items)
 
     def _launch(self, model, layers, items) -> bool:
@@ -415,25 +419,25 @@ class DenoiseWidget(Panel):
         if not in_viewer(self.viewer, layer) or id(layer) in job.restored:
             return
         note = dict(job.note)
+        raw = self.session.plain_name(layer)  # outputs are named after the raw data
         if job.unit == "block":  # an OME-Zarr output: a new lazy multiscale layer
             note["path"] = str(result.path)
             open_result(self.viewer, layer, result, output_kwargs(
-                layer, f"{layer.name}_denoised", {"denoised_from": layer.name, **note}))
+                layer, f"{raw}_denoised", {"denoised_from": raw, **note}))
             return
         if job.in_place[k]:
             self.session.replace_data(layer, result, note)
             return
-        name = f"{layer.name}_denoised"
+        name = f"{raw}_denoised"
         for other in self.viewer.layers:
             made = other.metadata.get(META_KEY, {}).get("denoised_from")
-            if other.name == name and made == layer.name and other.ndim == result.ndim:
+            if other.name == name and made == raw and other.ndim == result.ndim:
                 other.data = result
-                other.metadata = {**other.metadata, META_KEY: {"denoised_from": layer.name,
-                                                               **note}}
+                other.metadata = {**other.metadata, META_KEY: {"denoised_from": raw, **note}}
                 return
         from napari.layers import Layer
 
-        state = output_kwargs(layer, name, {"denoised_from": layer.name, **note})
+        state = output_kwargs(layer, name, {"denoised_from": raw, **note})
         self.viewer.add_layer(Layer.create(result, state, "image"))
 
     def _on_layer_removed(self, event) -> None:
@@ -459,7 +463,7 @@ class DenoiseWidget(Panel):
                     where = "into a new layer" if n == 1 else "into new layers"
                 else:
                     where = "in place, RGB layers into new layers"
-                names = ", ".join(f"'{ly.name}'" for ly in job.layers)
+                names = ", ".join(f"'{self.session.plain_name(ly)}'" for ly in job.layers)
                 msg, kind = f"Denoised {names} {where}.", "ok"
                 if self.in_place.isChecked() and not all(job.in_place):
                     msg += (" An RGB layer shows colours, not one channel: its result is a new "

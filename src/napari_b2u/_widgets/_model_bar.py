@@ -71,7 +71,7 @@ class ModelBar(QWidget):
             src = getattr(getattr(layer, "source", None), "path", None)
             if src:
                 folder = Path(src).parent
-            name = f"{layer.name}{MODEL_SUFFIX}".replace("/", "_")
+            name = f"{self.session.plain_name(layer)}{MODEL_SUFFIX}".replace("/", "_")
         return str(folder / name)
 
     def save_model(self, path: str | None = None):

@@ -430,7 +430,8 @@ class TrainWidget(Panel):
         run.model = model
         info = model.info
         self.session.set_model(
-            model, f"trained on '{run.layer.name}' ({info['steps']} steps, {info['chosen']})",
+            model, f"trained on '{self.session.plain_name(run.layer)}' ({info['steps']} steps, "
+                   f"{info['chosen']})",
             layer=run.layer)
         how = "Stopped" if (ev is not None and ev.stopped) else "Done"
         if run.layer_gone:

@@ -43,8 +43,9 @@ def source_folder(layer) -> Path | None:
     return Path(path).parent if path else None
 
 
-def output_path(folder, layer) -> Path:
-    return Path(folder) / f"{unwrap(layer).name}{SUFFIX}"
+def output_path(folder, name: str) -> Path:
+    """Where a layer named ``name`` is written in ``folder``."""
+    return Path(folder) / f"{name}{SUFFIX}"
 
 
 class ZarrTarget(QWidget):
@@ -75,12 +76,12 @@ class ZarrTarget(QWidget):
     def folder(self) -> str:
         return self.edit.text().strip()
 
-    def propose(self, layers) -> None:
+    def propose(self, layers, names) -> None:
         """A folder when none is set: the first layer's source folder, else the home folder;
-        and the output names."""
+        and the output names (``names``: the layers' names outputs are named after)."""
         if not self.folder() and layers:
             self.edit.setText(str(source_folder(layers[0]) or Path.home()))
-        names = ", ".join(output_path(".", ly).name for ly in layers)
+        names = ", ".join(output_path(".", name).name for name in names)
         self.note.setText(f"writes {names}" if names else "")
 
 
