@@ -93,8 +93,11 @@ def noisy(small_stack):
 def test_manifest_validates_and_declares_everything():
     from npe2 import PluginManifest
 
+    from napari_b2u._widgets._names import PLUGIN_TITLE
+
     mf = PluginManifest.from_distribution(PLUGIN)
     mf.validate_imports()
+    assert mf.display_name == PLUGIN_TITLE  # the panels' dock titles match the menu's
     c = mf.contributions
     assert {w.display_name for w in c.widgets} == {TRAIN, DENOISE}
     assert {s.key for s in c.sample_data} == {"fmdd_like", "dsb2018_nuclei"}
@@ -131,6 +134,35 @@ def test_widgets_load_from_manifest(viewer):
 
     assert isinstance(dock(viewer, TRAIN), TrainWidget)
     assert isinstance(dock(viewer, DENOISE), DenoiseWidget)
+
+
+def test_the_denoise_panel_has_one_title_however_it_is_opened(viewer, qtbot, tiny_model,
+                                                              tmp_path):
+    # issue 30.7: the Train panel's "Denoise ▸" docked it as "Denoise (napari-b2u)", the
+    # Plugins menu as "Denoise (Blind2Unblind)" -- two titles, and the menu then opened a
+    # second panel. Every way now gives the menu's dock.
+    from napari._app_model import get_app_model
+
+    from napari_b2u._widgets import DenoiseWidget
+
+    def denoise_docks():
+        return {k: w for k, w in viewer.window.dock_widgets.items() if k.startswith(DENOISE)}
+
+    w = dock(viewer, TRAIN)
+    d = w.open_denoise()
+    assert isinstance(d, DenoiseWidget)
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": d}
+    get_app_model().commands.execute_command("napari-b2u.denoise_widget").result()
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": d}  # the menu found the same one
+    assert w.open_denoise() is d and d.parent().isVisibleTo(viewer.window._qt_window)
+    # opened by the menu first: the button shows that one; so does opening a model file
+    viewer.window.remove_dock_widget(d.parent())
+    assert denoise_docks() == {}
+    get_app_model().commands.execute_command("napari-b2u.denoise_widget").result()
+    (menu_panel,) = denoise_docks().values()
+    assert w.open_denoise() is menu_panel
+    viewer.open(str(tiny_model.save(tmp_path / "m.b2u")), plugin=PLUGIN)
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": menu_panel}
 
 
 def test_sample_data(viewer):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from ._names import DENOISE_WIDGET, MODEL_SUFFIX, PLUGIN
+from ._names import DENOISE_WIDGET, MODEL_SUFFIX
 
 NUCLEI_FILE = "dsb2018_nuclei.tif"
 
@@ -57,5 +57,8 @@ def read_model(path):
     if viewer is None:
         raise RuntimeError("a model file can only be opened in a napari viewer")
     if load_into_session(session_for(viewer), str(path)) is not None:
-        viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
+        from ._denoise import DenoiseWidget
+        from ._panel import open_panel
+
+        open_panel(viewer, DENOISE_WIDGET, DenoiseWidget)
     return [(None,)]

@@ -28,8 +28,8 @@ from ._layers import (
     view_target,
 )
 from ._model_bar import ModelBar
-from ._names import DENOISE_WIDGET, PLUGIN
-from ._panel import Panel, start_worker
+from ._names import DENOISE_WIDGET
+from ._panel import Panel, open_panel, start_worker
 from ._previews import PreviewLayers
 from ._session import in_viewer, same_layer, unwrap
 from ._text import MODEL_FILTER, StatusLabel, fmt_time, notify, plain_error, sentence
@@ -312,8 +312,10 @@ class TrainWidget(Panel):
             self.progress.setFormat(self.progress.format() + " · stopping…")
 
     def open_denoise(self):
-        """Dock the Denoise widget (or show it if it is open)."""
-        return self.viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
+        """Dock the Denoise widget (or show it if it is open); returns it."""
+        from ._denoise import DenoiseWidget
+
+        return open_panel(self.viewer, DENOISE_WIDGET, DenoiseWidget)
 
     # ---- shutdown: viewer closing, panel closed, layer removed --------------------------------
     def shutdown(self) -> None:
