@@ -84,6 +84,43 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+@pytest.fixture(params=["permissions", "immutable"])
+def read_only_folder(request, tmp_path):
+    """A real folder nothing can be written into: without write permission (not as root: root
+    writes there anyway), or, as root, with the immutable attribute (chattr +i)."""
+    import os
+    import shutil
+    import subprocess
+
+    where = tmp_path / "read-only"
+    where.mkdir()
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if request.param == "permissions":
+        if root:
+            pytest.skip("as root a folder without write permission is still writable (the "
+                        "'immutable' case covers root)")
+        where.chmod(0o555)
+        undo = ["chmod", "755", str(where)]
+    else:
+        if not root or not shutil.which("chattr"):
+            pytest.skip("the immutable attribute needs root and chattr (the 'permissions' case "
+                        "covers other users)")
+        if subprocess.run(["chattr", "+i", str(where)], capture_output=True).returncode:
+            pytest.skip("this file system or container has no immutable attribute")
+        undo = ["chattr", "-i", str(where)]
+    try:
+        try:
+            (where / "probe").touch()
+        except OSError:
+            pass
+        else:
+            (where / "probe").unlink()
+            pytest.skip(f"{where} is writable after all ({request.param})")
+        yield where
+    finally:
+        subprocess.run(undo, capture_output=True)
+
+
 @pytest.fixture
 def noisy(small_stack):
     return small_stack[0].copy()  # (8, 64, 64) uint8

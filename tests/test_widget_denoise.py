@@ -20,6 +20,7 @@ from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by nam
     _one_torch_thread,
     dock,
     noisy,
+    read_only_folder,
     train,
     viewer,
 )
@@ -307,3 +308,46 @@ def test_export_writes_a_bioimageio_package_of_the_raw_layer(viewer, qtbot, nois
     assert d.export_model(str(path)) is not None
     qtbot.waitUntil(lambda: d._export_worker is None, timeout=WAIT)
     assert "at least 36×36" in d.status.text() and path.read_bytes() == before
+
+
+# ---- Load… and Save… say in the panel what they did (issue 30.9) --------------------------------
+def train_widget_of(viewer, layer):
+    from .test_widget_common import TRAIN
+
+    w = dock(viewer, TRAIN)
+    w.configure(layer=layer)
+    return w
+
+
+def test_save_into_a_read_only_folder_is_said_in_the_panel(read_only_folder, viewer,
+                                                            tiny_model):
+    # (read_only_folder first: it may skip, and napari's viewer fixture must not be made then)
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    layer = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="cells")
+    for panel in (dock(viewer, DENOISE), train_widget_of(viewer, layer)):
+        assert panel.model_bar.save_model(str(read_only_folder / "cells.b2u")) is None
+        text = panel.status.text()
+        assert panel.status.kind == "error", text
+        assert text.startswith("Could not write the model to ") and "cells.b2u" in text, text
+        assert "Nothing was saved" in text and "unexpectedly" not in text, text
+        assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_successful_save_and_load_replace_the_red_no_model_line(viewer, tiny_model, tmp_path):
+    d = dock(viewer, DENOISE)
+    assert not d.denoise() and d.status.kind == "error" and "No model yet" in d.status.text()
+    path = tiny_model.save(tmp_path / "cells.b2u")
+    assert d.model_bar.load_model(str(path)) is not None
+    assert d.status.kind == "ok" and d.status.text().startswith("Loaded model cells.b2u"), \
+        d.status.text()
+    assert d.model_bar.save_model(str(tmp_path / "again.b2u")) is not None
+    assert d.status.kind == "ok" and "Model saved to" in d.status.text()
+    bad = tmp_path / "bad.b2u"
+    bad.write_bytes(b"not a model")
+    assert d.model_bar.load_model(str(bad)) is None
+    assert d.status.kind == "error" and "bad.b2u" in d.status.text()
+    # a model that comes from training (or a script) also ends the red "No model yet"
+    session_for(viewer).set_model(None, "")
+    assert not d.denoise() and "No model yet" in d.status.text()
+    session_for(viewer).set_model(tiny_model, "trained on 'cells'")
+    assert d.status.kind == "ok" and "Model ready (trained on 'cells')" in d.status.text()

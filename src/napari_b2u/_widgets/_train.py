@@ -125,6 +125,7 @@ class TrainWidget(Panel):
         QHBoxLayout(self.preview_row).setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.preview_row)
         self.model_bar = ModelBar(self.viewer, allow_load=False)
+        self.model_bar.said.connect(self.status.show_message)
         self.denoise_button = button("Denoise ▸", self.open_denoise,
                                      "Open the Blind2Unblind Denoise panel")
         self.model_bar.layout().addWidget(self.denoise_button)
