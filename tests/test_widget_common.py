@@ -216,6 +216,19 @@ def test_sample_data(viewer):
     src = ROOT / "src/napari_b2u/sample_files/dsb2018_nuclei.tif"
     assert nuclei.data.shape == (512, 512) and nuclei.data.dtype == np.uint16
     assert np.array_equal(nuclei.data, tifffile.imread(src))
+    # issue 30.12: every layer the plugin adds names its axes
+    assert [tuple(ly.axis_labels) for ly in viewer.layers] == [("y", "x"), ("t", "y", "x"),
+                                                              ("y", "x")]
+
+
+def test_axis_labels_of_added_layers_follow_the_source_or_the_axes(viewer):
+    from napari_b2u._widgets._layers import axis_labels
+
+    plain = viewer.add_image(np.zeros((2, 3, 8, 8), np.float32))
+    assert axis_labels(plain, "TCYX") == ("t", "c", "y", "x")  # napari's '-4'…: not labels
+    named = viewer.add_image(np.zeros((2, 8, 8), np.float32),
+                             axis_labels=("time", "row", "col"))
+    assert axis_labels(named, "TYX") == ("time", "row", "col")
 
 
 # ---- layers through napari's plugin proxy (issue 17.2) ------------------------------------------

@@ -115,6 +115,12 @@ def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, 
     assert [ly.name for ly in viewer.layers].count("cells_denoised") == 1
     np.testing.assert_array_equal(
         out.data, tiny_model.denoise(noisy, axes="TYX", output="weighted"))
+    # issue 30.12: a layer without axis labels gets its output's labels from its axes
+    plain = viewer.add_image(noisy[:, :32, :32].copy(), name="plain")
+    d.set_layers([plain], axes="ZYX")
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert tuple(viewer.layers["plain_denoised"].axis_labels) == ("z", "y", "x")
 
 
 def test_the_ensembling_choice_reaches_the_core(viewer, qtbot, noisy, tiny_model):

@@ -266,6 +266,8 @@ def test_previews_sit_just_above_their_layer_and_are_reused_between_runs(viewer,
     w = train(qtbot, viewer, layer, steps=3)
     names = [ly.name for ly in viewer.layers]
     assert names == ["noisy", "preview: blind", "preview: visible", "preview: weighted", "other"]
+    # issue 30.12: they name their axes after the stack's ('TYX' here: a guess, no labels)
+    assert all(tuple(p.axis_labels) == ("t", "y", "x") for p in w.preview_layers.values())
     previews = list(w.preview_layers.values())
     # a second run reuses them: no new layers
     assert w.start()

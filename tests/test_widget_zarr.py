@@ -53,6 +53,7 @@ def test_a_lazy_layer_larger_than_the_budget_goes_to_ome_zarr(viewer, qtbot, noi
     assert "to OME-Zarr" in d.status.text(), d.status.text()
     out = viewer.layers["lazy_denoised"]
     assert out.multiscale and tuple(out.scale) == (1, 0.5, 0.5)
+    assert tuple(out.axis_labels) == ("t", "y", "x")  # issue 30.12
     np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
     group = zarr.open_group(str(tmp_path / "lazy_denoised.ome.zarr"), mode="r")
     assert group.attrs["napari_b2u"]["complete"]
@@ -153,3 +154,19 @@ def test_a_second_run_into_the_same_folder_refreshes_its_layer(viewer, qtbot, no
                      r"folder: nothing was denoised again", text), text
     assert "the layer 'lazy_denoised' was refreshed, not added again" in text, text
     np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
+
+
+def test_an_ome_zarr_output_in_reordered_axes_is_labelled_by_them(viewer, qtbot, noisy,
+                                                                  tiny_model, tmp_path):
+    # issue 30.12: OME-Zarr wants time first; a Y X T layer comes back as T Y X, labelled so
+    lazy = da.from_array(np.ascontiguousarray(np.moveaxis(noisy[:5], 0, -1)))
+    layer = viewer.add_image(lazy, name="yxt")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer], axes="YXT")
+    d.to_zarr.setChecked(True)
+    d.zarr_target.edit.setText(str(tmp_path))
+    assert d.denoise(), d.status.text()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    out = viewer.layers["yxt_denoised"]
+    assert out.data[0].shape == (5, 64, 64) and tuple(out.axis_labels) == ("t", "y", "x")

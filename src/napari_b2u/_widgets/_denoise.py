@@ -346,7 +346,7 @@ class DenoiseWidget(Panel):
         self._job = DenoiseJob(layers=layers, in_place=in_place, cancel=cancel, gen=gen,
                          worker=worker, note={"model": self.session.model_source,
                                               "output": options["output"] or model.outputs[0]},
-                         unit="block" if zarr else "frame")
+                         unit="block" if zarr else "frame", axes=[it[1] for it in items])
         self._set_busy(True)
         self.progress.setValue(0)
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
@@ -428,7 +428,7 @@ class DenoiseWidget(Panel):
             job.skipped += result.skipped
             name = f"{raw}_denoised"
             if open_result(self.viewer, layer, result, output_kwargs(
-                    layer, name, {"denoised_from": raw, **note})):
+                    layer, name, {"denoised_from": raw, **note}, job.axes[k])):
                 job.refreshed.append(name)
             return
         if job.in_place[k]:
@@ -443,7 +443,7 @@ class DenoiseWidget(Panel):
                 return
         from napari.layers import Layer
 
-        state = output_kwargs(layer, name, {"denoised_from": raw, **note})
+        state = output_kwargs(layer, name, {"denoised_from": raw, **note}, job.axes[k])
         self.viewer.add_layer(Layer.create(result, state, "image"))
 
     def _on_layer_removed(self, event) -> None:

@@ -40,6 +40,7 @@ class DenoiseJob:
     blocks: int = 0  # to OME-Zarr: blocks denoised by this run
     skipped: int = 0  # to OME-Zarr: blocks an earlier run into the same folder had done
     refreshed: list = field(default_factory=list)  # names of output layers shown again
+    axes: list = field(default_factory=list)  # per layer: the axes it is denoised with
 
 
 def relay(cancel: threading.Event, k: int, progress, what: str):

@@ -19,8 +19,7 @@ def fmdd_sample():
     layers = []
     for data, kwargs, kind in napari_sample():
         kwargs = dict(kwargs)
-        if data.ndim == 3:
-            kwargs.setdefault("axis_labels", ("t", "y", "x"))
+        kwargs.setdefault("axis_labels", ("t", "y", "x")[-data.ndim:])
         layers.append((data, kwargs, kind))
     reference = [item for item in layers if item[0].ndim == 2]
     return reference + [item for item in layers if item[0].ndim != 2]
@@ -35,7 +34,7 @@ def nuclei_sample():
     with path.open("rb") as fh:
         data = tifffile.imread(fh)
     meta = {"axes": "YX", "source": "DSB2018 (BBBC038v1), CC0; Caicedo et al. 2019"}
-    return [(data, {"name": "DSB2018 nuclei", "metadata": meta,
+    return [(data, {"name": "DSB2018 nuclei", "metadata": meta, "axis_labels": ("y", "x"),
                     "contrast_limits": (0, float(data.max()))}, "image")]
 
 

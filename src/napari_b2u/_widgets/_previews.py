@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 
 from ..data import SAMPLE_AXES
-from ._layers import is_preview, preview_placement
+from ._layers import axis_labels, is_preview, preview_placement
 from ._session import META_KEY, in_viewer, unwrap
 
 SPREAD_COLORMAP = "magma"
@@ -67,6 +67,7 @@ class PreviewLayers:
         self._source = weakref.ref(source)
         self._adopt(source, names)
         crop = input_crop(data, layout, frame, region)
+        labels = axis_labels(source, layout.axes)
         selected = list(self.viewer.layers.selection)
         added = False
         for name in names:
@@ -76,7 +77,7 @@ class PreviewLayers:
             layer = self.layers.get(name)
             if layer is not None:
                 layer.data, layer.translate = arr, translate
-                layer.visible = name == self.choice
+                layer.visible, layer.axis_labels = name == self.choice, labels
                 if not spread:
                     self._match(layer, source)
                 continue
@@ -84,7 +85,7 @@ class PreviewLayers:
 
             layer = self.layers[name] = Image(
                 arr, name=f"preview: {name}", translate=translate, scale=source.scale,
-                axis_labels=source.axis_labels, units=source.units,
+                axis_labels=labels, units=source.units,
                 visible=name == self.choice, metadata={META_KEY: {"preview": name}},
                 **({"colormap": SPREAD_COLORMAP} if spread else self._look(source)))
             self.viewer.layers.insert(self.viewer.layers.index(source) + 1, layer)

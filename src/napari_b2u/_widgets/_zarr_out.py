@@ -146,6 +146,7 @@ def open_result(viewer, layer, result, state: dict) -> bool:
     if tuple(levels[0].shape) != tuple(level0(unwrap(layer).data).shape):
         state = {k: state[k] for k in ("name", "metadata", "colormap", "blending")
                  if k in state}  # axes were reordered for OME-Zarr: the placement does not fit
+        state["axis_labels"] = tuple(a.lower() for a in result.axes)
     state["multiscale"] = True
     viewer.add_layer(Layer.create(levels, state, "image"))
     return False
