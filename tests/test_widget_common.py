@@ -143,6 +143,42 @@ def test_manifest_validates_and_declares_everything():
     assert {"napari-b2u.denoise_widget", "napari-b2u.restore_original"} <= menu
 
 
+@pytest.fixture
+def plugin_prefs(monkeypatch, tmp_path):
+    """napari's settings of this plugin (napari >= 0.9), kept in ``tmp_path``, not in the
+    user's configuration folder."""
+    settings = pytest.importorskip("napari.settings")
+    if not hasattr(settings, "get_plugin_settings"):
+        pytest.skip("napari < 0.9 has no plugin settings")
+    monkeypatch.setattr(settings, "_CFG_PATH", str(tmp_path / "settings.yaml"))
+    settings._clear_plugin_settings_cache()
+    yield settings.get_plugin_settings(PLUGIN).defaults
+    settings._clear_plugin_settings_cache()
+
+
+def test_napari_preferences_give_the_panels_device_and_cpu_threads(plugin_prefs, viewer, qtbot,
+                                                                   tiny_model):
+    # issue 30.12: napari 0.9's plugin settings (the manifest's configurations)
+    import torch
+
+    from napari_b2u._widgets._prefs import DEFAULTS
+
+    assert plugin_prefs.device == DEFAULTS["device"] == "auto"
+    assert plugin_prefs.cpu_threads == DEFAULTS["cpu_threads"] == 0
+    plugin_prefs.device, plugin_prefs.cpu_threads = "cpu", 2
+    w, d = dock(viewer, TRAIN), dock(viewer, DENOISE)
+    assert w.device_combo.device() == "cpu" and d.device_combo.device() == "cpu"
+    assert torch.get_num_threads() == 1  # (this module's tests run on one thread)
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d.set_layers([viewer.add_image(np.zeros((2, 32, 32), np.uint8), name="cells")])
+    try:
+        assert d.denoise()
+        assert torch.get_num_threads() == 2
+        qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_menus_read_well(viewer):
     """napari adds the plugin's display name to each entry: no entry repeats it, none has two
     parentheses (what the napari hub and napari's menus show)."""

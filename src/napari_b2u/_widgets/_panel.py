@@ -105,6 +105,10 @@ def start_worker(title: str, gen, on_yielded, on_finished, stop):
     (the GUI keeps ``gen`` for that: the worker only stops at a yield and drops it)."""
     from napari.qt.threading import create_worker
 
+    from ._prefs import use_cpu_threads
+
+    use_cpu_threads()  # napari's Preferences ▸ Blind2Unblind ▸ CPU threads
+
     def job():
         return (yield from gen)
 

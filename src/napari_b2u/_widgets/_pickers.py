@@ -7,6 +7,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QSizePolicy
 
 from ._layers import candidate_layers, layer_problem
+from ._prefs import plugin_defaults
 from ._session import unwrap
 
 
@@ -203,6 +204,16 @@ class DeviceCombo(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._fill()
+        self._prefer(plugin_defaults()["device"])
+
+    def _prefer(self, kind: str) -> None:
+        """Start on the device napari's Preferences name ('cuda': the first CUDA GPU), if this
+        machine has it; else on auto."""
+        for i in range(self.count()):
+            data = self.itemData(i)
+            if kind != "auto" and (data == kind or str(data).startswith(f"{kind}:")):
+                self.setCurrentIndex(i)
+                return
 
     def _fill(self) -> None:
         from ..device import available_devices, device_info
