@@ -91,8 +91,10 @@ def test_restore_from_the_layers_menu_command(viewer, qtbot, noisy, tiny_model):
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     viewer.window.remove_dock_widget(d)  # the panel is closed: the raw data is still kept
     viewer.layers.selection.active = layer
+    assert layer.name == "noisy (denoised)"
     get_app_model().commands.execute_command("napari-b2u.restore_original").result()
     assert np.array_equal(layer.data, noisy) and layer.data.dtype == np.uint8
+    assert layer.name == "noisy"  # the name comes back with the raw data
 
 
 def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, tiny_model):
