@@ -84,6 +84,43 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+@pytest.fixture(params=["permissions", "immutable"])
+def read_only_folder(request, tmp_path):
+    """A real folder nothing can be written into: without write permission (not as root: root
+    writes there anyway), or, as root, with the immutable attribute (chattr +i)."""
+    import os
+    import shutil
+    import subprocess
+
+    where = tmp_path / "read-only"
+    where.mkdir()
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if request.param == "permissions":
+        if root:
+            pytest.skip("as root a folder without write permission is still writable (the "
+                        "'immutable' case covers root)")
+        where.chmod(0o555)
+        undo = ["chmod", "755", str(where)]
+    else:
+        if not root or not shutil.which("chattr"):
+            pytest.skip("the immutable attribute needs root and chattr (the 'permissions' case "
+                        "covers other users)")
+        if subprocess.run(["chattr", "+i", str(where)], capture_output=True).returncode:
+            pytest.skip("this file system or container has no immutable attribute")
+        undo = ["chattr", "-i", str(where)]
+    try:
+        try:
+            (where / "probe").touch()
+        except OSError:
+            pass
+        else:
+            (where / "probe").unlink()
+            pytest.skip(f"{where} is writable after all ({request.param})")
+        yield where
+    finally:
+        subprocess.run(undo, capture_output=True)
+
+
 @pytest.fixture
 def noisy(small_stack):
     return small_stack[0].copy()  # (8, 64, 64) uint8
@@ -93,14 +130,53 @@ def noisy(small_stack):
 def test_manifest_validates_and_declares_everything():
     from npe2 import PluginManifest
 
+    from napari_b2u._widgets._names import PLUGIN_TITLE
+
     mf = PluginManifest.from_distribution(PLUGIN)
     mf.validate_imports()
+    assert mf.display_name == PLUGIN_TITLE  # the panels' dock titles match the menu's
     c = mf.contributions
     assert {w.display_name for w in c.widgets} == {TRAIN, DENOISE}
     assert {s.key for s in c.sample_data} == {"fmdd_like", "dsb2018_nuclei"}
     assert c.readers[0].filename_patterns == ["*.b2u"]
     menu = {item.command for item in c.menus["napari/layers/filter"]}
     assert {"napari-b2u.denoise_widget", "napari-b2u.restore_original"} <= menu
+
+
+@pytest.fixture
+def plugin_prefs(monkeypatch, tmp_path):
+    """napari's settings of this plugin (napari >= 0.9), kept in ``tmp_path``, not in the
+    user's configuration folder."""
+    settings = pytest.importorskip("napari.settings")
+    if not hasattr(settings, "get_plugin_settings"):
+        pytest.skip("napari < 0.9 has no plugin settings")
+    monkeypatch.setattr(settings, "_CFG_PATH", str(tmp_path / "settings.yaml"))
+    settings._clear_plugin_settings_cache()
+    yield settings.get_plugin_settings(PLUGIN).defaults
+    settings._clear_plugin_settings_cache()
+
+
+def test_napari_preferences_give_the_panels_device_and_cpu_threads(plugin_prefs, viewer, qtbot,
+                                                                   tiny_model):
+    # issue 30.12: napari 0.9's plugin settings (the manifest's configurations)
+    import torch
+
+    from napari_b2u._widgets._prefs import DEFAULTS
+
+    assert plugin_prefs.device == DEFAULTS["device"] == "auto"
+    assert plugin_prefs.cpu_threads == DEFAULTS["cpu_threads"] == 0
+    plugin_prefs.device, plugin_prefs.cpu_threads = "cpu", 2
+    w, d = dock(viewer, TRAIN), dock(viewer, DENOISE)
+    assert w.device_combo.device() == "cpu" and d.device_combo.device() == "cpu"
+    assert torch.get_num_threads() == 1  # (this module's tests run on one thread)
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d.set_layers([viewer.add_image(np.zeros((2, 32, 32), np.uint8), name="cells")])
+    try:
+        assert d.denoise()
+        assert torch.get_num_threads() == 2
+        qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_menus_read_well(viewer):
@@ -133,6 +209,35 @@ def test_widgets_load_from_manifest(viewer):
     assert isinstance(dock(viewer, DENOISE), DenoiseWidget)
 
 
+def test_the_denoise_panel_has_one_title_however_it_is_opened(viewer, qtbot, tiny_model,
+                                                              tmp_path):
+    # issue 30.7: the Train panel's "Denoise ▸" docked it as "Denoise (napari-b2u)", the
+    # Plugins menu as "Denoise (Blind2Unblind)" -- two titles, and the menu then opened a
+    # second panel. Every way now gives the menu's dock.
+    from napari._app_model import get_app_model
+
+    from napari_b2u._widgets import DenoiseWidget
+
+    def denoise_docks():
+        return {k: w for k, w in viewer.window.dock_widgets.items() if k.startswith(DENOISE)}
+
+    w = dock(viewer, TRAIN)
+    d = w.open_denoise()
+    assert isinstance(d, DenoiseWidget)
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": d}
+    get_app_model().commands.execute_command("napari-b2u.denoise_widget").result()
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": d}  # the menu found the same one
+    assert w.open_denoise() is d and d.parent().isVisibleTo(viewer.window._qt_window)
+    # opened by the menu first: the button shows that one; so does opening a model file
+    viewer.window.remove_dock_widget(d.parent())
+    assert denoise_docks() == {}
+    get_app_model().commands.execute_command("napari-b2u.denoise_widget").result()
+    (menu_panel,) = denoise_docks().values()
+    assert w.open_denoise() is menu_panel
+    viewer.open(str(tiny_model.save(tmp_path / "m.b2u")), plugin=PLUGIN)
+    assert denoise_docks() == {"Denoise (Blind2Unblind)": menu_panel}
+
+
 def test_sample_data(viewer):
     import tifffile
 
@@ -147,6 +252,19 @@ def test_sample_data(viewer):
     src = ROOT / "src/napari_b2u/sample_files/dsb2018_nuclei.tif"
     assert nuclei.data.shape == (512, 512) and nuclei.data.dtype == np.uint16
     assert np.array_equal(nuclei.data, tifffile.imread(src))
+    # issue 30.12: every layer the plugin adds names its axes
+    assert [tuple(ly.axis_labels) for ly in viewer.layers] == [("y", "x"), ("t", "y", "x"),
+                                                              ("y", "x")]
+
+
+def test_axis_labels_of_added_layers_follow_the_source_or_the_axes(viewer):
+    from napari_b2u._widgets._layers import axis_labels
+
+    plain = viewer.add_image(np.zeros((2, 3, 8, 8), np.float32))
+    assert axis_labels(plain, "TCYX") == ("t", "c", "y", "x")  # napari's '-4'…: not labels
+    named = viewer.add_image(np.zeros((2, 8, 8), np.float32),
+                             axis_labels=("time", "row", "col"))
+    assert axis_labels(named, "TYX") == ("time", "row", "col")
 
 
 # ---- layers through napari's plugin proxy (issue 17.2) ------------------------------------------
@@ -279,3 +397,43 @@ def test_loss_plot_shows_the_methods_plot_term_and_schedule_label(qtbot):
     assert right.isVisible() and right.labelText == b2u.schedule_label
     np.testing.assert_allclose(plot.sched_curve.getData()[1], [2.0, 5.0])
     np.testing.assert_allclose(plot.val_curve.getOriginalDataset()[1], [0.2])
+
+
+def _left_axis_labels(qtbot, values) -> tuple[list[str], tuple]:
+    """The texts the loss plot's left axis draws for a run whose loss goes through
+    ``values``, and the range of the values the axis shows."""
+    from qtpy.QtGui import QImage, QPainter
+
+    from napari_b2u._widgets._plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(400, 300)
+    plot.show()
+    plot.reset("loss", "loss", None)
+    plot.add([(i, {"loss": float(v)}, None, None) for i, v in enumerate(values)])
+    qtbot.wait(20)
+    item = plot.widget.getPlotItem()
+    assert plot.log_scale
+    canvas = QImage(400, 300, QImage.Format.Format_ARGB32)
+    painter = QPainter(canvas)
+    try:
+        texts = [spec[2] for spec in item.getAxis("left").generateDrawSpecs(painter)[2]]
+    finally:
+        painter.end()
+    lo, hi = item.vb.viewRange()[1]
+    return texts, (10**lo, 10**hi)
+
+
+@pytest.mark.parametrize("first, last", [(0.019, 0.012), (0.0104, 0.0101), (0.5, 0.002),
+                                         (100.0, 1e-6)])
+def test_loss_plot_log_axis_labels_its_ticks(qtbot, first, last):
+    # issue 30.7: on a log axis pyqtgraph labels only decades (none at all on a loss that
+    # stays within one, as most do) or every 1…9 at one digit; at least 3 distinct numbers
+    # in the range shown, round ones, not crowded
+    texts, (lo, hi) = _left_axis_labels(qtbot, np.geomspace(first, last, 60))
+    assert 3 <= len(texts) <= 300 // 28, texts
+    values = [float(t) for t in texts]
+    assert len(set(texts)) == len(texts) and values == sorted(values), texts
+    assert all(lo <= v <= hi for v in values), (texts, lo, hi)
+    assert all(len(t.replace("0.", "").lstrip("0")) <= 4 for t in texts), texts

@@ -20,6 +20,7 @@ from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by nam
     _one_torch_thread,
     dock,
     noisy,
+    read_only_folder,
     train,
     viewer,
 )
@@ -53,17 +54,33 @@ def test_denoise_in_place_and_restore_bit_exact(viewer, qtbot, noisy, tiny_model
         frame = tiny_model.denoise(noisy[t], axes="YX").astype(int)
         assert np.abs(layer.data[t].astype(int) - frame).max() <= 1
     assert layer.metadata[META_KEY]["denoised_in_place"]
-    assert "(denoised in place)" in d.layer_list.item(0).text()
+    # issue 30.7: the layer list shows it was denoised, and so does the panel's list
+    assert layer.name == "noisy (denoised)" and d.layer_list.item(0).text() == layer.name
+    assert "Denoised 'noisy' in place" in d.status.text()
     assert d.restore_button.isEnabled()
     # denoising again in place starts from the raw data, and restore still gives it back
     first = layer.data
     assert d.denoise()
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     np.testing.assert_array_equal(layer.data, first)
+    assert layer.name == "noisy (denoised)"  # marked once
+    # outputs made from its raw data are named after the raw data
+    d.new_layer.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert viewer.layers[-1].name == "noisy_denoised"
+    viewer.layers.remove(viewer.layers[-1])
     assert d.restore() == [layer]
-    assert layer.data is raw
+    assert layer.data is raw and layer.name == "noisy"
     assert np.array_equal(layer.data, noisy) and layer.data.dtype == noisy.dtype
     assert META_KEY not in layer.metadata and not d.restore_button.isEnabled()
+    # a name the user gave meanwhile is theirs: restore keeps it
+    d.in_place.setChecked(True)
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    layer.name = "nuclei, day 2"
+    assert "(denoised in place)" in d.layer_list.item(0).text()
+    assert d.restore() == [layer] and layer.name == "nuclei, day 2" and layer.data is raw
 
 
 def test_restore_from_the_layers_menu_command(viewer, qtbot, noisy, tiny_model):
@@ -74,8 +91,10 @@ def test_restore_from_the_layers_menu_command(viewer, qtbot, noisy, tiny_model):
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     viewer.window.remove_dock_widget(d)  # the panel is closed: the raw data is still kept
     viewer.layers.selection.active = layer
+    assert layer.name == "noisy (denoised)"
     get_app_model().commands.execute_command("napari-b2u.restore_original").result()
     assert np.array_equal(layer.data, noisy) and layer.data.dtype == np.uint8
+    assert layer.name == "noisy"  # the name comes back with the raw data
 
 
 def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, tiny_model):
@@ -98,6 +117,12 @@ def test_denoise_into_new_layer_keeps_input_and_placement(viewer, qtbot, noisy, 
     assert [ly.name for ly in viewer.layers].count("cells_denoised") == 1
     np.testing.assert_array_equal(
         out.data, tiny_model.denoise(noisy, axes="TYX", output="weighted"))
+    # issue 30.12: a layer without axis labels gets its output's labels from its axes
+    plain = viewer.add_image(noisy[:, :32, :32].copy(), name="plain")
+    d.set_layers([plain], axes="ZYX")
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert tuple(viewer.layers["plain_denoised"].axis_labels) == ("z", "y", "x")
 
 
 def test_the_ensembling_choice_reaches_the_core(viewer, qtbot, noisy, tiny_model):
@@ -291,3 +316,46 @@ def test_export_writes_a_bioimageio_package_of_the_raw_layer(viewer, qtbot, nois
     assert d.export_model(str(path)) is not None
     qtbot.waitUntil(lambda: d._export_worker is None, timeout=WAIT)
     assert "at least 36×36" in d.status.text() and path.read_bytes() == before
+
+
+# ---- Load… and Save… say in the panel what they did (issue 30.9) --------------------------------
+def train_widget_of(viewer, layer):
+    from .test_widget_common import TRAIN
+
+    w = dock(viewer, TRAIN)
+    w.configure(layer=layer)
+    return w
+
+
+def test_save_into_a_read_only_folder_is_said_in_the_panel(read_only_folder, viewer,
+                                                            tiny_model):
+    # (read_only_folder first: it may skip, and napari's viewer fixture must not be made then)
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    layer = viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="cells")
+    for panel in (dock(viewer, DENOISE), train_widget_of(viewer, layer)):
+        assert panel.model_bar.save_model(str(read_only_folder / "cells.b2u")) is None
+        text = panel.status.text()
+        assert panel.status.kind == "error", text
+        assert text.startswith("Could not write the model to ") and "cells.b2u" in text, text
+        assert "Nothing was saved" in text and "unexpectedly" not in text, text
+        assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_successful_save_and_load_replace_the_red_no_model_line(viewer, tiny_model, tmp_path):
+    d = dock(viewer, DENOISE)
+    assert not d.denoise() and d.status.kind == "error" and "No model yet" in d.status.text()
+    path = tiny_model.save(tmp_path / "cells.b2u")
+    assert d.model_bar.load_model(str(path)) is not None
+    assert d.status.kind == "ok" and d.status.text().startswith("Loaded model cells.b2u"), \
+        d.status.text()
+    assert d.model_bar.save_model(str(tmp_path / "again.b2u")) is not None
+    assert d.status.kind == "ok" and "Model saved to" in d.status.text()
+    bad = tmp_path / "bad.b2u"
+    bad.write_bytes(b"not a model")
+    assert d.model_bar.load_model(str(bad)) is None
+    assert d.status.kind == "error" and "bad.b2u" in d.status.text()
+    # a model that comes from training (or a script) also ends the red "No model yet"
+    session_for(viewer).set_model(None, "")
+    assert not d.denoise() and "No model yet" in d.status.text()
+    session_for(viewer).set_model(tiny_model, "trained on 'cells'")
+    assert d.status.kind == "ok" and "Model ready (trained on 'cells')" in d.status.text()

@@ -258,6 +258,32 @@ def test_removing_the_trained_layer_later_removes_its_previews(viewer, qtbot, no
     assert len(viewer.layers) == 0 and not w.preview_layers
 
 
+def test_previews_sit_just_above_their_layer_and_are_reused_between_runs(viewer, qtbot, noisy):
+    # issue 30.4: another image above the training layer; the previews go just above the
+    # layer they preview (on top of everything they showed one image's cells inside another)
+    layer = viewer.add_image(noisy, name="noisy")
+    viewer.add_image(noisy[:, ::-1].copy(), name="other")
+    w = train(qtbot, viewer, layer, steps=3)
+    names = [ly.name for ly in viewer.layers]
+    assert names == ["noisy", "preview: blind", "preview: visible", "preview: weighted", "other"]
+    # issue 30.12: they name their axes after the stack's ('TYX' here: a guess, no labels)
+    assert all(tuple(p.axis_labels) == ("t", "y", "x") for p in w.preview_layers.values())
+    previews = list(w.preview_layers.values())
+    # a second run reuses them: no new layers
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    assert [ly.name for ly in viewer.layers] == names
+    assert list(w.preview_layers.values()) == previews
+    # the panel closed ('x') and opened again: its first run takes over the layers left
+    viewer.window.remove_dock_widget(viewer.window.dock_widgets[f"{TRAIN} ({PLUGIN})"])
+    viewer.layers.move(0, 5)  # and the user moved the layer to the top meanwhile
+    w2 = train(qtbot, viewer, layer, steps=3)
+    assert w2 is not w
+    assert [ly.name for ly in viewer.layers] == ["other", "noisy", "preview: blind",
+                                                "preview: visible", "preview: weighted"]
+    assert all(any(p is ly for ly in viewer.layers) for p in previews)
+
+
 def test_closing_the_viewer_during_training_stops_the_thread(make_napari_viewer, qtbot, noisy):
     from qtpy.QtCore import QThreadPool
 
@@ -289,6 +315,25 @@ def test_a_single_channel_rgb_layer_is_trained_on_its_channel(viewer, qtbot, noi
     assert model.n_channels == 1 and model.info["axes"] == "YX"
     for ply in w.preview_layers.values():
         assert ply.data.shape == (32, 32)
+
+
+def test_an_unusable_selected_layer_is_passed_over_with_a_reason(viewer, qtbot, noisy):
+    # issue 30.5: the selected layer is a true-colour RGB image; the Train panel picks the
+    # first usable one and says which and why, the Denoise panel says why it is not ticked
+    viewer.add_image(noisy, name="noisy")
+    photo = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    rgb = viewer.add_image(photo, rgb=True, name="photo")
+    assert viewer.layers.selection.active is rgb
+    w = dock(viewer, TRAIN)
+    assert w.layer_combo.current_layer() is viewer.layers["noisy"]
+    text = w.status.text()
+    assert "'noisy' is chosen" in text and "'photo' is a true-colour RGB" in text, text
+    assert w.status.kind == "warning"
+    w.configure(layer=rgb)
+    assert w.status.kind == "error" and "true-colour RGB" in w.status.text()
+    d = dock(viewer, DENOISE)
+    assert d.layer_list.checked_layers() == []
+    assert "Not ticked: 'photo' is a true-colour RGB" in d.status.text()
 
 
 def test_bad_choices_give_a_message_and_no_crash(viewer, qtbot, tiny_model):

@@ -5,6 +5,8 @@ in place stays for layers in memory; cancel keeps the finished blocks."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by nam
     _one_torch_thread,
     dock,
     noisy,
+    read_only_folder,
     viewer,
 )
 
@@ -50,6 +53,7 @@ def test_a_lazy_layer_larger_than_the_budget_goes_to_ome_zarr(viewer, qtbot, noi
     assert "to OME-Zarr" in d.status.text(), d.status.text()
     out = viewer.layers["lazy_denoised"]
     assert out.multiscale and tuple(out.scale) == (1, 0.5, 0.5)
+    assert tuple(out.axis_labels) == ("t", "y", "x")  # issue 30.12
     np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
     group = zarr.open_group(str(tmp_path / "lazy_denoised.ome.zarr"), mode="r")
     assert group.attrs["napari_b2u"]["complete"]
@@ -100,6 +104,69 @@ def test_cancel_to_ome_zarr_keeps_finished_blocks_and_resumes(viewer, qtbot, tin
     assert not group.attrs["napari_b2u"]["complete"]
     assert d.denoise()  # the same run again resumes
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    # and says what it found done (issue 30.9)
+    assert re.search(r"\(\d+ of 12 blocks already done by an earlier run into the same folder "
+                     r"were skipped\)", d.status.text()), d.status.text()
     np.testing.assert_array_equal(np.asarray(viewer.layers["big_denoised"].data[0]),
                                   tiny_model.denoise(big, axes="TYX", output="weighted",
                                                      batch_size=1))
+
+
+# ---- issue 30.9: a read-only folder, a second run into the same folder --------------------------
+def test_ome_zarr_into_a_read_only_folder_is_refused_in_the_panel(read_only_folder, viewer,
+                                                                  qtbot, noisy, tiny_model,
+                                                                  monkeypatch):
+    # (read_only_folder first: it may skip, and napari's viewer fixture must not be made then)
+    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
+    layer = viewer.add_image(da.from_array(noisy, chunks=(1, 32, 32)), name="lazy")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])
+    d.zarr_target.edit.setText(str(read_only_folder))
+    assert not d.denoise()  # before any work
+    text = d.status.text()
+    assert d.status.kind == "error", text
+    assert text.startswith("Save to: Cannot write the OME-Zarr output ") and \
+        "lazy_denoised.ome.zarr" in text and "choose a folder you can write to" in text, text
+    assert "unexpectedly" not in text and "report" not in text
+    assert list(read_only_folder.iterdir()) == [] and [ly.name for ly in viewer.layers] == ["lazy"]
+
+
+def test_a_second_run_into_the_same_folder_refreshes_its_layer(viewer, qtbot, noisy, tiny_model,
+                                                               tmp_path, monkeypatch):
+    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
+    layer = viewer.add_image(da.from_array(noisy, chunks=(1, 32, 32)), name="lazy")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer])
+    d.zarr_target.edit.setText(str(tmp_path))
+    assert d.denoise()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    out = viewer.layers["lazy_denoised"]
+    assert "already done" not in d.status.text() and "refreshed" not in d.status.text()
+    assert d.denoise()  # again: every block is on disk
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert [ly.name for ly in viewer.layers] == ["lazy", "lazy_denoised"]  # no '… [1]'
+    assert viewer.layers["lazy_denoised"] is out
+    text = d.status.text()
+    assert d.status.kind == "ok", text
+    assert re.search(r"all \d+ blocks were already done by an earlier run into the same "
+                     r"folder: nothing was denoised again", text), text
+    assert "the layer 'lazy_denoised' was refreshed, not added again" in text, text
+    np.testing.assert_array_equal(np.asarray(out.data[0]), tiny_model.denoise(noisy, axes="TYX"))
+
+
+def test_an_ome_zarr_output_in_reordered_axes_is_labelled_by_them(viewer, qtbot, noisy,
+                                                                  tiny_model, tmp_path):
+    # issue 30.12: OME-Zarr wants time first; a Y X T layer comes back as T Y X, labelled so
+    lazy = da.from_array(np.ascontiguousarray(np.moveaxis(noisy[:5], 0, -1)))
+    layer = viewer.add_image(lazy, name="yxt")
+    session_for(viewer).set_model(tiny_model, "tiny test model")
+    d = dock(viewer, DENOISE)
+    d.set_layers([layer], axes="YXT")
+    d.to_zarr.setChecked(True)
+    d.zarr_target.edit.setText(str(tmp_path))
+    assert d.denoise(), d.status.text()
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    out = viewer.layers["yxt_denoised"]
+    assert out.data[0].shape == (5, 64, 64) and tuple(out.axis_labels) == ("t", "y", "x")

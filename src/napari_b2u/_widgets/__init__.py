@@ -6,6 +6,7 @@ so the hooks that need no Qt stay cheap.
 Modules, each importing only those listed before it:
 
 - ``_names``: the plugin's and widgets' names; ``_session``: what the widgets of a viewer share;
+  ``_prefs``: the plugin's settings in napari's Preferences;
 - ``_text``: wording, notifications, the status line; ``_layers``: layers <-> the core's stacks
   (Qt-free); ``_forms``: inputs made from typed settings; ``_panel``: the panels' base and
   workers; ``_pickers``: layer and device pickers; ``_model_bar``; ``_plot``; ``_previews``;

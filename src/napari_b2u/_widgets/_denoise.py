@@ -10,7 +10,6 @@ block and opened as new lazy layers (:mod:`._zarr_out`)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 
 import napari.viewer
 from qtpy.QtWidgets import (
@@ -23,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from ..denoise.predict import TTA_CHOICES
 from ..errors import InputError
-from ._denoise_job import DenoiseMessage, denoise_job
+from ._denoise_job import DenoiseJob, DenoiseMessage, denoise_job
 from ._forms import AxesRow, button, form_section, hbox
 from ._layers import (
     META_KEY,
@@ -42,23 +41,15 @@ from ._panel import Panel, start_worker
 from ._pickers import DeviceCombo, LayerChecklist
 from ._session import in_viewer, same_layer, session_for, unwrap
 from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error
-from ._zarr_out import ZarrTarget, is_big, open_result, output_path, zarr_job
-
-
-@dataclass
-class _Job:
-    """A denoising run in progress."""
-
-    layers: list
-    in_place: list  # per layer: denoised in place (else into a new layer)
-    cancel: threading.Event
-    gen: object
-    worker: object
-    note: dict  # written into the metadata of the results
-    done: int = 0
-    restored: set = field(default_factory=set)  # ids of layers restored meanwhile
-    message: tuple | None = None  # (text, kind) that ends the run, if not the usual one
-    unit: str = "frame"  # what progress counts: frames, or blocks (to OME-Zarr)
+from ._zarr_out import (
+    ZarrTarget,
+    cannot_write,
+    is_big,
+    open_result,
+    output_path,
+    reuse_note,
+    zarr_job,
+)
 
 
 class DenoiseWidget(Panel):
@@ -66,12 +57,13 @@ class DenoiseWidget(Panel):
 
     def __init__(self, napari_viewer, parent=None):
         super().__init__(napari_viewer, parent)
-        self._job: _Job | None = None
+        self._job: DenoiseJob | None = None
         self._build()
         self.session.model_changed.connect(self._on_model_changed)
         self.session.originals_changed.connect(self._on_originals_changed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._on_model_changed(tick=False)
+        self._say_unusable_selection()
 
     # ---- form ----------------------------------------------------------------------------------
     def _initial_layers(self) -> list:
@@ -80,6 +72,14 @@ class DenoiseWidget(Panel):
         if in_viewer(self.viewer, trained):
             return [trained]
         return [unwrap(ly) for ly in self.viewer.layers.selection]
+
+    def _say_unusable_selection(self) -> None:
+        """A selected layer that cannot be denoised is not ticked: say why."""
+        for layer in self._initial_layers():
+            problem = layer_problem(layer, True)
+            if problem is not None:
+                self.status.show_message(f"Not ticked: {problem}", "warning")
+                return
 
     def _build(self) -> None:
         lay = QVBoxLayout(self)
@@ -94,6 +94,7 @@ class DenoiseWidget(Panel):
         form.addRow("Device", self.device_combo)
         lay.addWidget(self._build_advanced())
         self._build_actions(lay)
+        self.model_bar.said.connect(self.status.show_message)
         self._update_restore()
         self._show_axes()
 
@@ -178,7 +179,10 @@ class DenoiseWidget(Panel):
         lay.addStretch(1)
 
     def _decorate(self, layer) -> str:
-        return "  (denoised in place)" if self.session.has_original(layer) else ""
+        """A mark for a layer denoised in place whose name does not show it (renamed)."""
+        s = self.session
+        return "  (denoised in place)" if (s.has_original(layer) and s.plain_name(layer)
+                                           == layer.name) else ""
 
     def _on_model_changed(self, tick: bool = True) -> None:
         model = self.session.model
@@ -186,6 +190,10 @@ class DenoiseWidget(Panel):
         self.output_combo.clear()
         if model is None:
             return
+        if getattr(self, "_said_no_model", False):  # the red "No model yet" is over
+            self._said_no_model = False
+            self.status.show_message(f"Model ready ({self.session.model_source}): tick the "
+                                     "layers and press Denoise.", "ok")
         for name in model.outputs:
             self.output_combo.addItem(model.method.describe(name), name)
         self.output_combo.setCurrentIndex(max(0, self.output_combo.findData(current)))
@@ -208,7 +216,8 @@ class DenoiseWidget(Panel):
     def _on_zarr_toggled(self, on: bool) -> None:
         self.zarr_target.setEnabled(on)
         if on:
-            self.zarr_target.propose(self.layer_list.checked_layers())
+            layers = self.layer_list.checked_layers()
+            self.zarr_target.propose(layers, [self.session.plain_name(ly) for ly in layers])
 
     def _update_restore(self) -> None:
         ok = any(self.session.has_original(ly) for ly in self.layer_list.checked_layers())
@@ -292,6 +301,7 @@ class DenoiseWidget(Panel):
         if model is None:
             self._refuse("No model yet: train one in the Train denoiser panel (Plugins ▸ "
                          f"Blind2Unblind), or Load… a saved {MODEL_SUFFIX} model file.")
+            self._said_no_model = True
             return False
         layers = self.layer_list.checked_layers()
         if not layers:
@@ -315,8 +325,13 @@ class DenoiseWidget(Panel):
             except InputError as exc:
                 self._refuse(f"Axes of '{layer.name}': {exc}")
                 return False
+            out = output_path(folder, self.session.plain_name(layer)) if zarr else None
+            problem = cannot_write(out) if zarr else None
+            if problem is not None:
+                self._refuse(problem)
+                return False
             items.append((layer_array(self.session, layer), layout.axes) + (
-                (str(output_path(folder, layer)),) if zarr else ()))
+                (str(out),) if zarr else ()))
         return self._launch(model, layers, items)
 
     def _launch(self, model, layers, items) -> bool:
@@ -328,10 +343,10 @@ class DenoiseWidget(Panel):
                               self._on_finished, cancel.set)
         # a colour-mapped RGB layer cannot show one channel in place: its result is a new layer
         in_place = [self.in_place.isChecked() and rgb_channel(ly) is None for ly in layers]
-        self._job = _Job(layers=layers, in_place=in_place, cancel=cancel, gen=gen,
+        self._job = DenoiseJob(layers=layers, in_place=in_place, cancel=cancel, gen=gen,
                          worker=worker, note={"model": self.session.model_source,
                                               "output": options["output"] or model.outputs[0]},
-                         unit="block" if zarr else "frame")
+                         unit="block" if zarr else "frame", axes=[it[1] for it in items])
         self._set_busy(True)
         self.progress.setValue(0)
         self.status.show_message(f"Denoising {len(layers)} layer(s)…")
@@ -401,30 +416,34 @@ class DenoiseWidget(Panel):
             job.message = (f"Cancelled: {job.done} of {len(layers)} layer(s) denoised; the "
                            "others are unchanged.", "info")
 
-    def _apply(self, k: int, result, job: _Job) -> None:
+    def _apply(self, k: int, result, job: DenoiseJob) -> None:
         layer = job.layers[k]
         if not in_viewer(self.viewer, layer) or id(layer) in job.restored:
             return
         note = dict(job.note)
+        raw = self.session.plain_name(layer)  # outputs are named after the raw data
         if job.unit == "block":  # an OME-Zarr output: a new lazy multiscale layer
             note["path"] = str(result.path)
-            open_result(self.viewer, layer, result, output_kwargs(
-                layer, f"{layer.name}_denoised", {"denoised_from": layer.name, **note}))
+            job.blocks += result.blocks
+            job.skipped += result.skipped
+            name = f"{raw}_denoised"
+            if open_result(self.viewer, layer, result, output_kwargs(
+                    layer, name, {"denoised_from": raw, **note}, job.axes[k])):
+                job.refreshed.append(name)
             return
         if job.in_place[k]:
             self.session.replace_data(layer, result, note)
             return
-        name = f"{layer.name}_denoised"
+        name = f"{raw}_denoised"
         for other in self.viewer.layers:
             made = other.metadata.get(META_KEY, {}).get("denoised_from")
-            if other.name == name and made == layer.name and other.ndim == result.ndim:
+            if other.name == name and made == raw and other.ndim == result.ndim:
                 other.data = result
-                other.metadata = {**other.metadata, META_KEY: {"denoised_from": layer.name,
-                                                               **note}}
+                other.metadata = {**other.metadata, META_KEY: {"denoised_from": raw, **note}}
                 return
         from napari.layers import Layer
 
-        state = output_kwargs(layer, name, {"denoised_from": layer.name, **note})
+        state = output_kwargs(layer, name, {"denoised_from": raw, **note}, job.axes[k])
         self.viewer.add_layer(Layer.create(result, state, "image"))
 
     def _on_layer_removed(self, event) -> None:
@@ -443,14 +462,15 @@ class DenoiseWidget(Panel):
             if msg is None:
                 n = len(job.layers)
                 if job.unit == "block":
-                    where = f"to OME-Zarr in {self.zarr_target.folder()}"
+                    where = f"to OME-Zarr in {self.zarr_target.folder()}" + reuse_note(
+                        job.blocks, job.skipped, job.refreshed)
                 elif all(job.in_place):
                     where = "in place"
                 elif not any(job.in_place):
                     where = "into a new layer" if n == 1 else "into new layers"
                 else:
                     where = "in place, RGB layers into new layers"
-                names = ", ".join(f"'{ly.name}'" for ly in job.layers)
+                names = ", ".join(f"'{self.session.plain_name(ly)}'" for ly in job.layers)
                 msg, kind = f"Denoised {names} {where}.", "ok"
                 if self.in_place.isChecked() and not all(job.in_place):
                     msg += (" An RGB layer shows colours, not one channel: its result is a new "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__.split(".")[0])  # the package's logger
 
@@ -21,6 +21,26 @@ class DenoiseMessage:
     total: int = 0  # frames in the layer ("progress")
     result: object = None  # the denoised array ("result")
     error: BaseException | None = None  # ("error")
+
+
+@dataclass
+class DenoiseJob:
+    """A denoising run in progress, as the Denoise panel follows it."""
+
+    layers: list
+    in_place: list  # per layer: denoised in place (else into a new layer)
+    cancel: threading.Event
+    gen: object
+    worker: object
+    note: dict  # written into the metadata of the results
+    done: int = 0
+    restored: set = field(default_factory=set)  # ids of layers restored meanwhile
+    message: tuple | None = None  # (text, kind) that ends the run, if not the usual one
+    unit: str = "frame"  # what progress counts: frames, or blocks (to OME-Zarr)
+    blocks: int = 0  # to OME-Zarr: blocks denoised by this run
+    skipped: int = 0  # to OME-Zarr: blocks an earlier run into the same folder had done
+    refreshed: list = field(default_factory=list)  # names of output layers shown again
+    axes: list = field(default_factory=list)  # per layer: the axes it is denoised with
 
 
 def relay(cancel: threading.Event, k: int, progress, what: str):

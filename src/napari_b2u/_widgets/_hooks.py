@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from ._names import DENOISE_WIDGET, MODEL_SUFFIX, PLUGIN
+from ._names import DENOISE_WIDGET, MODEL_SUFFIX
 
 NUCLEI_FILE = "dsb2018_nuclei.tif"
 
@@ -19,8 +19,7 @@ def fmdd_sample():
     layers = []
     for data, kwargs, kind in napari_sample():
         kwargs = dict(kwargs)
-        if data.ndim == 3:
-            kwargs.setdefault("axis_labels", ("t", "y", "x"))
+        kwargs.setdefault("axis_labels", ("t", "y", "x")[-data.ndim:])
         layers.append((data, kwargs, kind))
     reference = [item for item in layers if item[0].ndim == 2]
     return reference + [item for item in layers if item[0].ndim != 2]
@@ -35,7 +34,7 @@ def nuclei_sample():
     with path.open("rb") as fh:
         data = tifffile.imread(fh)
     meta = {"axes": "YX", "source": "DSB2018 (BBBC038v1), CC0; Caicedo et al. 2019"}
-    return [(data, {"name": "DSB2018 nuclei", "metadata": meta,
+    return [(data, {"name": "DSB2018 nuclei", "metadata": meta, "axis_labels": ("y", "x"),
                     "contrast_limits": (0, float(data.max()))}, "image")]
 
 
@@ -57,5 +56,8 @@ def read_model(path):
     if viewer is None:
         raise RuntimeError("a model file can only be opened in a napari viewer")
     if load_into_session(session_for(viewer), str(path)) is not None:
-        viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
+        from ._denoise import DenoiseWidget
+        from ._panel import open_panel
+
+        open_panel(viewer, DENOISE_WIDGET, DenoiseWidget)
     return [(None,)]

@@ -245,13 +245,26 @@ def preview_placement(image: np.ndarray, frame: int, region, layout: Layout, lay
     return arr, translate
 
 
-def output_kwargs(layer, name: str, note: dict) -> dict:
-    """Keyword arguments for a new Image layer holding denoised data in ``layer``'s place: scale,
-    translate, rotation, units, axis labels, metadata, contrast and colormap are kept."""
+def axis_labels(layer, axes: str) -> tuple[str, ...]:
+    """napari axis labels for a layer the plugin adds from ``layer``, holding a stack with
+    ``axes`` (one letter per dimension): ``layer``'s own labels when it has them (not napari's
+    defaults '-3', '-2', …), else the letters in lower case ('t', 'y', 'x')."""
+    own = tuple(str(a) for a in (getattr(unwrap(layer), "axis_labels", None) or ()))
+    default = tuple(str(-i) for i in range(len(own), 0, -1))
+    if own and own != default and len(own) == len(axes):
+        return own
+    return tuple(a.lower() for a in axes)
+
+
+def output_kwargs(layer, name: str, note: dict, axes: str) -> dict:
+    """Keyword arguments for a new Image layer holding denoised data in ``layer``'s place (a
+    stack with ``axes``): scale, translate, rotation, units, metadata, contrast and colormap
+    are kept; the axis labels are ``layer``'s, else named after ``axes``."""
     _, state, _ = unwrap(layer).as_layer_data_tuple()
     state = dict(state)
     for key in ("rgb", "multiscale", "locked_data_level"):
         state.pop(key, None)
     state["name"] = name
     state["metadata"] = {**layer.metadata, META_KEY: note}
+    state["axis_labels"] = axis_labels(layer, axes)
     return state

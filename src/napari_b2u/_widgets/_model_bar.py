@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QSizePolicy, QWidget
 from superqt import QElidingLabel
 
 from ._forms import button
 from ._session import session_for
-from ._text import MODEL_FILTER, MODEL_SUFFIX, log, notify, plain_error
+from ._text import MODEL_FILTER, MODEL_SUFFIX, log, notify, plain_error, sentence
 
 #: Load… also opens the bioimage.io packages napari-b2u exports (api.load tells them apart)
 LOAD_FILTER = (f"model file (*{MODEL_SUFFIX} *.zip);;model file (*{MODEL_SUFFIX});;"
@@ -19,7 +20,10 @@ LOAD_FILTER = (f"model file (*{MODEL_SUFFIX} *.zip);;model file (*{MODEL_SUFFIX}
 
 class ModelBar(QWidget):
     """'Model: …' with Load… / Save… buttons, bound to the viewer's session; ``export``: a
-    callable that adds an Export… button (bioimage.io)."""
+    callable that adds an Export… button (bioimage.io). What Load… and Save… did, or why they
+    could not, is emitted as ``said(text, kind)`` for the panel's status line (and notified)."""
+
+    said = Signal(str, str)
 
     def __init__(self, viewer, allow_load: bool = True, export=None, parent=None):
         super().__init__(parent)
@@ -71,7 +75,7 @@ class ModelBar(QWidget):
             src = getattr(getattr(layer, "source", None), "path", None)
             if src:
                 folder = Path(src).parent
-            name = f"{layer.name}{MODEL_SUFFIX}".replace("/", "_")
+            name = f"{self.session.plain_name(layer)}{MODEL_SUFFIX}".replace("/", "_")
         return str(folder / name)
 
     def save_model(self, path: str | None = None):
@@ -79,7 +83,7 @@ class ModelBar(QWidget):
         written, or None."""
         model = self.session.model
         if model is None:
-            notify("There is no model to save yet: train one first.", "warning")
+            self._say("There is no model to save yet: train one first.", "warning")
             return None
         if path is None:
             path, _ = QFileDialog.getSaveFileName(self, "Save model", self._default_path(),
@@ -88,14 +92,17 @@ class ModelBar(QWidget):
                 return None
         try:
             written = model.save(path)
-        except OSError as exc:  # the core's OutputError says what failed and what it kept
-            from ..errors import B2UError
-
-            notify(str(exc) if isinstance(exc, B2UError) else
-                   f"Could not save the model to {path}: {exc}", "error")
+        except Exception as exc:  # noqa: BLE001 - the core's OutputError says what failed
+            log.debug("saving %s failed", path, exc_info=True)
+            self._say(sentence(plain_error(exc, "Saving the model")) + " Nothing was saved: "
+                      "choose another folder (Save…).", "error")
             return None
-        notify(f"Model saved to {written}")
+        self._say(f"Model saved to {written}.", "ok")
         return written
+
+    def _say(self, text: str, kind: str) -> None:
+        self.said.emit(text, kind)
+        notify(text, "info" if kind == "ok" else kind)
 
     def load_model(self, path: str | None = None):
         """Load a model file into the session (asks for a file unless ``path`` is given)."""
@@ -104,21 +111,23 @@ class ModelBar(QWidget):
                                                   LOAD_FILTER)
             if not path:
                 return None
-        return load_into_session(self.session, path)
+        return load_into_session(self.session, path, self._say)
 
 
-def load_into_session(session, path):
-    """Load the model file at ``path`` as the session's model; a notification either way."""
+def load_into_session(session, path, say=None):
+    """Load the model file at ``path`` as the session's model; says how it went either way
+    (``say(text, kind)``, else a notification)."""
     from .. import api
 
+    say = say or (lambda text, kind: notify(text, "info" if kind == "ok" else kind))
     try:
         model = api.load(path)
     except Exception as exc:  # noqa: BLE001 - every failure is reported, none crashes napari
         log.debug("loading %s failed", path, exc_info=True)
-        notify(plain_error(exc, f"Loading {Path(path).name}"), "error")
+        say(plain_error(exc, f"Loading {Path(path).name}"), "error")
         return None
     steps = model.info.get("steps")
     session.set_model(model, f"{Path(path).name}" + (f" ({steps} steps)" if steps else ""))
-    notify(f"Loaded model {Path(path).name}: {model.method.title}, "
-           f"{model.n_channels} channel(s)")
+    say(f"Loaded model {Path(path).name}: {model.method.title}, "
+        f"{model.n_channels} channel(s).", "ok")
     return model

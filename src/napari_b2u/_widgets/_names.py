@@ -3,6 +3,8 @@ the plugin's display name ("Blind2Unblind") in its menus — Plugins ▸ Blind2U
 denoiser (Blind2Unblind) — so the widget names do not repeat it."""
 
 PLUGIN = "napari-b2u"
+#: the plugin's display name (napari.yaml): napari's menus title its docks "<widget> (<this>)"
+PLUGIN_TITLE = "Blind2Unblind"
 TRAIN_WIDGET = "Train denoiser"
 DENOISE_WIDGET = "Denoise"
 #: model files (the core's ``Denoiser.save``)

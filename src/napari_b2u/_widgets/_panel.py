@@ -10,7 +10,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QFormLayout, QProgressBar, QPushButton, QWidget
 
 from ._forms import button, hbox
-from ._names import PLUGIN
+from ._names import PLUGIN, PLUGIN_TITLE
 from ._session import session_for, unwrap
 from ._text import StatusLabel, notify
 
@@ -73,12 +73,41 @@ class Panel(QWidget):
         notify(message, "warning")
 
 
+def dock_title(widget_name: str) -> str:
+    """The title napari's Plugins menu gives the dock of ``widget_name``."""
+    return f"{widget_name} ({PLUGIN_TITLE})"
+
+
+def open_panel(viewer, widget_name: str, factory):
+    """Show the dock of ``widget_name`` (made by ``factory(viewer)`` if it is not open) under
+    the title the Plugins menu gives it, so that the menu finds and toggles the same dock.
+    (``add_plugin_dock_widget`` titles it with the package name instead, and the menu then
+    opened a second panel.) Returns the panel."""
+    window = unwrap(viewer).window
+    docks = getattr(window, "dock_widgets", {})
+    for title in (dock_title(widget_name), f"{widget_name} ({PLUGIN})"):
+        widget = docks.get(title)
+        if widget is not None:
+            dock = widget.parent()
+            if dock is not None:
+                dock.show()
+                dock.raise_()
+            return widget
+    widget = factory(viewer)
+    window.add_dock_widget(widget, name=dock_title(widget_name), area="right")
+    return widget
+
+
 def start_worker(title: str, gen, on_yielded, on_finished, stop):
     """Run the generator ``gen`` in a napari thread worker (not started yet: connect more
     signals, then ``.start()``). ``title`` names the task in napari's close dialog; ``stop``
     asks the job to end and is called, with closing ``gen``, when napari aborts the worker
     (the GUI keeps ``gen`` for that: the worker only stops at a yield and drops it)."""
     from napari.qt.threading import create_worker
+
+    from ._prefs import use_cpu_threads
+
+    use_cpu_threads()  # napari's Preferences ▸ Blind2Unblind ▸ CPU threads
 
     def job():
         return (yield from gen)

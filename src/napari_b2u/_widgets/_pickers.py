@@ -7,6 +7,7 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QListWidget, QListWidgetItem, QSizePolicy
 
 from ._layers import candidate_layers, layer_problem
+from ._prefs import plugin_defaults
 from ._session import unwrap
 
 
@@ -34,8 +35,9 @@ def _find(layers, layer) -> int:
 class LayerCombo(QComboBox, _LayerWatcher):
     """Picks one layer of the viewer; lists unusable ones too, so that choosing one can say why.
     ``none_text`` adds a first 'no layer' entry. At first it offers the viewer's selected layer
-    (else the first usable one). When the chosen layer is removed it does not switch to another
-    one: it shows that the layer was removed and emits ``layer_removed`` with its name."""
+    (else the first usable one, and :attr:`swap_note` says which and why). When the chosen layer
+    is removed it does not switch to another one: it shows that the layer was removed and emits
+    ``layer_removed`` with its name."""
 
     layer_changed = Signal()
     layer_removed = Signal(str)
@@ -44,6 +46,7 @@ class LayerCombo(QComboBox, _LayerWatcher):
         super().__init__(parent)
         self._none_text = none_text
         self._removed_text: str | None = None
+        self._swapped: tuple | None = None  # (layer chosen instead of the selected one, why)
         self._layers: list = []
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -57,12 +60,25 @@ class LayerCombo(QComboBox, _LayerWatcher):
         self.layer_changed.emit()
 
     def _initial(self, layers):
-        """The viewer's selected layer if usable, else the first usable layer."""
+        """The viewer's selected layer if usable, else the first usable layer (remembering
+        why the selected one was passed over)."""
         active = unwrap(self.viewer.layers.selection.active)
         i = _find(layers, active)
-        if i >= 0 and layer_problem(layers[i]) is None:
+        problem = layer_problem(layers[i]) if i >= 0 else None
+        if i >= 0 and problem is None:
             return layers[i]
-        return next((ly for ly in layers if layer_problem(ly) is None), None)
+        chosen = next((ly for ly in layers if layer_problem(ly) is None), None)
+        if chosen is not None and problem is not None:
+            self._swapped = (chosen, f"'{chosen.name}' is chosen, the first usable image: the "
+                             f"selected layer cannot be used. {problem}")
+        return chosen
+
+    @property
+    def swap_note(self) -> str | None:
+        """Why the chosen layer is not the one selected in the viewer, while it is chosen."""
+        if self._swapped is None or self.current_layer() is not self._swapped[0]:
+            return None
+        return self._swapped[1]
 
     def _rebuild(self) -> None:
         previous = self.current_layer()
@@ -188,6 +204,16 @@ class DeviceCombo(QComboBox):
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self._fill()
+        self._prefer(plugin_defaults()["device"])
+
+    def _prefer(self, kind: str) -> None:
+        """Start on the device napari's Preferences name ('cuda': the first CUDA GPU), if this
+        machine has it; else on auto."""
+        for i in range(self.count()):
+            data = self.itemData(i)
+            if kind != "auto" and (data == kind or str(data).startswith(f"{kind}:")):
+                self.setCurrentIndex(i)
+                return
 
     def _fill(self) -> None:
         from ..device import available_devices, device_info

@@ -13,6 +13,73 @@ from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 _TERM_COLOR = "#4fc3f7"
 _SCHED_COLOR = "#bdbdbd"
+#: vertical pixels per tick label on the left axis
+_LABEL_PX = 28
+
+
+def log_ticks(lo: float, hi: float, most: int) -> list[float]:
+    """Tick values (log10) for a log axis showing 10**lo .. 10**hi: at least 3 where the axis
+    has room, at most ``most``, at round numbers: decades (every n-th when there are too many),
+    then 1-2-5 and 1…9 in each decade; an axis spanning less than that (a loss that moves by
+    a few percent) gets round steps in between, e.g. 0.012, 0.014, 0.016."""
+    lo, hi = sorted((float(lo), float(hi)))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return []
+    most, k0, k1 = max(2, int(most)), int(np.floor(lo)), int(np.ceil(hi))
+    decades = [k for k in range(k0, k1 + 1) if lo <= k <= hi]
+    if len(decades) > most:
+        need = len(decades) / most
+        e = int(np.floor(np.log10(need)))
+        stride = int(next(m * 10**k for k in (e, e + 1) for m in (1, 2, 5) if m * 10**k >= need))
+        return [float(k) for k in decades if k % stride == 0]
+    best: list[float] = [float(k) for k in decades]
+    for mantissas in ((1, 2, 5), tuple(range(1, 10))):
+        vals = [k + np.log10(m) for k in range(k0, k1 + 1) for m in mantissas]
+        vals = [float(v) for v in vals if lo <= v <= hi]
+        if len(vals) > most:
+            return best
+        best = vals
+        if len(vals) >= 3:
+            return best
+    a, b = 10.0**lo, 10.0**hi  # within a decade: round steps in linear values
+    if not b > a:
+        return best
+    e = int(np.floor(np.log10(b - a)))
+    for step in (m * 10.0**k for k in range(e - 2, e + 2) for m in (1, 2, 5)):
+        lin = np.arange(np.ceil(a / step), np.floor(b / step) + 1) * step
+        if 2 <= len(lin) <= min(most, 6):
+            return [float(np.log10(v)) for v in lin]
+    return best
+
+
+def tick_labels(values) -> list[str]:
+    """Plain numbers with the fewest significant digits that tell them apart."""
+    xs = [float(x) for x in values]
+
+    def text(x: float, digits: int) -> str:
+        if x == 0 or 1e-4 <= abs(x) < 1e6:  # 0.014, 10, 2000: no exponent
+            return np.format_float_positional(x, precision=digits, fractional=False, trim="-")
+        return f"{x:.{digits}g}"
+
+    for digits in range(1, 8):
+        texts = [text(x, digits) for x in xs]
+        if len(set(texts)) == len(texts) and all(
+                abs(float(t) - x) <= 1e-6 * abs(x) for t, x in zip(texts, xs)):
+            return texts
+    return texts
+
+
+class LogAxis(pg.AxisItem):
+    """pyqtgraph's axis, with readable ticks in log mode: its own labels only decades (none on
+    a loss that stays within one) or every 1…9 at one digit (0.01, 0.01, 0.02, …)."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802, N803 - pyqtgraph's names
+        if not self.logMode:
+            return super().tickValues(minVal, maxVal, size)
+        return [(None, log_ticks(minVal, maxVal, size / _LABEL_PX))]
+
+    def logTickStrings(self, values, scale, spacing):  # noqa: N802 - pyqtgraph's name
+        return tick_labels(10.0 ** np.asarray(values, float) * scale)
 
 
 class LossPlot(QWidget):
@@ -25,7 +92,7 @@ class LossPlot(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
-        self.widget = pg.PlotWidget(background=None)
+        self.widget = pg.PlotWidget(background=None, axisItems={"left": LogAxis("left")})
         self.widget.setMinimumHeight(200)
         lay.addWidget(self.widget)
         item = self.widget.getPlotItem()
@@ -61,7 +128,6 @@ class LossPlot(QWidget):
         self._log = on
         item = self.widget.getPlotItem()
         item.setLogMode(y=on)
-        item.getAxis("left").setStyle(maxTextLevel=0 if on else 2)  # log: label decades only
         if item.getAxis("right").logMode:  # PlotItem sets every axis; the schedule stays linear
             item.getAxis("right").setLogMode(False)
 

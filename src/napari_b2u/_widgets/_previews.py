@@ -15,7 +15,7 @@ import weakref
 import numpy as np
 
 from ..data import SAMPLE_AXES
-from ._layers import preview_placement
+from ._layers import axis_labels, is_preview, preview_placement
 from ._session import META_KEY, in_viewer, unwrap
 
 SPREAD_COLORMAP = "magma"
@@ -59,11 +59,15 @@ class PreviewLayers:
         source = unwrap(source)
         if self.source is not source:
             self.remove_all()
+        if not self._alive(source):  # removed before a resumed run said what it previews
+            return
         for name, layer in list(self.layers.items()):
             if not self._alive(layer) or layer.ndim != source.ndim or name not in names:
                 self._remove(name)
         self._source = weakref.ref(source)
+        self._adopt(source, names)
         crop = input_crop(data, layout, frame, region)
+        labels = axis_labels(source, layout.axes)
         selected = list(self.viewer.layers.selection)
         added = False
         for name in names:
@@ -73,18 +77,44 @@ class PreviewLayers:
             layer = self.layers.get(name)
             if layer is not None:
                 layer.data, layer.translate = arr, translate
+                layer.visible, layer.axis_labels = name == self.choice, labels
                 if not spread:
                     self._match(layer, source)
                 continue
-            self.layers[name] = self.viewer.add_image(
+            from napari.layers import Image
+
+            layer = self.layers[name] = Image(
                 arr, name=f"preview: {name}", translate=translate, scale=source.scale,
-                axis_labels=source.axis_labels, units=source.units,
+                axis_labels=labels, units=source.units,
                 visible=name == self.choice, metadata={META_KEY: {"preview": name}},
                 **({"colormap": SPREAD_COLORMAP} if spread else self._look(source)))
+            self.viewer.layers.insert(self.viewer.layers.index(source) + 1, layer)
             added = True
+        self._place([self.layers[n] for n in names], source)
         if added:  # adding a layer selects it; give the user their selection back
             self.viewer.layers.selection.clear()
             self.viewer.layers.selection.update(selected)
+
+    def _adopt(self, source, names) -> None:
+        """Take over the preview layers another Train panel of this viewer left (one closed
+        and reopened): those of a preview this run shows are reused, the others removed."""
+        ours = {id(ly) for ly in self.layers.values()}
+        for layer in [unwrap(ly) for ly in self.viewer.layers]:
+            if not is_preview(layer) or id(layer) in ours:
+                continue
+            name = layer.metadata[META_KEY]["preview"]
+            if name in names and name not in self.layers and layer.ndim == source.ndim:
+                self.layers[name] = layer
+            else:
+                self.viewer.layers.remove(layer)
+
+    def _place(self, layers, source) -> None:
+        """Move ``layers`` just above ``source`` in the layer list, in their order."""
+        stack = self.viewer.layers
+        for layer in reversed(layers):
+            i, s = stack.index(layer), stack.index(source)
+            if i != s + 1:
+                stack.move(i, s + 1)
 
     @staticmethod
     def _look(source) -> dict:

@@ -18,6 +18,8 @@ from psygnal import Signal
 
 #: metadata key the plugin writes on layers it made or changed (small, JSON-able values only)
 META_KEY = "napari_b2u"
+#: added to the name of a layer denoised in place (taken off again by Restore original)
+IN_PLACE_SUFFIX = " (denoised)"
 
 
 def unwrap(obj):
@@ -49,6 +51,7 @@ class Session:
         self.model_source = ""  # e.g. "trained on 'nuclei' (300 steps)" or a file name
         self.model_layer = None  # weakref to the layer the model was trained on
         self._originals: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # (raw, shown)
         self._axes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # ---- axes the user chose for a layer (in either widget) ------------------------------------
@@ -78,18 +81,30 @@ class Session:
         layer = unwrap(layer)
         return self._originals.get(layer, layer.data)
 
+    def plain_name(self, layer) -> str:
+        """The layer's name without the mark of a layer denoised in place (outputs and models
+        made from its raw data are named after it)."""
+        layer = unwrap(layer)
+        names = self._names.get(layer)
+        return names[0] if names is not None and layer.name == names[1] else layer.name
+
     def replace_data(self, layer, data, note: dict) -> None:
         """Show ``data`` in ``layer``, keeping its raw array (once: a second in-place denoising
-        still keeps the very first, raw array)."""
+        still keeps the very first, raw array), and mark its name (' (denoised)')."""
         layer = unwrap(layer)
         if layer not in self._originals:
             self._originals[layer] = layer.data
         layer.data = data
         layer.metadata = {**layer.metadata, META_KEY: {"denoised_in_place": True, **note}}
+        if self.plain_name(layer) == layer.name:  # not marked yet (or renamed since)
+            raw = layer.name
+            layer.name = raw + IN_PLACE_SUFFIX
+            self._names[layer] = (raw, layer.name)  # napari may have made the name unique
         self.originals_changed.emit()
 
     def restore(self, layer) -> bool:
-        """Put the raw array back into ``layer``; False if there is nothing to restore."""
+        """Put the raw array back into ``layer`` (and its name, unless the user renamed it);
+        False if there is nothing to restore."""
         layer = unwrap(layer)
         original = self._originals.pop(layer, None)
         if original is None:
@@ -98,6 +113,9 @@ class Session:
         meta = dict(layer.metadata)
         meta.pop(META_KEY, None)
         layer.metadata = meta
+        names = self._names.pop(layer, None)
+        if names is not None and layer.name == names[1]:
+            layer.name = names[0]
         self.originals_changed.emit()
         return True
 

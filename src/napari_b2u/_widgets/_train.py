@@ -28,8 +28,8 @@ from ._layers import (
     view_target,
 )
 from ._model_bar import ModelBar
-from ._names import DENOISE_WIDGET, PLUGIN
-from ._panel import Panel, start_worker
+from ._names import DENOISE_WIDGET
+from ._panel import Panel, open_panel, start_worker
 from ._previews import PreviewLayers
 from ._session import in_viewer, same_layer, unwrap
 from ._text import MODEL_FILTER, StatusLabel, fmt_time, notify, plain_error, sentence
@@ -125,6 +125,7 @@ class TrainWidget(Panel):
         QHBoxLayout(self.preview_row).setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.preview_row)
         self.model_bar = ModelBar(self.viewer, allow_load=False)
+        self.model_bar.said.connect(self.status.show_message)
         self.denoise_button = button("Denoise ▸", self.open_denoise,
                                      "Open the Blind2Unblind Denoise panel")
         self.model_bar.layout().addWidget(self.denoise_button)
@@ -158,6 +159,10 @@ class TrainWidget(Panel):
         problem = layer_problem(layer)
         if layer is None and self.form.layer_combo.removed_text:
             return  # _on_chosen_layer_removed said what happened
+        swapped = self.form.layer_combo.swap_note if problem is None else None
+        if swapped:
+            self.status.show_message(swapped, "warning")
+            return
         self.status.show_message(problem or "", "info" if problem is None or layer is None
                                  else "error")
 
@@ -308,8 +313,10 @@ class TrainWidget(Panel):
             self.progress.setFormat(self.progress.format() + " · stopping…")
 
     def open_denoise(self):
-        """Dock the Denoise widget (or show it if it is open)."""
-        return self.viewer.window.add_plugin_dock_widget(PLUGIN, DENOISE_WIDGET)
+        """Dock the Denoise widget (or show it if it is open); returns it."""
+        from ._denoise import DenoiseWidget
+
+        return open_panel(self.viewer, DENOISE_WIDGET, DenoiseWidget)
 
     # ---- shutdown: viewer closing, panel closed, layer removed --------------------------------
     def shutdown(self) -> None:
@@ -428,7 +435,8 @@ class TrainWidget(Panel):
         run.model = model
         info = model.info
         self.session.set_model(
-            model, f"trained on '{run.layer.name}' ({info['steps']} steps, {info['chosen']})",
+            model, f"trained on '{self.session.plain_name(run.layer)}' ({info['steps']} steps, "
+                   f"{info['chosen']})",
             layer=run.layer)
         how = "Stopped" if (ev is not None and ev.stopped) else "Done"
         if run.layer_gone:

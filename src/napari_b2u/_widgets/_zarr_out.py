@@ -13,7 +13,7 @@ from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton, QVBoxLay
 
 from ._denoise_job import relay
 from ._forms import hbox
-from ._session import unwrap
+from ._session import META_KEY, unwrap
 
 SUFFIX = "_denoised.ome.zarr"
 
@@ -43,8 +43,39 @@ def source_folder(layer) -> Path | None:
     return Path(path).parent if path else None
 
 
-def output_path(folder, layer) -> Path:
-    return Path(folder) / f"{unwrap(layer).name}{SUFFIX}"
+def output_path(folder, name: str) -> Path:
+    """Where a layer named ``name`` is written in ``folder``."""
+    return Path(folder) / f"{name}{SUFFIX}"
+
+
+def cannot_write(out) -> str | None:
+    """Why the OME-Zarr output ``out`` cannot be written (a read-only folder, no permission),
+    in the core's words, before any work; None if it can."""
+    from ..errors import OutputError
+    from ..io.files import check_writable
+
+    try:
+        check_writable(out, "OME-Zarr output")
+    except OutputError as exc:
+        return f"Save to: {str(exc)[:1].upper()}{str(exc)[1:]} (Browse…)."
+    return None
+
+
+def reuse_note(blocks: int, skipped: int, refreshed) -> str:
+    """What a run into an OME-Zarr folder written before reused: ``skipped`` blocks an earlier
+    run had done (``blocks`` denoised now), output layers ``refreshed`` rather than added again;
+    '' when none."""
+    notes = []
+    if skipped:
+        total = skipped + blocks
+        notes.append(f"{skipped} of {total} blocks already done by an earlier run into the "
+                     "same folder were skipped" if blocks else
+                     f"all {total} blocks were already done by an earlier run into the same "
+                     "folder: nothing was denoised again")
+    if refreshed:
+        notes.append("the layer " + ", ".join(f"'{n}'" for n in refreshed)
+                     + " was refreshed, not added again")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 class ZarrTarget(QWidget):
@@ -75,12 +106,12 @@ class ZarrTarget(QWidget):
     def folder(self) -> str:
         return self.edit.text().strip()
 
-    def propose(self, layers) -> None:
+    def propose(self, layers, names) -> None:
         """A folder when none is set: the first layer's source folder, else the home folder;
-        and the output names."""
+        and the output names (``names``: the layers' names outputs are named after)."""
         if not self.folder() and layers:
             self.edit.setText(str(source_folder(layers[0]) or Path.home()))
-        names = ", ".join(output_path(".", ly).name for ly in layers)
+        names = ", ".join(output_path(".", name).name for name in names)
         self.note.setText(f"writes {names}" if names else "")
 
 
@@ -96,15 +127,26 @@ def zarr_job(cancel, model, items, options: dict):
             return
 
 
-def open_result(viewer, layer, result, state: dict) -> None:
-    """Show a finished OME-Zarr output as a new lazy multiscale layer (the input layer's scale,
-    placement and contrast when the axes did not change)."""
+def open_result(viewer, layer, result, state: dict) -> bool:
+    """Show a finished OME-Zarr output as a lazy multiscale layer (the input layer's scale,
+    placement and contrast when the axes did not change): the layer that already shows this
+    output (a run again into the same folder) is refreshed, else a new one is added. Returns
+    True when an existing layer was refreshed."""
     from napari.layers import Layer
 
     levels = result.open()
+    path = str(result.path)
+    for other in unwrap(viewer).layers:
+        if (getattr(other, "multiscale", False) and
+                other.metadata.get(META_KEY, {}).get("path") == path):
+            other.data = levels
+            other.metadata = {**other.metadata, **{META_KEY: state["metadata"][META_KEY]}}
+            return True
     state = dict(state)
     if tuple(levels[0].shape) != tuple(level0(unwrap(layer).data).shape):
         state = {k: state[k] for k in ("name", "metadata", "colormap", "blending")
                  if k in state}  # axes were reordered for OME-Zarr: the placement does not fit
+        state["axis_labels"] = tuple(a.lower() for a in result.axes)
     state["multiscale"] = True
     viewer.add_layer(Layer.create(levels, state, "image"))
+    return False
