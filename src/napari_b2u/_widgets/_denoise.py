@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..denoise.predict import TTA_CHOICES
-from ..errors import InputError
+from ..errors import InputError, RangeMismatch
 from ._denoise_job import DenoiseMessage, denoise_job
 from ._forms import AxesRow, button, form_section, hbox
 from ._layers import (
@@ -40,6 +40,7 @@ from ._layers import (
 from ._model_bar import ModelBar
 from ._panel import Panel, start_worker
 from ._pickers import DeviceCombo, LayerChecklist
+from ._scaling import LABEL, ScalingCombo, own_button, range_message
 from ._session import in_viewer, same_layer, session_for, unwrap
 from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error
 from ._zarr_out import ZarrTarget, is_big, open_result, output_path, zarr_job
@@ -124,6 +125,8 @@ class DenoiseWidget(Panel):
                                   "flips and rotations of the input — a little cleaner, a "
                                   "multiple of the time")
         form.addRow("Ensembling", self.tta_combo)
+        self.scaling_combo = ScalingCombo()
+        form.addRow(LABEL, self.scaling_combo)
         self.in_place = QRadioButton("in place")
         self.in_place.setToolTip("Replace the layer's data; 'Restore original' brings the raw "
                                  "data back bit-exact at any time")
@@ -175,6 +178,8 @@ class DenoiseWidget(Panel):
         lay.addWidget(self.restore_button)
         self.status = StatusLabel("")
         lay.addWidget(self.status)
+        self.own_button = own_button(self.denoise_on_own_scale)  # offered after a refusal
+        lay.addWidget(self.own_button)
         lay.addStretch(1)
 
     def _decorate(self, layer) -> str:
@@ -182,6 +187,7 @@ class DenoiseWidget(Panel):
 
     def _on_model_changed(self, tick: bool = True) -> None:
         model = self.session.model
+        self.own_button.hide()  # an offer made for the model before
         current = self.output_combo.currentData()
         self.output_combo.clear()
         if model is None:
@@ -280,7 +286,8 @@ class DenoiseWidget(Panel):
         return {"output": self.output_combo.currentData(), "device": self.device_combo.device(),
                 "tile_size": self.tile_spin.value() or None,
                 "batch_size": self.batch_spin.value() or None,
-                "tta": self.tta_combo.currentData()}
+                "tta": self.tta_combo.currentData(),
+                "normalize": self.scaling_combo.currentData()}
 
     def denoise(self) -> bool:
         """Denoise the ticked layers in a worker; False (with a message) if something is wrong.
@@ -319,7 +326,13 @@ class DenoiseWidget(Panel):
                 (str(output_path(folder, layer)),) if zarr else ()))
         return self._launch(model, layers, items)
 
+    def denoise_on_own_scale(self) -> bool:
+        """The offer after a refusal: Scaling 'each layer on its own', then Denoise."""
+        self.scaling_combo.set_own()
+        return self.denoise()
+
     def _launch(self, model, layers, items) -> bool:
+        self.own_button.hide()
         cancel = threading.Event()
         options = self.options()
         zarr = self.to_zarr.isChecked()
@@ -391,7 +404,10 @@ class DenoiseWidget(Panel):
             job.done += 1
         elif msg.kind == "error":
             text = plain_error(msg.error, f"Denoising '{layer.name}'")
-            if isinstance(msg.error, InputError):  # the core's words do not name the layer
+            if isinstance(msg.error, RangeMismatch):  # in the panel's words, with the offer
+                text = range_message(layer.name, msg.error)
+                self.own_button.show()
+            elif isinstance(msg.error, InputError):  # the core's words do not name the layer
                 text = f"'{layer.name}': {text}"
             if job.done:
                 text += f" ({job.done} layer(s) before it were denoised.)"
