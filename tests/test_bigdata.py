@@ -142,7 +142,7 @@ class Counting:
         return out
 
 
-def test_lazy_inputs_are_read_a_batch_at_a_time(tiny_model, tmp_path):
+def test_lazy_inputs_are_read_a_batch_at_a_time(tiny_model, tmp_path, monkeypatch):
     import tifffile
 
     from napari_b2u import api
@@ -170,10 +170,23 @@ def test_lazy_inputs_are_read_a_batch_at_a_time(tiny_model, tmp_path):
                                   ref)
     assert max(spy.reads) == 2 * 64 * 80  # one batch of frames, never the stack
     big = Counting(_stack((4, 192, 192)))
+    from napari_b2u.denoise import domain, to_zarr
+
+    checked, sample_reads = to_zarr.normalization_for, []
+
+    def set_aside(model, raw, normalize):  # the range check's sample, read before the blocks
+        norm = checked(model, raw, normalize)
+        sample_reads.extend(big.reads)
+        big.reads.clear()
+        return norm
+
+    monkeypatch.setattr(to_zarr, "normalization_for", set_aside)
     res = tiny_model.denoise_to_zarr(ArraySource(big), tmp_path / "o.ome.zarr", batch_size=2,
                                      chunk=32, block_pixels=2 * 32 * 32, **OPTS)
     # a block: 2 frames of 32 x 32 output and the tiles that meet it (≤ 3 x 3 tile steps)
     assert max(big.reads) <= 2 * 112 * 112 < 2 * 192 * 192
+    # the sample: the central crop of one frame per read (at most SAMPLE_SIDE² pixels)
+    assert len(sample_reads) == 4 and max(sample_reads) <= domain.SAMPLE_SIDE ** 2
     np.testing.assert_array_equal(res.open()[0].compute(),
                                   tiny_model.denoise(big.a, batch_size=2, **OPTS))
 

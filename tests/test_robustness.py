@@ -469,13 +469,21 @@ def test_bioio_reader_keeps_axes_and_pixel_size(tmp_path):
     """The optional reader for proprietary formats (bioio, the successor of aicsimageio),
     exercised on an OME-TIFF so that no proprietary sample file is needed."""
     pytest.importorskip("bioio_ome_tiff")
-    from napari_b2u.io.readers import _read_bioio
+    from bioio import BioImage
+
+    from napari_b2u.io.readers import _read_with
 
     data = np.random.default_rng(0).integers(0, 255, (3, 2, 16, 16)).astype(np.uint8)
     p = write_tiff(tmp_path / "b.ome.tif", data, "TCYX", {"X": 0.3, "Y": 0.3})
-    img = _read_bioio(p)
+    img = _read_with(BioImage, p)
     assert img.axes == "TCYX" and img.pixel_size == {"Y": 0.3, "X": 0.3}
     np.testing.assert_array_equal(img.data, data)
+    # an RGB file: bioio's order is TCZYXS (it was read as TCZYX: a ValueError on reshape)
+    rgb = np.random.default_rng(1).integers(0, 255, (16, 20, 3)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.ome.tif", rgb, photometric="rgb", ome=True)
+    img = _read_with(BioImage, tmp_path / "rgb.ome.tif")
+    assert img.axes == "YXC"
+    np.testing.assert_array_equal(img.data, rgb)
 
 
 def test_compile_failure_falls_back_to_eager(small_stack, monkeypatch):

@@ -359,3 +359,32 @@ def test_a_successful_save_and_load_replace_the_red_no_model_line(viewer, tiny_m
     assert not d.denoise() and "No model yet" in d.status.text()
     session_for(viewer).set_model(tiny_model, "trained on 'cells'")
     assert d.status.kind == "ok" and "Model ready (trained on 'cells')" in d.status.text()
+
+
+def test_an_image_far_outside_the_training_range_is_refused_with_an_offer(viewer, qtbot, noisy):
+    """Issue 30 item 3: a model trained on float data near 1e12 gave an 8-bit layer one constant
+    value. The panel says why in its own words and offers the image's own scaling."""
+    from napari_b2u import api
+
+    from .conftest import TINY
+
+    far = api.train_stack(noisy.astype(np.float64) * 1e9 + 1e12, steps=2, seed=0, context=0,
+                          **TINY)
+    layer = viewer.add_image(noisy, name="cells")
+    d = denoise(qtbot, viewer, far, [layer])
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    text = d.status.text()
+    assert d.status.kind == "error" and layer.data is noisy  # nothing changed, no constant
+    assert text.startswith("'cells': its values (0 to ") and "near-constant" in text, text
+    assert "Scale on its own and denoise" in text and "Scaling: each layer on its own" in text
+    assert "normalize" not in text and "=" not in text and "--" not in text
+    assert d.own_button.isVisibleTo(d) and d.own_button.text() == "Scale on its own and denoise"
+    # the offer: the choice is set in the form and the layer denoised on its own scale
+    assert d.own_button.isEnabled()
+    d.own_button.click()
+    assert d.scaling_combo.currentData() == "image" and d.options()["normalize"] == "image"
+    assert not d.own_button.isVisibleTo(d)
+    qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
+    assert d.status.kind == "ok", d.status.text()
+    assert layer.data.dtype == np.uint8 and len(np.unique(layer.data)) > 20
+    np.testing.assert_array_equal(layer.data, far.denoise(noisy, axes="TYX", normalize="image"))

@@ -4,6 +4,7 @@ stopping, removed layers, closing the viewer. Helpers and fixtures in test_widge
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 from napari_b2u._widgets._session import META_KEY, session_for  # noqa: E402
+from napari_b2u._widgets._words import kept_words  # noqa: E402
 
 from .test_widget_common import (  # noqa: E402, F401 - fixtures are used by name
     DENOISE,
@@ -103,7 +105,7 @@ def test_training_reports_progress_previews_plot_and_model(viewer, qtbot, noisy,
     model = session_for(viewer).model
     assert model is not None and model.info["steps"] == 9
     assert w.start_button.isEnabled() and not w.stop_button.isEnabled()
-    assert "Done" in w.status.text() and model.info["chosen"] in w.status.text()
+    assert "Done" in w.status.text() and kept_words(model)[0] in w.status.text()
     path = w.model_bar.save_model(str(tmp_path / "noisy.b2u"))
     assert Path(path).is_file()
     d = dock(viewer, DENOISE)
@@ -172,7 +174,7 @@ def test_a_patch_larger_than_the_frames_is_shrunk_as_the_plan_says(viewer, qtbot
                              name="small")
     w = train_widget(viewer, small, patch_size=32, steps=2)
     plan = w.form.plan_label.text()
-    assert "patch_size 32 does not fit" in plan and "using 8" in plan
+    assert "Patch 32 does not fit" in plan and "using 8" in plan  # the form's label
     packets = spy_packets(w)
     assert w.start()
     qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
@@ -224,7 +226,7 @@ def test_stop_ends_training_and_keeps_the_model(viewer, qtbot, noisy):
     qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
     model = session_for(viewer).model
     assert model is not None and 2 <= model.info["steps"] < 100_000
-    assert "Stopped" in w.status.text() and model.info["chosen"] in w.status.text()
+    assert "Stopped" in w.status.text() and kept_words(model)[0] in w.status.text()
     assert w.start_button.isEnabled()
 
 
@@ -421,3 +423,57 @@ def test_stack_context_from_both_panels(viewer, qtbot, noisy):
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     assert layer.data.shape == raw.shape and not np.array_equal(layer.data, raw)
     np.testing.assert_array_equal(layer.data, model.denoise(raw, axes="TYX"))
+
+
+#: what the panels must not show: a setting's code name or assignment, a raw array
+CODE = (re.compile(r"="), re.compile(r"\b[a-z]+_[a-z_]+\b"), re.compile(r"\[[\d.,\s-]*\]"))
+
+
+def _said(w, viewer) -> list:
+    """Everything the Train panel says while it trains: status lines, the Plan line, the model's
+    name in the model bar (wrapped around show_message before the start)."""
+    said = [w.form.plan_label.text()]
+    real = w.status.show_message
+
+    def spy(text, kind="info"):
+        said.append(text)
+        real(text, kind)
+
+    w.status.show_message = spy
+    return said
+
+
+def test_the_train_panel_speaks_in_its_own_words(viewer, qtbot, noisy):
+    """Issue 30 item 8: no code names (floor='none', val_fraction=0, k=1, gauss_sigma [0.411],
+    the core's 'kept the last, also best by validation (step 27), blended … (weight 0.97)')
+    in the panel; the kept weights said in a sentence, the clipping note with what to do."""
+    layer = viewer.add_image(noisy, name="noisy")  # 15 % of its pixels are clipped at 0
+    w = train_widget(viewer, layer, steps=6, floor="gauss")
+    said = _said(w, viewer)
+    assert w.start()
+    qtbot.waitUntil(lambda: not w.is_training, timeout=WAIT)
+    model = session_for(viewer).model
+    assert model.blend is not None  # the Gaussian floor was blended in: its words are tested
+    final = w.status.text()
+    assert final.startswith("Done: kept the network's"), final
+    assert "blended with a Gaussian filter (σ" in final and "% network" in final
+    assert "(weight" not in final and "also best by validation (step" not in final
+    clipping = next(t for t in said if "clipped at the lower bound" in t)
+    assert "acquire without clipping: a camera offset above 0" in clipping
+    assert "Stack context along T" in " ".join(said)  # the context gains, without k=1
+    # a calibrated filter: its σ in words, not gauss_sigma [0.564]
+    w2 = train_widget(viewer, layer, method="gauss")
+    said += _said(w2, viewer)
+    assert w2.start()
+    qtbot.waitUntil(lambda: not w2.is_training, timeout=WAIT)
+    assert "Gaussian filter σ" in w2.status.text() and " px." in w2.status.text()
+    said.append(session_for(viewer).model_source)
+    # frames too small: the plan's refusal names the setting by its label
+    tiny = viewer.add_image(np.random.default_rng(0).random((3, 12, 12), np.float32),
+                            name="tiny")
+    w.configure(layer=tiny, axes="TYX", method="b2u", depth=4, steps=3)
+    assert not w.start() and "Validation fraction: 0" in w.status.text(), w.status.text()
+    said += [w.form.plan_label.text(), w.status.text()]
+    for text in said:
+        for code in CODE:
+            assert not code.search(text), (code.pattern, text)

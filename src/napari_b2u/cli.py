@@ -175,7 +175,7 @@ def cmd_denoise(a) -> int:
     t = time.perf_counter()
     res = model.denoise(img.data, axes=img.axes, output=a.output, dtype=dtype,
                         device=a.device, tile_size=a.tile_size, progress=not a.quiet,
-                        tta=a.tta)
+                        tta=a.tta, normalize=a.normalize)
     note = {"denoised_by": "napari-b2u", "model": str(a.model), "method": model.method_name,
             "output": a.output or model.outputs[0], "source": str(a.input)}
     write_tiff(out, res, img.axes, img.pixel_size, note, overwrite=a.overwrite)
@@ -415,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time ensembling: the mean over the flips/rotations of the input "
                         "(on: all 8, or a number of views; auto, the default: as many as "
                         "stay cheap on the device)")
+    d.add_argument("--normalize", choices=("model", "image"), default="model",
+                   help="scale the input as the model's training data was (model, the "
+                        "default; an input far outside that range is refused) or on its own "
+                        "values (image)")
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_denoise)

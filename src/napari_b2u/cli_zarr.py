@@ -37,7 +37,8 @@ def _run(a, model, outs, client) -> int:
 
     run = ZarrRun(model, [(p, out, a.axes) for p, out in zip(a.input, outs)],
                   output=a.output, dtype=a.dtype, device=a.device, tile_size=a.tile_size,
-                  tta=a.tta, overwrite=a.overwrite, name_model=a.model)
+                  tta=a.tta, overwrite=a.overwrite, name_model=a.model,
+                  normalize=a.normalize)
     for job in run.jobs:
         note = f" (axes reordered to {job.out_axes} for OME-Zarr)" if (
             job.out_axes != job.layout.axes) else ""

@@ -14,6 +14,21 @@ class InputError(B2UError, ValueError):
     """Input the library cannot use; the message names the problem and what to do."""
 
 
+class RangeMismatch(InputError):
+    """The image's values lie far outside the range the model was trained on: with the model's
+    stored normalization the network would return a near-constant image. ``normalize="image"``
+    (CLI ``--normalize image``) scales the image on its own statistics instead. ``channel``:
+    the first channel found out of range; ``outside``: the share of its pixels more than one
+    training range away from it; ``spread``: its 0.1–99.9 percentile span in training ranges;
+    ``image`` and ``training``: (low, high) of the image and of the training range, raw units."""
+
+    def __init__(self, message: str, channel: int = 0, outside: float = 0.0,
+                 spread: float = 1.0, image=(0.0, 0.0), training=(0.0, 1.0)):
+        super().__init__(message)
+        self.channel, self.outside, self.spread = channel, outside, spread
+        self.image, self.training = tuple(image), tuple(training)
+
+
 class OutputError(B2UError, OSError):
     """A file could not be written (disk full, no permission, ...). Nothing partial is left
     behind; the message says what failed and, where something was saved elsewhere, where."""

@@ -21,24 +21,22 @@ from qtpy.QtWidgets import (
 )
 
 from ..denoise.predict import TTA_CHOICES
-from ..errors import InputError
+from ..errors import InputError, RangeMismatch
+from ._denoise_axes import DenoiseAxes
 from ._denoise_job import DenoiseJob, DenoiseMessage, denoise_job
 from ._forms import AxesRow, button, form_section, hbox
 from ._layers import (
     META_KEY,
-    axes_warnings,
-    describe_layout,
     layer_array,
-    layer_note,
     layer_problem,
     layout_of,
     output_kwargs,
-    propose_axes,
     rgb_channel,
 )
 from ._model_bar import ModelBar
 from ._panel import Panel, start_worker
 from ._pickers import DeviceCombo, LayerChecklist
+from ._scaling import LABEL, ScalingCombo, own_button, range_message
 from ._session import in_viewer, same_layer, session_for, unwrap
 from ._text import MODEL_SUFFIX, StatusLabel, notify, plain_error
 from ._zarr_out import (
@@ -52,7 +50,7 @@ from ._zarr_out import (
 )
 
 
-class DenoiseWidget(Panel):
+class DenoiseWidget(DenoiseAxes, Panel):
     """Denoise image layers with the trained or loaded model."""
 
     def __init__(self, napari_viewer, parent=None):
@@ -125,6 +123,8 @@ class DenoiseWidget(Panel):
                                   "flips and rotations of the input — a little cleaner, a "
                                   "multiple of the time")
         form.addRow("Ensembling", self.tta_combo)
+        self.scaling_combo = ScalingCombo()
+        form.addRow(LABEL, self.scaling_combo)
         self.in_place = QRadioButton("in place")
         self.in_place.setToolTip("Replace the layer's data; 'Restore original' brings the raw "
                                  "data back bit-exact at any time")
@@ -176,6 +176,8 @@ class DenoiseWidget(Panel):
         lay.addWidget(self.restore_button)
         self.status = StatusLabel("")
         lay.addWidget(self.status)
+        self.own_button = own_button(self.denoise_on_own_scale)  # offered after a refusal
+        lay.addWidget(self.own_button)
         lay.addStretch(1)
 
     def _decorate(self, layer) -> str:
@@ -186,6 +188,7 @@ class DenoiseWidget(Panel):
 
     def _on_model_changed(self, tick: bool = True) -> None:
         model = self.session.model
+        self.own_button.hide()  # an offer made for the model before
         current = self.output_combo.currentData()
         self.output_combo.clear()
         if model is None:
@@ -223,54 +226,6 @@ class DenoiseWidget(Panel):
         ok = any(self.session.has_original(ly) for ly in self.layer_list.checked_layers())
         self.restore_button.setEnabled(ok)
 
-    def _highlighted(self):
-        layer = self.layer_list.layer_at(self.layer_list.currentRow())
-        if layer is None or layer_problem(layer, True) is not None:
-            checked = self.layer_list.checked_layers()
-            layer = checked[0] if checked else None
-        return layer
-
-    def _model_axes(self) -> str | None:
-        model = self.session.model
-        return model.info.get("axes") if model is not None else None
-
-    def axes_for(self, layer) -> str:
-        """The axes used for ``layer``: the user's choice (here or in the Train panel), else
-        what the layer declares, else the model's axes when they fit, else a guess."""
-        return self.session.chosen_axes(layer) or propose_axes(layer, self._model_axes())[0]
-
-    def _show_axes(self, *_) -> None:
-        layer = self._highlighted()
-        self.axes_edit.setEnabled(layer is not None)
-        if layer is None:
-            self.axes_edit.setText("")
-            self.axes_hint.setText("")
-            self._set_notes([])
-            return
-        self.axes_edit.setText(self.axes_for(layer))
-        self._update_axes_hint(layer)
-
-    def _on_axes_edited(self, text: str) -> None:
-        layer = self._highlighted()
-        if layer is not None:
-            self.session.choose_axes(layer, text.strip().upper())
-            self._update_axes_hint(layer)
-
-    def _update_axes_hint(self, layer) -> None:
-        axes = self.axes_for(layer)
-        guessed = not self.session.chosen_axes(layer) and propose_axes(
-            layer, self._model_axes())[1]
-        try:
-            desc = describe_layout(layout_of(layer, axes))
-            self.axes_hint.setText(f"'{layer.name}': {desc}")
-        except InputError:
-            self.axes_hint.setText(f"'{layer.name}': shape {tuple(layer.data.shape)}")
-        note = layer_note(layer)
-        self._set_notes(([note] if note else []) + axes_warnings(layer, axes, guessed))
-
-    def _set_notes(self, notes) -> None:
-        self.axes_row.show_notes(notes)
-
     # ---- public API ----------------------------------------------------------------------------
     @property
     def is_busy(self) -> bool:
@@ -289,7 +244,8 @@ class DenoiseWidget(Panel):
         return {"output": self.output_combo.currentData(), "device": self.device_combo.device(),
                 "tile_size": self.tile_spin.value() or None,
                 "batch_size": self.batch_spin.value() or None,
-                "tta": self.tta_combo.currentData()}
+                "tta": self.tta_combo.currentData(),
+                "normalize": self.scaling_combo.currentData()}
 
     def denoise(self) -> bool:
         """Denoise the ticked layers in a worker; False (with a message) if something is wrong.
@@ -334,7 +290,13 @@ class DenoiseWidget(Panel):
                 (str(out),) if zarr else ()))
         return self._launch(model, layers, items)
 
+    def denoise_on_own_scale(self) -> bool:
+        """The offer after a refusal: Scaling 'each layer on its own', then Denoise."""
+        self.scaling_combo.set_own()
+        return self.denoise()
+
     def _launch(self, model, layers, items) -> bool:
+        self.own_button.hide()
         cancel = threading.Event()
         options = self.options()
         zarr = self.to_zarr.isChecked()
@@ -406,7 +368,10 @@ class DenoiseWidget(Panel):
             job.done += 1
         elif msg.kind == "error":
             text = plain_error(msg.error, f"Denoising '{layer.name}'")
-            if isinstance(msg.error, InputError):  # the core's words do not name the layer
+            if isinstance(msg.error, RangeMismatch):  # in the panel's words, with the offer
+                text = range_message(layer.name, msg.error)
+                self.own_button.show()
+            elif isinstance(msg.error, InputError):  # the core's words do not name the layer
                 text = f"'{layer.name}': {text}"
             if job.done:
                 text += f" ({job.done} layer(s) before it were denoised.)"

@@ -8,6 +8,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel
 
 from ._names import MODEL_SUFFIX
+from ._words import panel_words
 
 log = logging.getLogger(__name__.split(".")[0])  # the package's logger
 
@@ -17,12 +18,13 @@ MODEL_FILTER = f"model file (*{MODEL_SUFFIX});;All files (*)"
 def plain_error(exc: BaseException, doing: str) -> str:
     """A message a biologist can act on, for an exception raised while ``doing`` something.
     The library's own errors (bad input, a file not written, no model) are already worded for
-    people and are shown as they are."""
+    people and are shown as they are, in the panels' words (:func:`~._words.panel_words`)."""
     from ..errors import B2UError
 
     if isinstance(exc, B2UError):
-        return str(exc)
+        return panel_words(str(exc))
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = panel_words(text)
     low = text.lower()
     if isinstance(exc, MemoryError) or "out of memory" in low:
         return (f"{doing} ran out of memory ({text}). Lower the batch or patch size, use a "
@@ -34,9 +36,10 @@ def plain_error(exc: BaseException, doing: str) -> str:
 
 
 def sentence(text: str) -> str:
-    """``text`` with a capital first letter and a full stop (core messages are lower-case
-    clauses); a first word that names a setting (``patch_size``) keeps its spelling."""
-    text = text.strip()
+    """A core message in the panels' words (:func:`~._words.panel_words`: labels, not code
+    names), with a capital first letter and a full stop (core messages are lower-case
+    clauses); a first word that still names something in code keeps its spelling."""
+    text = panel_words(text).strip()
     if not text:
         return text
     if "_" not in text.split(" ", 1)[0]:

@@ -35,6 +35,7 @@ from ._session import in_viewer, same_layer, unwrap
 from ._text import MODEL_FILTER, StatusLabel, fmt_time, notify, plain_error, sentence
 from ._train_form import TrainForm, method_class
 from ._train_job import Control, Packet, train_job
+from ._words import kept_words, panel_words, readout_words
 
 #: the shortest time between two preview requests that follow the viewer's slider/camera
 _VIEW_DEBOUNCE_MS = 300
@@ -434,20 +435,25 @@ class TrainWidget(Panel):
             return
         run.model = model
         info = model.info
+        words = kept_words(model)  # the panels' words for what the core kept (None: unknown)
+        short = words[1] if words else info['chosen']
         self.session.set_model(
             model, f"trained on '{self.session.plain_name(run.layer)}' ({info['steps']} steps, "
-                   f"{info['chosen']})",
+                   f"{short})",
             layer=run.layer)
         how = "Stopped" if (ev is not None and ev.stopped) else "Done"
         if run.layer_gone:
             gone = run.val_layer if in_viewer(self.viewer, run.layer) else run.layer
             how = f"'{gone.name}' was removed, training stopped"
-        kept = (ev.message if ev is not None and ev.done and ev.message else
-                f"kept the {info['chosen']} model after {info['steps']} steps")
-        msg = (f"{how}: {kept} in {fmt_time(info.get('seconds'))}. Denoise with the Denoise "
-               "panel (Denoise ▸), or save the model.")
+        if words:
+            kept = f"{words[0]}; {info['steps']} steps"
+        else:
+            kept = panel_words(ev.message if ev is not None and ev.done and ev.message else
+                               f"kept the {info['chosen']} model after {info['steps']} steps")
+        msg = f"{how}: {kept} in {fmt_time(info.get('seconds'))}."
         if model.readout():  # e.g. a fitted noise model
-            msg += f" {sentence(model.describe_readout())}"
+            msg += f" {readout_words(model)}"
+        msg += " Denoise with the Denoise panel (Denoise ▸), or save the model."
         self.status.show_message(msg, "ok")
         notify(msg)
 

@@ -381,7 +381,7 @@ class TrainForm(QWidget):
         try:
             text, ok = self.describe_plan(), True
         except (InputError, ValueError) as exc:
-            text, ok = str(exc), False
+            text, ok = sentence(str(exc)), False
         except RuntimeError:  # the Qt side was deleted (viewer closing)
             return
         self.plan_label.setText(text)

@@ -16,6 +16,7 @@ from ..device import release_memory, resolve_device
 from ..io.files import atomic_write
 from ..io.frames import open_frames
 from ..modelfile import read_checkpoint
+from .domain import normalization_for
 from .memplan import pass_plan
 from .model import TrainedModel
 from .predict import TILE_OVERLAP, denoise_frames
@@ -27,7 +28,7 @@ class Denoiser(TrainedModel):
     def denoise(self, stack, axes: str | None = None, output: str | None = None, dtype=None,
                 device="auto", batch_size: int | None = None, tile_size: int | None = None,
                 tile_overlap: int = TILE_OVERLAP, progress: bool = False,
-                tta: bool | str = "auto") -> np.ndarray:
+                tta: bool | str = "auto", normalize: str = "model") -> np.ndarray:
         """Denoise a stack laid out as ``axes`` (default: the file's, else 'YX'/'TYX' by ndim).
         ``stack``: an array, or a lazy input read a batch at a time — a zarr / OME-Zarr or TIFF
         path, a zarr array, group or store, a dask array (for results larger than memory:
@@ -38,10 +39,14 @@ class Denoiser(TrainedModel):
         'float32'. tta: test-time ensembling — the mean over the 8 flips/rotations of the
         input, each denoised and mapped back (8× the time, measured +0.05 … +0.3 dB on real
         data); a number (1, 2, 4, 8) of views; 'auto' takes as many as stay cheap
-        (:func:`~.predict.ensemble_views`). The input is never modified.
+        (:func:`~.predict.ensemble_views`). normalize: 'model' (default) scales the stack
+        as the training data was, and refuses a stack far outside that range
+        (:class:`~napari_b2u.errors.RangeMismatch`: the network would return a near-constant
+        image); 'image' scales it on its own values (:mod:`.domain`). The input is never
+        modified.
         """
         it = self.denoise_iter(stack, axes, output, dtype, device, batch_size, tile_size,
-                               tile_overlap, tta)
+                               tile_overlap, tta, normalize)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -66,13 +71,15 @@ class Denoiser(TrainedModel):
         return pass_plan(self, shape, output, dev, batch_size, tile_size, tta)
 
     def denoise_iter(self, stack, axes=None, output=None, dtype=None, device="auto",
-                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto"):
+                     batch_size=None, tile_size=None, tile_overlap=TILE_OVERLAP, tta="auto",
+                     normalize="model"):
         """Generator form of :meth:`denoise`: yields ``(frames_done, n_frames)`` after each batch
         and between the tiles (and ensemble passes) of a batch (``frames_done`` unchanged), and
         returns the result (``StopIteration.value``). Closing it early cancels cleanly, within
         one tile pass."""
         layout, in_dtype, raw = open_frames(stack, axes)  # a lazy input is read batch by batch
         self.check_stack(layout.shape, layout.axes)
+        model = self.with_normalization(normalization_for(self, raw, normalize))
         output = self.method.check_output(output)
         out_dtype = check_output_dtype(dtype) if dtype is not None else in_dtype
         dev = resolve_device(device)
@@ -82,7 +89,7 @@ class Denoiser(TrainedModel):
         rows = self.context_rows(layout)  # stack context: each frame and its neighbours
         yield 0, n
         try:
-            for done in denoise_frames(self, raw, result, output, dev, tile, tile_overlap,
+            for done in denoise_frames(model, raw, result, output, dev, tile, tile_overlap,
                                        batch_size, views, (h, w), rows=rows):
                 yield done, n
         finally:
@@ -100,7 +107,8 @@ class Denoiser(TrainedModel):
         axes, dtype and pixel sizes of the input; a pyramid for viewers. A rerun resumes:
         finished chunks are skipped. ``scheduler``: a dask.distributed address or Client;
         ``workers``: start a local cluster (one worker per GPU). ``options``: as
-        :meth:`denoise` (output, dtype, device, batch_size, tile_size, tile_overlap, tta).
+        :meth:`denoise` (output, dtype, device, batch_size, tile_size, tile_overlap, tta,
+        normalize).
         Returns a :class:`~.to_zarr.ZarrResult` (``.open()``: the lazy pyramid)."""
         from .to_zarr import denoise_to_zarr
 

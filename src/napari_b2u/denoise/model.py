@@ -6,6 +6,8 @@ and what an out-of-core worker rebuilds. Denoising and writing outputs are the
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..config import PRESETS
@@ -71,6 +73,15 @@ class TrainedModel:
         steps = self.info.get("steps")
         return (f"{type(self).__name__}(method={self.method_name!r}, channels={self.n_channels}, "
                 f"steps={steps}, chosen={self.info.get('chosen')!r})")
+
+    def with_normalization(self, normalization: Normalization) -> TrainedModel:
+        """This model scaling its inputs by ``normalization`` instead of its own (same network
+        and weights: ``normalize="image"``)."""
+        if normalization is self.normalization:
+            return self
+        other = copy.copy(self)
+        other.normalization = normalization
+        return other
 
     def model(self, device="auto") -> torch.nn.Module:
         dev = resolve_device(device)

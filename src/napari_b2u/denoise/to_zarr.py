@@ -32,6 +32,7 @@ from ..io.files import check_distinct, reason
 from ..io.frames import FrameReader, source_layout
 from ..io.sources import ArraySource, Source, open_source, require, source_fingerprint
 from . import omezarr
+from .domain import normalization_for
 from .memplan import pass_bytes, plan_blocks_budget
 from .predict import TILE_OVERLAP
 from .tiling import plan_blocks
@@ -117,7 +118,8 @@ class ZarrRun:
 
     def __init__(self, model, items, output=None, dtype=None, device="auto", batch_size=None,
                  tile_size=None, tile_overlap=None, tta="auto", overwrite=False,
-                 chunk=omezarr.CHUNK, block_pixels=BLOCK_PIXELS, name_model=None):
+                 chunk=omezarr.CHUNK, block_pixels=BLOCK_PIXELS, name_model=None,
+                 normalize="model"):
         require("zarr")
         require("dask")
         self.model, self.run_id = model, uuid.uuid4().hex
@@ -136,6 +138,7 @@ class ZarrRun:
         for k, (src, (_, out, axes)) in enumerate(zip(sources, items)):
             layout = source_layout(src, axes)
             model.check_stack(layout.shape, layout.axes)
+            norm = normalization_for(model, FrameReader(src, layout), normalize)
             out_dtype = check_output_dtype(dtype) if dtype is not None else src.dtype
             n, c, h, w = shape = (layout.n_frames, layout.n_channels) + layout.frame_shape
             tile, batch, views = model.plan(shape, output, dev, batch_size, tile_size, tta)
@@ -158,11 +161,13 @@ class ZarrRun:
                 "source_fingerprint": source_fingerprint(src, layout.axes)}
             if name_model:
                 identity["model"] = str(name_model)
+            if norm is not model.normalization:  # scaled on its own: part of what was written
+                identity["normalize"] = norm.to_dict()
             action = omezarr.check_output_folder(out, inputs, overwrite, identity)
             prepared.append((k, src, layout, str(out), out_axes, plan, out_dtype, identity,
-                             action))
+                             action, None if norm is model.normalization else norm))
         self.jobs: list[Job] = []
-        for k, src, layout, out, out_axes, plan, out_dtype, identity, action in prepared:
+        for k, src, layout, out, out_axes, plan, out_dtype, identity, action, norm in prepared:
             shape_out = tuple(layout.shape[layout.axes.index(a)] for a in out_axes)
             with _writing([out]):
                 group = omezarr.create_output(out, action, identity, shape_out, out_dtype,
@@ -175,7 +180,7 @@ class ZarrRun:
             self.jobs.append(Job(f"{k}-{self.run_id[:8]}", self.run_id, src, layout, out,
                                  out_axes, plan, output, identity["views"], out_dtype.name,
                                  str(device), todo, plan.n_blocks - len(todo),
-                                 client_pid=os.getpid()))
+                                 client_pid=os.getpid(), norm=norm))
         self.total = sum(len(j.todo) for j in self.jobs)
         self._futures = None
 

@@ -72,6 +72,7 @@ class Job:
     skipped: int = 0
     threads: object = None
     client_pid: int = 0
+    norm: object = None  # a Normalization fitted on this input (normalize="image"), else None
 
 
 def _set_threads(job: Job) -> None:
@@ -105,6 +106,8 @@ def denoise_block(model, job: Job, block) -> np.ndarray:
     from ..device import resolve_device
 
     plan = job.plan
+    if job.norm is not None:
+        model = model.with_normalization(job.norm)
     ry0, ry1, rx0, rx1 = read = plan.read_region(block)
     reader = FrameReader(job.source, job.layout)
     rows = model.context_rows(job.layout)

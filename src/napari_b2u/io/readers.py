@@ -1,11 +1,12 @@
 """Reading an image file, whatever it is: TIFF/OME-TIFF (tifffile), PNG, .npy, FMDD folders,
-and — when the optional ``bioio`` extra is installed — proprietary microscope formats. A file is
-recognized by its content, not its name. Readers return an :class:`~.image.Image` with the
-array, its axes string and the physical pixel sizes.
+and — when the optional ``bioio`` extra, or aicsimageio, is installed — proprietary microscope
+formats. A file is recognized by its content, not its name. Readers return an
+:class:`~.image.Image` with the array, its axes string and the physical pixel sizes.
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from ..data import default_axes, single_channel_of_rgb
 from ..errors import InputError
 from .fmdd import is_fmdd_folder, read_fmdd_folder
 from .image import Image, check_regular, read_png
-from .tiff import read_tiff
+from .tiff import normalize_axes, read_tiff
 
 
 def read_image(path, axes: str | None = None) -> Image:
@@ -70,7 +71,7 @@ def _read_file(path: Path) -> Image:
             raise InputError(
                 f"{path} is named like a {claimed.upper()} file but its content is not one "
                 "(corrupt, or another format renamed); check the file")
-        return _read_bioio(path)
+        return _read_other(path)
     if claimed is not None and claimed != kind:
         warnings.warn(f"{path.name} is a {kind.upper()} file despite its extension; reading it "
                       f"as {kind.upper()}", stacklevel=3)
@@ -102,25 +103,54 @@ def _colour_mapped(img: Image) -> Image:
     return img
 
 
-def _read_bioio(path: Path) -> Image:
-    try:
-        from bioio import BioImage
-    except ImportError:
+#: the optional readers of other formats, tried in this order: (module, class, how to get it).
+#: bioio is aicsimageio's successor (same team, same API) and installs beside napari without
+#: downgrades; aicsimageio, which many users already have, pins old tifffile/zarr
+#: (docs/robustness.md), so it is used when installed, never required
+OTHER_READERS = (
+    ("bioio", "BioImage", "bioio (`pip install 'napari-b2u[bioio]'` plus the bioio plugin for "
+                          "your format, e.g. bioio-czi, bioio-nd2, bioio-lif)"),
+    ("aicsimageio", "AICSImage", "aicsimageio (`pip install aicsimageio` with the extra of your "
+                                 "format, e.g. aicsimageio[nd2])"),
+)
+
+
+def _read_other(path: Path) -> Image:
+    """A format napari-b2u does not read itself, through bioio, else aicsimageio (whichever is
+    installed and reads it); the InputError names both and what each said."""
+    failed, missing = [], []
+    for module, cls, how in OTHER_READERS:
+        try:
+            reader = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            missing.append(how)
+            continue
+        try:
+            return _read_with(reader, path)
+        except Exception as exc:  # noqa: BLE001 - the readers raise many types for bad files
+            said = " ".join(str(exc).split())  # one line, whatever the reader wrote
+            failed.append(f"{module} could not read it ({type(exc).__name__}: {said})")
+    said = "; ".join(failed)
+    if not failed:
         raise InputError(
-            f"{path.name}: this format needs the optional bioio reader; install it with "
-            "`pip install 'napari-b2u[bioio]'` plus the bioio plugin for your format "
-            "(e.g. bioio-czi, bioio-nd2, bioio-lif), or convert the file to TIFF"
-        ) from None
-    try:
-        im = BioImage(path)
-        data = np.asarray(im.data)  # TCZYX
-        ps = im.physical_pixel_sizes
-    except Exception as exc:  # noqa: BLE001 - bioio raises many types for unreadable files
-        raise InputError(f"{path} could not be read by bioio: {exc}") from exc
-    axes = "TCZYX"
-    # drop singleton T/C/Z for a compact layout
-    keep = [i for i, a in enumerate(axes) if a in "YX" or data.shape[i] > 1]
+            f"{path.name}: napari-b2u reads TIFF/OME-TIFF, PNG and .npy itself; this format "
+            f"needs an optional reader: {' or '.join(missing)} — or convert the file to TIFF")
+    more = f"; {' or '.join(missing)} may read it" if missing else ""
+    raise InputError(f"{path}: {said}{more}; or convert the file to TIFF")
+
+
+def _read_with(reader, path: Path) -> Image:
+    """Read ``path`` with a bioio ``BioImage`` or aicsimageio ``AICSImage`` class: the data in
+    its ``dims.order`` (TCZYX, TCZYXS for RGB), singleton T/C/Z dropped, and the pixel sizes."""
+    im = reader(path)
+    dims = im.dims
+    order = str(getattr(dims, "order", dims)).upper()  # aicsimageio 3 gave the order itself
+    data = np.asarray(im.data)
+    if len(order) != data.ndim:
+        raise ValueError(f"dimensions {order!r} do not match the data's shape {data.shape}")
+    keep = [i for i, a in enumerate(order) if a in "YX" or data.shape[i] > 1]
     data = data.reshape([data.shape[i] for i in keep])
-    axes = "".join(axes[i] for i in keep)
-    pixel_size = {a: float(v) for a, v in zip("ZYX", (ps.Z, ps.Y, ps.X)) if v}
+    axes = normalize_axes("".join(order[i] for i in keep))
+    ps = getattr(im, "physical_pixel_sizes", None)
+    pixel_size = {a: float(v) for a in "ZYX" if (v := getattr(ps, a, None)) and a in axes}
     return Image(data, axes, pixel_size, {}, str(path))
