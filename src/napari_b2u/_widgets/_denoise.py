@@ -82,7 +82,7 @@ class DenoiseWidget(Panel):
         return [unwrap(ly) for ly in self.viewer.layers.selection]
 
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = QVBoxLayout(self.body)
         self._export_worker = None
         self.model_bar = ModelBar(self.viewer, export=self.export_model)
         lay.addWidget(self.model_bar)
