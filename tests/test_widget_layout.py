@@ -131,6 +131,11 @@ def test_both_panels_fit_a_laptop_screen(viewer, qtbot, noisy, advanced):
         forms.append((f, content.findChild(QFormLayout), "Train advanced settings"))
     for root, layout, what in forms:
         _assert_rows_apart(layout, root, what)
+    for form in (f, denoise.settings):  # no empty line takes room in a form
+        from qtpy.QtWidgets import QLabel
+
+        empty = [w for w in form.findChildren(QLabel) if w.isVisible() and not w.text()]
+        assert not empty, [w.objectName() or w.parentWidget() for w in empty]
     plan = f.plan_label
     assert plan.isVisible()
     assert plan.height() >= plan.heightForWidth(plan.width()), "the Plan line is clipped"

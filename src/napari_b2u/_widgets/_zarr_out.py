@@ -63,6 +63,7 @@ class ZarrTarget(QWidget):
         self.browse.clicked.connect(self._choose)
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.note.setVisible(False)  # no empty line under the folder: shown with its text
         lay.addWidget(hbox(self.edit, self.browse))
         lay.addWidget(self.note)
 
@@ -82,6 +83,7 @@ class ZarrTarget(QWidget):
             self.edit.setText(str(source_folder(layers[0]) or Path.home()))
         names = ", ".join(output_path(".", ly).name for ly in layers)
         self.note.setText(f"writes {names}" if names else "")
+        self.note.setVisible(bool(names))
 
 
 def zarr_job(cancel, model, items, options: dict):
