@@ -42,12 +42,11 @@ def _model(net: str):
     from napari_b2u import api
     from napari_b2u.data import Normalization
     from napari_b2u.denoise.denoiser import Denoiser
-    from napari_b2u.sample_data import fmdd_like_stack
 
     if net == "gauss":
         return Denoiser("gauss", {}, {"arch": "gauss", "channels": 1},
                         {"sigma": torch.tensor([1.0])}, Normalization([100.0], [1000.0]))
-    noisy, _ = fmdd_like_stack(4, (64, 64), seed=0)
+    noisy = _frames(4, 64)  # the inputs' kind of data (uint16): the model's range fits them
     kw = dict(steps=1, seed=0, device="cpu", progress=False, compile=False, floor="none",
               warm_start="none", patch_size=32, batch_size=2, context=0)
     if net == "tiny":

@@ -80,7 +80,7 @@ class DenoiseWidget(DenoiseAxes, Panel):
                 return
 
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = QVBoxLayout(self.body)
         self._export_worker = None
         self.model_bar = ModelBar(self.viewer, export=self.export_model)
         lay.addWidget(self.model_bar)

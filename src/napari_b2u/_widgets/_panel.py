@@ -7,17 +7,19 @@ from __future__ import annotations
 from functools import partial
 
 from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QFormLayout, QProgressBar, QPushButton, QWidget
+from qtpy.QtWidgets import QFormLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ._forms import button, hbox
 from ._names import PLUGIN, PLUGIN_TITLE
+from ._scroll import Body, ScrollBody
 from ._session import session_for, unwrap
 from ._text import StatusLabel, notify
 
 
 class Panel(QWidget):
     """Base of the dock widgets. napari gives plugins a proxy of the viewer; the panel keeps the
-    viewer itself (:func:`~._session.unwrap`), so that layers compare by identity."""
+    viewer itself (:func:`~._session.unwrap`), so that layers compare by identity. Subclasses
+    lay their content out in ``self.body``, which scrolls (:class:`ScrollBody`)."""
 
     status: StatusLabel
     settings: QWidget  # the form, disabled while busy
@@ -30,6 +32,11 @@ class Panel(QWidget):
         self.viewer = unwrap(napari_viewer)
         self.session = session_for(self.viewer)
         self._locked: list[QWidget] = []  # disabled while busy
+        self.body = Body()
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        self.scroll = ScrollBody(self.body)
+        outer.addWidget(self.scroll)
 
     def _settings_form(self, layout) -> QFormLayout:
         self.settings = QWidget()

@@ -93,7 +93,7 @@ class TrainWidget(Panel):
 
     # ---- building ------------------------------------------------------------------------------
     def _build(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = QVBoxLayout(self.body)
         self.form = self.settings = TrainForm(self.viewer, self.session,
                                               on_resume=self._choose_resume)
         self.form.layer_changed.connect(self._on_layer_changed)

@@ -108,10 +108,9 @@ class TrainForm(QWidget):
         self.method_combo.setToolTip(FIELDS["method"].help)
         self.method_combo.currentIndexChanged.connect(self._on_method_changed)
         form.addRow("Method", self.method_combo)
-        self.method_box = QWidget()
-        self._method_form = QFormLayout(self.method_box)
-        self._method_form.setContentsMargins(0, 0, 0, 0)
-        form.addRow(self.method_box)
+        # the method's parameters: rows of this form (their labels in line with the others),
+        # from this row on
+        self._form, self._method_row, self._method_rows = form, form.rowCount(), 0
 
     def _build_run(self, form) -> None:
         """How long and how: length, patch and batch, learning rate, device, seed, the plan."""
@@ -185,16 +184,16 @@ class TrainForm(QWidget):
             self._mark_edited("autosave")
 
     def _rebuild_method_fields(self, method) -> None:
-        while self._method_form.rowCount():
-            self._method_form.removeRow(0)
+        for _ in range(self._method_rows):
+            self._form.removeRow(self._method_row)
         self.method_fields = {}
-        for param in method.user_params():
+        for i, param in enumerate(method.user_params()):
             f = ParamField(param, parent=self)
             f.edited.connect(partial(self._mark_edited, param.name))
             f.set_value(param.default)
             self.method_fields[param.name] = f
-            self._method_form.addRow(label_of(param), f.widget)
-        self.method_box.setVisible(bool(self.method_fields))
+            self._form.insertRow(self._method_row + i, label_of(param), f.widget)
+        self._method_rows = len(self.method_fields)
 
     # ---- edits, presets ----------------------------------------------------------------------
     def _mark_edited(self, key: str) -> None:

@@ -94,6 +94,7 @@ class ZarrTarget(QWidget):
         self.browse.clicked.connect(self._choose)
         self.note = QLabel()
         self.note.setWordWrap(True)
+        self.note.setVisible(False)  # no empty line under the folder: shown with its text
         lay.addWidget(hbox(self.edit, self.browse))
         lay.addWidget(self.note)
 
@@ -113,6 +114,7 @@ class ZarrTarget(QWidget):
             self.edit.setText(str(source_folder(layers[0]) or Path.home()))
         names = ", ".join(output_path(".", name).name for name in names)
         self.note.setText(f"writes {names}" if names else "")
+        self.note.setVisible(bool(names))
 
 
 def zarr_job(cancel, model, items, options: dict):
