@@ -270,7 +270,7 @@ def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monk
     rows = "noisy,gaussian,default,b2u[warm_start=none;tta=false],gauss,n2v-peer"
     cases = "w2s-stack,pair:demo,w2s:003_ch1"
     assert real.main(["--data", str(real_root), "--cases", cases, "--methods", rows,
-                      "--budget", "1", "--careamics-python", str(tmp_path / "none"),
+                      "--budget", "4", "--careamics-python", str(tmp_path / "none"),
                       "--json", str(out)]) == 0
     res = json.loads(out.read_text())["results"]
     assert set(res) == set(cases.split(","))

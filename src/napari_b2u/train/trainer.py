@@ -238,10 +238,8 @@ class Trainer:
         while True:
             st.elapsed = time.perf_counter() - t0
             p = self.progress()
-            # a time budget too short for its setup still trains one step: a model, not none
-            if (p >= 1.0 and (st.step > 0 or not cfg.max_time)) or self._stop.is_set():
+            if p >= 1.0 or self._stop.is_set():
                 return
-            p = min(p, 1.0)
             st.schedule = sched = method.schedule(p)
             if sched is not None:
                 sched_t.fill_(sched)  # a 0-d tensor: no recompiles as λ ramps
