@@ -272,7 +272,7 @@ def test_training_survives_out_of_memory(small_stack, monkeypatch):
 
 
 def test_validation_and_previews_survive_out_of_memory(small_stack, monkeypatch):
-    from napari_b2u.train import trainer as engine
+    from napari_b2u.train import events as engine  # the previews are computed there
 
     noisy, _ = small_stack
     trainer = api.make_trainer(noisy, steps=6, val_every=2, preview_every=2, val_fraction=0.5,

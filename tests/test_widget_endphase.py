@@ -84,4 +84,4 @@ def test_stop_in_the_end_phase_keeps_the_model_at_once(viewer, qtbot, noisy, mon
     model = session_for(viewer).model
     assert model is not None and model.info["steps"] == 8
     assert "floor" not in model.info  # no comparison with the filter after the stop
-    assert "Stopped" in w.status.text()
+    assert w.status.text().startswith("Stopped while choosing the model: kept the network's")

@@ -442,6 +442,8 @@ class TrainWidget(Panel):
                    f"{short})",
             layer=run.layer)
         how = "Stopped" if (ev is not None and ev.stopped) else "Done"
+        if how == "Stopped" and (ev.message or "").startswith("stopped while choosing"):
+            how = "Stopped while choosing the model"  # the end phase: no comparison was made
         if run.layer_gone:
             gone = run.val_layer if in_viewer(self.viewer, run.layer) else run.layer
             how = f"'{gone.name}' was removed, training stopped"

@@ -178,7 +178,7 @@ def end_phase(trainer, stopped: bool):
             plan.prepare()
         cut = yield from _compare(trainer, choice)
     previews = None
-    if full and cut is None and trainer.preview.enabled:
+    if ran and cut is None and trainer.preview.enabled:  # classical methods' too
         estimate = plan.seconds.get("preview", 0.0)
         if estimate <= plan.left():
             yield plan.event("drawing the final preview…", estimate)
