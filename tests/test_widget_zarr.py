@@ -113,16 +113,23 @@ def test_cancel_to_ome_zarr_keeps_finished_blocks_and_resumes(viewer, qtbot, tin
 
 
 # ---- issue 30.9: a read-only folder, a second run into the same folder --------------------------
-def test_ome_zarr_into_a_read_only_folder_is_refused_in_the_panel(read_only_folder, viewer,
-                                                                  qtbot, noisy, tiny_model,
-                                                                  monkeypatch):
-    # (read_only_folder first: it may skip, and napari's viewer fixture must not be made then)
+def _lazy_layer_to(folder, viewer, noisy, tiny_model, monkeypatch):
+    """A lazy layer larger than the (tiny) memory budget, ticked in the Denoise panel with the
+    session's model, to be written as OME-Zarr into ``folder``."""
     monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
     layer = viewer.add_image(da.from_array(noisy, chunks=(1, 32, 32)), name="lazy")
     session_for(viewer).set_model(tiny_model, "tiny test model")
     d = dock(viewer, DENOISE)
     d.set_layers([layer])
-    d.zarr_target.edit.setText(str(read_only_folder))
+    d.zarr_target.edit.setText(str(folder))
+    return d, layer
+
+
+def test_ome_zarr_into_a_read_only_folder_is_refused_in_the_panel(read_only_folder, viewer,
+                                                                  qtbot, noisy, tiny_model,
+                                                                  monkeypatch):
+    # (read_only_folder first: it may skip, and napari's viewer fixture must not be made then)
+    d, layer = _lazy_layer_to(read_only_folder, viewer, noisy, tiny_model, monkeypatch)
     assert not d.denoise()  # before any work
     text = d.status.text()
     assert d.status.kind == "error", text
@@ -134,12 +141,7 @@ def test_ome_zarr_into_a_read_only_folder_is_refused_in_the_panel(read_only_fold
 
 def test_a_second_run_into_the_same_folder_refreshes_its_layer(viewer, qtbot, noisy, tiny_model,
                                                                tmp_path, monkeypatch):
-    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
-    layer = viewer.add_image(da.from_array(noisy, chunks=(1, 32, 32)), name="lazy")
-    session_for(viewer).set_model(tiny_model, "tiny test model")
-    d = dock(viewer, DENOISE)
-    d.set_layers([layer])
-    d.zarr_target.edit.setText(str(tmp_path))
+    d, layer = _lazy_layer_to(tmp_path, viewer, noisy, tiny_model, monkeypatch)
     assert d.denoise()
     qtbot.waitUntil(lambda: not d.is_busy, timeout=WAIT)
     out = viewer.layers["lazy_denoised"]
