@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 
@@ -54,6 +55,7 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 2**20
 
 
+@functools.cache  # once per process: every out-of-core block calls it
 def bound_heap() -> bool:
     """Let the memory of freed arrays go back to the system (glibc; elsewhere nothing): every
     allocation of 1 MB or more is mapped on its own and unmapped when freed. glibc's default

@@ -136,7 +136,7 @@ class EndPlan:
     def choose_views(self, measures: int, spare: float) -> int:
         """The most views (up to inference's) whose ``measures`` measurements fit ``spare``
         seconds; 0 when not even one view fits."""
-        views = [v for v in sorted(VIEW_COUNTS, reverse=True) if v <= self.full_views]
+        views = [v for v in VIEW_COUNTS if v <= self.full_views]  # most first
         return next((v for v in views if measures * self.cost(v) <= spare), 0)
 
     # ---- running a stage ---------------------------------------------------------------------
