@@ -45,6 +45,9 @@ SYNTHETIC = {
     # saturated)
     "synth-confocal-corrx": dict(photons=20.0, read_noise=0.02, corr_x=0.3),
     "synth-confocal-clipped": dict(photons=20.0, read_noise=0.02, offset=-12.0, gain=400.0),
+    # both at once, as issue 28 asks: x-correlated noise and more than half the pixels at 0
+    "synth-confocal-corrx-clipped": dict(photons=20.0, read_noise=0.02, corr_x=0.3,
+                                         offset=-24.0, gain=400.0),
 }
 #: the sets run unless --sets says otherwise (the FMDD-like three of the paper's table)
 DEFAULT_SETS = ["synth-confocal-fish", "synth-confocal-mice", "synth-twophoton-mice"]

@@ -6,8 +6,10 @@ output frame to its ground truth (each image was scaled to 8 bits on its own), a
 frames; the same for every row and for the noisy input.
 
 Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train on it, denoise
-it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) and ``w2s:<NNN_chC>``
-(single W2S frames). Rows: ``noisy``; ``gaussian`` (σ chosen against the ground truth: an oracle);
+it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) ``w2s:<NNN_chC>``
+(single W2S frames) and ``clip:<case>`` (that case's noisy image with an offset subtracted so that
+at least half of its pixels clip at 0, as a confocal's background subtraction does; the ground
+truth is left alone, the affine fit of the score absorbs the offset). Rows: ``noisy``; ``gaussian`` (σ chosen against the ground truth: an oracle);
 ``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``bm3d-oracle`` (the
 same with the parameters fitted against the ground truth: the strong anchor); ``n2v-peer``
 (CAREamics Noise2Void with the same wall-clock budget, run in its own venv:
@@ -77,10 +79,24 @@ def case_names(root: Path) -> list[str]:
     return ["w2s-stack"] + [f"pair:{p}" for p in pairs] + [f"w2s:{s}" for s in W2S_SINGLES]
 
 
+#: the fraction of pixels a ``clip:`` case clips at 0
+CLIP_FRACTION = 0.5
+
+
+def clip_background(noisy: np.ndarray, fraction: float = CLIP_FRACTION) -> np.ndarray:
+    """``noisy`` minus the smallest offset that puts ``fraction`` of its pixels at 0 or below,
+    clipped at 0, in its own dtype."""
+    v = np.sort(noisy, axis=None)[int(np.ceil(fraction * noisy.size)) - 1]
+    return np.clip(noisy.astype(np.float64) - float(v), 0, None).astype(noisy.dtype)
+
+
 def load_case(root: Path, name: str, crop: int | None = None):
     """(noisy, gt, axes) of a case; ``crop``: the central crop×crop pixels (fast tests)."""
     import tifffile
 
+    if name.startswith("clip:"):
+        noisy, gt, axes = load_case(root, name[5:], crop)
+        return clip_background(noisy), gt, axes
     if name == "w2s-stack":
         ids = [f"{i:03d}" for i in range(1, 21)]
         noisy = np.stack([tifffile.imread(root / "w2s" / "noisy" / f"w2s_{i}_ch0.tif")

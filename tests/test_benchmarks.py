@@ -257,6 +257,20 @@ def test_affine_psnr_ignores_scale_and_offset():
         real.affine_psnr(noisy, gt))
 
 
+def test_clip_case_puts_half_the_pixels_at_zero(real_root):
+    import real
+
+    noisy, gt, axes = real.load_case(real_root, "pair:demo")
+    clipped, gt2, axes2 = real.load_case(real_root, "clip:pair:demo")
+    assert clipped.dtype == noisy.dtype and axes2 == axes
+    assert (clipped == 0).mean() >= real.CLIP_FRACTION > (noisy == 0).mean()
+    np.testing.assert_array_equal(gt2, gt)  # the truth is left alone
+    # one offset for the whole image: what is left above 0 is the input shifted
+    kept = clipped > 0
+    shift = noisy.astype(np.float64)[kept] - clipped[kept]
+    assert np.ptp(shift) < 1e-6
+
+
 def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monkeypatch):
     import json
 

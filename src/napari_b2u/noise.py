@@ -218,10 +218,10 @@ def correlation_kernel(stack, lags: int = 3) -> np.ndarray:
     """The noise's correlation at every lag (dy, dx), |dy|, |dx| <= ``lags``, as a
     (2·lags + 1)² array centred on lag 0 (which is 1): what :func:`noise_correlation`
     measures, diagonals included."""
-    return _kernel(stack, lags, _exclusion(stack))[0]
+    return _kernel(stack, lags, exclusion_bounds(stack))[0]
 
 
-def _exclusion(stack, bounds=None, fractions=None):
+def exclusion_bounds(stack, bounds=None, fractions=None):
     """The clip bounds the noise is measured away from (:func:`~.clipped.clip_bounds`), or
     None where fewer than :data:`CLIPPED_BACKGROUND` of the pixels are clipped; ``bounds``
     and ``fractions`` (:func:`~.clipped.clipping`) when the caller has them."""
@@ -232,7 +232,7 @@ def _exclusion(stack, bounds=None, fractions=None):
 
 def _kernel(stack, lags: int, exclude) -> tuple[np.ndarray, float]:
     """:func:`correlation_kernel` and the fraction of pixels it could use (0 when too few to
-    measure: the kernel is then independent noise's); ``exclude``: :func:`_exclusion`."""
+    measure: the kernel is then independent noise's); ``exclude``: :func:`exclusion_bounds`."""
     noise, usable = _noise_lags(stack, lags, exclude)
     k = np.zeros((2 * lags + 1, 2 * lags + 1))
     k[lags, lags] = 1.0
@@ -246,8 +246,8 @@ def _kernel(stack, lags: int, exclude) -> tuple[np.ndarray, float]:
 def _noise_lags(stack, lags: int, bounds) -> tuple[dict | None, float]:
     """``({(dy, dx): correlation} for one lag of each ± pair (dy >= 0) or None when too few
     pixels could be used, the fraction of pixels usable)``: with clip ``bounds``
-    (:func:`_exclusion`), residuals with a clipped pixel within :data:`CLIP_SIDE` are left out
-    (and fewer than :data:`MIN_FLAT` flat pixels left measure nothing: None)."""
+    (:func:`exclusion_bounds`), residuals with a clipped pixel within :data:`CLIP_SIDE` are left
+    out (and fewer than :data:`MIN_FLAT` flat pixels left measure nothing: None)."""
     frames = _frames(stack)
     half = [(dy, dx) for dy in range(0, lags + 1) for dx in range(-lags, lags + 1)
             if (dy, dx) > (0, 0)]
@@ -403,7 +403,7 @@ def frames_report(frames: np.ndarray) -> NoiseReport:
     planes = frames.reshape((-1,) + frames.shape[-2:])
     bounds = clip_bounds(planes)
     low, high = clipping(planes, bounds)
-    kernel, usable = _kernel(planes, 3, _exclusion(planes, bounds, (low, high)))
+    kernel, usable = _kernel(planes, 3, exclusion_bounds(planes, bounds, (low, high)))
     cx, cy = axis_noise_correlations(kernel)
     notes = clipping_notes(low, high)
     if usable == 0.0:

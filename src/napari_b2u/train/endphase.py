@@ -111,6 +111,9 @@ class EndPlan:
             self.risk = sure_risk(tr, self.crops)
             if self.risk is None:
                 self.measures = 0
+            elif self.risk.measured < 1.0:
+                tr.note(f"clipped pixels: the estimated error is measured on the "
+                        f"{100 * self.risk.measured:.0f} % of its crops' pixels away from them")
         if wants_floor and not tr.stopping:
             floor = floor_method(tr)
             t = time.perf_counter()

@@ -25,6 +25,16 @@ tr(C ∂out/∂y): an output that passes a neighbour's correlated noise gains by
 frame correlated at 0.27 along X (clean image known), the fine-tuned network's term was 0.58
 of the truth with the independent form, and 0.93–1.07 with this one and a variance fit that
 knows the correlation, both measured from that frame (docs/benchmarks.md).
+
+Clipped pixels (a background subtracted to 0, saturation) break the noise model: there y is
+not x + noise but the bound, and next to them the noise is cut off. Where the noise check
+measures away from them (:func:`~napari_b2u.noise.exclusion_bounds`: a quarter of the pixels
+or more at a bound), the risk does too: every sum runs over the pixels with no clipped pixel
+within :data:`~napari_b2u.noise.CLIP_SIDE` (``where``). Stein's identity holds pixel by pixel,
+so the risk of those pixels stays unbiased whatever the network does with the clipped ones
+(within 2 % of the truth on synthetic frames half clipped at 0); over all pixels it charged
+noise to pixels that hold none and ranked a Gaussian filter twice too wide above the best one,
+and one of 3 px above the noise passed through (tests/test_sure_clipped.py).
 """
 
 from __future__ import annotations
@@ -35,7 +45,8 @@ import numpy as np
 import torch
 
 from ..denoise.predict import predict_view
-from ..noise import frames_report, variance_fit
+from ..clipped import unclipped
+from ..noise import CLIP_SIDE, exclusion_bounds, frames_report, variance_fit
 from .crops import crop_spots, take_crops
 
 #: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
@@ -50,6 +61,9 @@ BATCH = 4
 #: ∂²out_i/∂y_i²; its step is one photon (a), at least ``CURVE_MIN_STEP``
 CURVE_Q = 0.1
 CURVE_MIN_STEP = 1e-3
+#: the fewest pixels a risk is measured on away from clipped ones (fewer: no risk, and the
+#: blind-spot error decides)
+MIN_MEASURED = 4096
 
 
 class Risk:
@@ -61,12 +75,13 @@ class Risk:
     compared. ``corr``: the noise's correlation between neighbours (a (2L + 1)² kernel, lag 0
     in the centre; None: independent). ``context``: with stack context, the crops'
     neighbouring frames (B, 2k·C, H, W), given to every output unperturbed (their noise is
-    independent of the crops': they add nothing to Stein's term). Risks are on the scale of
-    mean squared error + mean noise variance."""
+    independent of the crops': they add nothing to Stein's term). ``where``: the pixels
+    measured (B, C, H, W, bool; None: all), e.g. those away from clipped ones. Risks are on
+    the scale of mean squared error + mean noise variance, per pixel measured."""
 
     def __init__(self, crops: torch.Tensor, fits, seed: int = 0,
                  signal: torch.Tensor | None = None, corr: np.ndarray | None = None,
-                 context: torch.Tensor | None = None):
+                 context: torch.Tensor | None = None, where: torch.Tensor | None = None):
         from ..methods.classical import gaussian_filter
 
         self.y = crops.float()
@@ -100,11 +115,17 @@ class Risk:
         self.curve_probe = (bern - q) / math.sqrt(q * (1 - q))
         self.curve_moment = (1 - 2 * q) / math.sqrt(q * (1 - q))
         self.curve_step = a.clamp(min=CURVE_MIN_STEP)  # (B, C, 1, 1)
-        self.count = self.y.numel()
+        # every sum is weighted by the pixels measured (1 everywhere without clipping)
+        self.where = (torch.ones_like(self.y) if where is None else
+                      torch.as_tensor(where, device=dev).to(self.y.dtype).expand_as(self.y))
+        self.count = float(self.where.sum())
+        #: the fraction of the crops' pixels measured
+        self.measured = self.count / self.y.numel()
 
     def usable(self) -> bool:
         """False when the noise fit gave nothing to measure with (e.g. flat frames)."""
-        return bool(torch.isfinite(self.var).all()) and float(self.var.sum()) > 0
+        return (bool(torch.isfinite(self.var).all()) and float(self.var.sum()) > 0
+                and self.count >= min(MIN_MEASURED, self.y.numel()))
 
     @torch.no_grad()
     def output(self, predict) -> tuple[torch.Tensor, float]:
@@ -114,23 +135,23 @@ class Risk:
         outs, div = [], 0.0
         for i in range(0, self.y.shape[0], BATCH):
             sl = slice(i, i + BATCH)
-            y, probe = self.y[sl], self.probe[sl]
+            y, probe, where = self.y[sl], self.probe[sl], self.where[sl]
             run = (predict if self.context is None
                    else _with_context(predict, self.context[sl]))
             g = run(y).float()
-            div += float((self.dual[sl] * (run(y + PROBE_EPS * probe).float() - g)).sum()
-                         ) / PROBE_EPS
+            div += float((where * self.dual[sl] * (run(y + PROBE_EPS * probe).float() - g)
+                          ).sum()) / PROBE_EPS
             step = self.curve_step[sl] * self.curve_probe[sl]
             second = (run(y + step).float() + run(y - step).float() - 2 * g) / (
                 self.curve_step[sl] ** 2)
-            div += float((self.curve[sl] * self.curve_probe[sl] * second).sum()) / (
+            div += float((where * self.curve[sl] * self.curve_probe[sl] * second).sum()) / (
                 self.curve_moment)
             outs.append(g)
         return torch.cat(outs), div
 
     def error(self, out: torch.Tensor, div: float) -> float:
         """The estimated mean squared error (+ mean noise variance) of an :meth:`output`."""
-        return (float(((out - self.y) ** 2).sum()) + 2 * div) / self.count
+        return (float((self.where * (out - self.y) ** 2).sum()) + 2 * div) / self.count
 
     @torch.no_grad()
     def blend_sums(self, out: torch.Tensor, div: float, filt):
@@ -145,9 +166,9 @@ class Risk:
         f = filt(self.y).float()
         trace = torch.tensor([self._filter_trace(gaussian_kernel1d(float(s)))
                               for s in filt.sigma], device=self.y.device).view(1, -1, 1, 1)
-        r, e = f - self.y, out - f
-        sums = [float((r * r).sum()), float((r * e).sum()), float((e * e).sum()), div,
-                float((trace * self.var).sum())]
+        r, e, w = f - self.y, out - f, self.where
+        sums = [float((w * r * r).sum()), float((w * r * e).sum()), float((w * e * e).sum()),
+                div, float((w * trace * self.var).sum())]
         return (*sums, self.count) if np.all(np.isfinite(sums)) else None
 
     def _filter_trace(self, g1: np.ndarray) -> float:
@@ -167,7 +188,8 @@ def sure_risk(trainer, count: int = 16):
     """The risk estimate on ``count`` training crops (those the floor calibrates on; fewer
     when the end phase's share of a short time budget pays for fewer), each with the
     noise law of its own frame and, where the noise is correlated between neighbours, its
-    measured correlation; None when the noise fit gives nothing to measure with."""
+    measured correlation; None when the noise fit gives nothing to measure with. Where the
+    noise check measures away from clipped pixels, so does the risk (the module's text)."""
     train, inputs = trainer.data.train, trainer.data.train_inputs
     size = max(trainer.patch_size, 128)
     spots = crop_spots(train.shape, size, count)
@@ -181,8 +203,11 @@ def sure_risk(trainer, count: int = 16):
     report = trainer.noise if trainer.noise is not None else frames_report(taken)
     corr = report.noise_kernel()
     laws = {f: variance_fit(train, f, corr) for f in sorted({f for f, _, _ in spots})}
+    bounds = exclusion_bounds(train)
+    where = None if bounds is None else torch.from_numpy(np.stack([
+        [unclipped(plane, bounds, CLIP_SIDE) for plane in crop] for crop in taken]))
     risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr,
-                context=context)
+                context=context, where=where)
     return risk if risk.usable() else None
 
 
