@@ -9,7 +9,8 @@ Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train
 it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) ``w2s:<NNN_chC>``
 (single W2S frames) and ``clip:<case>`` (that case's noisy image with an offset subtracted so that
 at least half of its pixels clip at 0, as a confocal's background subtraction does; the ground
-truth is left alone, the affine fit of the score absorbs the offset). Rows: ``noisy``; ``gaussian`` (σ chosen against the ground truth: an oracle);
+truth is left alone, the affine fit of the score absorbs the offset). Rows: ``noisy``;
+``gaussian`` (σ chosen against the ground truth: an oracle);
 ``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``bm3d-oracle`` (the
 same with the parameters fitted against the ground truth: the strong anchor); ``n2v-peer``
 (CAREamics Noise2Void with the same wall-clock budget, run in its own venv:

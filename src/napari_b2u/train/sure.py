@@ -44,8 +44,8 @@ import math
 import numpy as np
 import torch
 
-from ..denoise.predict import predict_view
 from ..clipped import unclipped
+from ..denoise.predict import predict_view
 from ..noise import CLIP_SIDE, exclusion_bounds, frames_report, variance_fit
 from .crops import crop_spots, take_crops
 
