@@ -6,7 +6,7 @@ output frame to its ground truth (each image was scaled to 8 bits on its own), a
 frames; the same for every row and for the noisy input.
 
 Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train on it, denoise
-it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone) ``w2s:<NNN_chC>``
+it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone), ``w2s:<NNN_chC>``
 (single W2S frames) and ``clip:<case>`` (that case's noisy image with an offset subtracted so that
 at least half of its pixels clip at 0, as a confocal's background subtraction does; the ground
 truth is left alone, the affine fit of the score absorbs the offset). Rows: ``noisy``;
