@@ -23,6 +23,7 @@ its defaults, no classical floor); and variants ``name[key=value;...]`` for abla
     python benchmarks/real.py --cases pair:gigadb_actin_20x --methods default,bm3d
     python benchmarks/real.py --methods "default,b2u[warm_start=none],gauss" --json r.json
     python benchmarks/real.py --device cuda --budget 60          # the GPU rows
+    python benchmarks/real.py --cases clip:pair:gigadb_actin_confocal --threads 1
 
 Every learned row trains for ``--budget`` seconds (120 on CPU, 60 on a GPU by default); run one
 benchmark at a time on an otherwise idle machine, since the budget is wall-clock.
@@ -270,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crop", type=int, help="central crop of each case (fast tests)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--careamics-python",
                    default=str(Path(__file__).resolve().parents[1] / ".venv-careamics" / "bin"
                                / "python"),
@@ -285,6 +287,9 @@ def main(argv=None) -> int:
     import torch
 
     from napari_b2u.device import device_info
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     meta = {"date": time.strftime("%Y-%m-%d"), "device": device_info(a.device).describe(),
             "torch": str(torch.__version__), "budget_s": budget, "crop": a.crop,

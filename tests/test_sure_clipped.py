@@ -14,7 +14,7 @@ from napari_b2u.clipped import unclipped
 from napari_b2u.methods.classical import GaussModel, gaussian_filter
 from napari_b2u.noise import CLIP_SIDE, exclusion_bounds
 from napari_b2u.sample_data import correlate
-from napari_b2u.train.sure import Risk, sure_risk
+from napari_b2u.train.sure import MIN_MEASURED, Risk, _measured_pixels, sure_risk
 
 SIGMA = 0.1
 
@@ -110,3 +110,23 @@ def test_training_risk_leaves_clipped_pixels_out_and_says_so():
 
     model = api.train_stack(clipped, steps=4, patch_size=32, batch_size=2, progress=False)
     assert any("estimated error is measured on the" in m for m in model.info["messages"])
+
+
+def test_dense_clipping_measures_the_pixels_not_clipped_themselves():
+    """Clipped pixels scattered everywhere (a fifth at each bound, as on instant-SIM frames):
+    no pixel is 5 px from one, so the risk sums over the pixels not clipped themselves rather
+    than giving up."""
+    rng = np.random.default_rng(0)
+    crops = rng.integers(1, 255, (4, 1, 64, 64)).astype(np.float32)
+    u = rng.random(crops.shape)
+    crops[u < 0.2] = 0.0
+    crops[u > 0.8] = 255.0
+    where = _measured_pixels(crops, (0.0, 255.0))
+    np.testing.assert_array_equal(where, (crops > 0) & (crops < 255))
+    assert where.sum() >= MIN_MEASURED
+    assert _measured_pixels(crops, None) is None  # no heavy clipping: every pixel
+    # sparse clipping keeps the 5-px margin
+    crops = rng.integers(1, 255, (4, 1, 64, 64)).astype(np.float32)
+    crops[:, :, :20] = 0.0
+    where = _measured_pixels(crops, (0.0, 255.0))
+    assert not where[:, :, :22].any() and where[:, :, 24:].all()
