@@ -190,6 +190,35 @@ def test_the_noise_check_reads_a_clipped_background_as_the_unclipped_frame(cx):
     assert report.mask == unclipped_report.mask == ("pixel" if cx == 0 else "x-line:3")
 
 
+def test_a_few_saturated_spots_beside_a_clipped_background_are_measured_with_the_rest():
+    """Half the pixels at 0 and 1 % saturated (small bright spots in the cell, a plateau of a
+    float stack as after a background subtraction): the spots are not a bound the correlation
+    keeps its distance from — their margins took the pixels left to measure — so the check
+    reads what it reads on the unclipped frame, in float as in the integer export."""
+    from napari_b2u.noise import exclusion_bounds, frames_report
+
+    full, clipped = _clipped_confocal(0.3, 0.55)
+    background_only = frames_report(clipped[:, None])
+    rng = np.random.default_rng(7)
+    top = float(np.quantile(clipped, 0.995))
+    bright = np.argwhere(clipped[0] > np.quantile(clipped[0], 0.8))
+    for f in range(clipped.shape[0]):  # 3 x 3 spots in the cell, ~4 % of the pixels
+        for y, x in bright[rng.choice(len(bright), 300, replace=False)]:
+            clipped[f, max(0, y - 1):y + 2, max(0, x - 1):x + 2] = top
+    clipped = np.minimum(clipped, top)
+    high = float((clipped >= top).mean())
+    assert 0.01 < high < 0.05
+    lo, hi = exclusion_bounds(clipped)
+    assert lo == 0.0 and hi is None  # the background is excluded, the spots are not
+    report = frames_report(clipped[:, None])
+    assert report.usable == pytest.approx(background_only.usable, abs=0.02)
+    assert report.corr_x[0] == pytest.approx(frames_report(full[:, None]).corr_x[0], abs=0.05)
+    assert report.mask == "x-line:3"
+    as_int = frames_report(np.rint(clipped * 255 / top).astype(np.uint8)[:, None])
+    assert as_int.mask == "x-line:3"
+    assert as_int.corr_x[0] == pytest.approx(report.corr_x[0], abs=0.05)
+
+
 def test_too_few_unclipped_pixels_say_so_and_assume_independent_noise():
     from napari_b2u.noise import frames_report
 

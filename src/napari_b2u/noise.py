@@ -224,10 +224,21 @@ def correlation_kernel(stack, lags: int = 3) -> np.ndarray:
 def exclusion_bounds(stack, bounds=None, fractions=None):
     """The clip bounds the noise is measured away from (:func:`~.clipped.clip_bounds`), or
     None where fewer than :data:`CLIPPED_BACKGROUND` of the pixels are clipped; ``bounds``
-    and ``fractions`` (:func:`~.clipped.clipping`) when the caller has them."""
+    and ``fractions`` (:func:`~.clipped.clipping`) when the caller has them. A bound that
+    clips fewer than :data:`HEAVY_CLIPPING` of the pixels (a few saturated spots beside a
+    clipped background) is left out of it: -inf / None. Its spots sit in the bright structure
+    where, the background gone, the noise is left to measure, and a margin around each left
+    too few pixels: a confocal frame with half its pixels at 0 and 1 % saturated read
+    independent noise in training (its saturation, 212 after the background subtraction, is a
+    plateau of a float) and X 0.31 in `napari-b2u check` (its uint8 saturation, 255, held
+    no pixel)."""
     bounds = clip_bounds(stack) if bounds is None else bounds
     fractions = clipping(stack, bounds) if fractions is None else fractions
-    return bounds if sum(fractions) >= CLIPPED_BACKGROUND else None  # see CLIPPED_BACKGROUND
+    if sum(fractions) < CLIPPED_BACKGROUND:  # see CLIPPED_BACKGROUND
+        return None
+    (lo, hi), (low, high) = bounds, fractions
+    return (lo if low >= HEAVY_CLIPPING else -np.inf,
+            hi if high >= HEAVY_CLIPPING else None)
 
 
 def _kernel(stack, lags: int, exclude) -> tuple[np.ndarray, float]:
