@@ -465,6 +465,29 @@ def test_training_on_a_stack_larger_than_the_budget_is_lazy(monkeypatch, small_s
     assert isinstance(small.data.train, np.ndarray)
 
 
+def test_the_risk_on_lazy_frames_never_reads_the_whole_stack(monkeypatch, small_stack):
+    """The end phase's risk takes its clip bounds from what the noise check measured (a
+    sample of lazy frames), not from the whole stack turned into one array."""
+    from napari_b2u import api
+    from napari_b2u.train.lazydata import LazyFrames
+    from napari_b2u.train.sure import sure_risk
+
+    from .conftest import TINY_T
+
+    noisy, _ = small_stack
+    clipped = np.clip(noisy.astype(np.int16) - int(np.median(noisy)), 0, 255).astype(np.uint8)
+    big = da.from_array(clipped, chunks=(1, 32, 32))
+    monkeypatch.setenv("NAPARI_B2U_MEMORY_BUDGET", "10kB")
+    tr = api.make_trainer(big, axes="TYX", steps=2, seed=0, **TINY_T)
+    assert isinstance(tr.data.train, LazyFrames) and tr.noise.clipped_low >= 0.25
+
+    def whole(self, *a, **k):
+        raise AssertionError("the whole lazy stack was read into one array")
+    monkeypatch.setattr(LazyFrames, "__array__", whole, raising=False)
+    risk = sure_risk(tr, 4)
+    assert risk is not None and risk.measured < 1.0  # clipped pixels left out
+
+
 # ---- the benchmark script ----------------------------------------------------------------------
 def test_scale_benchmark_runs_small(tmp_path, capsys):
     import sys

@@ -406,11 +406,16 @@ def noise_report(stack, axes: str | None = None) -> NoiseReport:
     return frames_report(frames)
 
 
+def measured_frames(frames) -> np.ndarray:
+    """What the noise check measures of (N, C, Y, X) ``frames``: all of them in memory, or a
+    sample of frames larger than memory (``in_memory_sample``), never the whole lazy stack."""
+    return frames if isinstance(frames, np.ndarray) else frames.in_memory_sample()
+
+
 def frames_report(frames: np.ndarray) -> NoiseReport:
     """:func:`noise_report` of (N, C, Y, X) frames (raw or normalized: the correlation and the
     clipped fractions do not depend on an affine scaling)."""
-    if not isinstance(frames, np.ndarray):  # frames larger than memory: a sample of them
-        frames = frames.in_memory_sample()
+    frames = measured_frames(frames)
     planes = frames.reshape((-1,) + frames.shape[-2:])
     bounds = clip_bounds(planes)
     low, high = clipping(planes, bounds)

@@ -50,7 +50,7 @@ import torch
 
 from ..clipped import unclipped
 from ..denoise.predict import predict_view
-from ..noise import CLIP_SIDE, exclusion_bounds, frames_report, variance_fit
+from ..noise import CLIP_SIDE, exclusion_bounds, frames_report, measured_frames, variance_fit
 from .crops import crop_spots, take_crops
 
 #: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
@@ -209,7 +209,12 @@ def sure_risk(trainer, count: int = 16):
     report = trainer.noise if trainer.noise is not None else frames_report(taken)
     corr = report.noise_kernel()
     laws = {f: variance_fit(train, f, corr) for f in sorted({f for f, _, _ in spots})}
-    where = _measured_pixels(taken, exclusion_bounds(train))
+    # the clip bounds of what the noise check measured (a sample of lazy frames, not all of
+    # them), with its clipped fractions when it measured the training frames
+    fractions = (None if trainer.noise is None else
+                 (trainer.noise.clipped_low, trainer.noise.clipped_high))
+    where = _measured_pixels(taken, exclusion_bounds(measured_frames(train),
+                                                     fractions=fractions))
     risk = Risk(crops, [laws[f] for f, _, _ in spots], trainer.config.seed, corr=corr,
                 context=context, where=None if where is None else torch.from_numpy(where))
     return risk if risk.usable() else None
