@@ -219,6 +219,65 @@ def test_a_few_saturated_spots_beside_a_clipped_background_are_measured_with_the
     assert as_int.corr_x[0] == pytest.approx(report.corr_x[0], abs=0.05)
 
 
+def _textured_clipped(cx: float, zeros: float, side: int = 256, seed: int = 2):
+    """``(unclipped, clipped)``: like :func:`_clipped_confocal`, with fine texture in the cell
+    (white noise box-smoothed twice: a few pixels across, as strong as the noise), which is
+    what is left to measure once the background is clipped away."""
+    from napari_b2u.clipped import box_mean
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:side, :side]
+    cell = np.exp(-((yy - side / 2) ** 2 + (xx - 0.4 * side) ** 2) / (2 * (side / 4) ** 2))
+    tex = box_mean(box_mean(rng.normal(0, 1, (side, side)), 3), 3)
+    scene = 40 + cell * (60 + 6 * tex / tex.std())
+    noise = np.stack([correlate(rng.normal(0, 1, (side, side)), cx, 0.0) for _ in range(3)])
+    full = (scene + 6 * noise).astype(np.float32)
+    return full, np.clip(full - np.quantile(full, zeros), 0, None).astype(np.float32)
+
+
+@pytest.mark.parametrize("zeros", [0.55, 0.65])
+@pytest.mark.parametrize("cx", [0.0, 0.3])
+def test_texture_left_by_clipping_is_not_read_as_correlated_noise(cx, zeros):
+    """Once the background is clipped, what is left is the cell's texture, which reads as
+    correlation along X and Y alike (a wider line or a box with the axis values as they are):
+    only what one axis reads beyond the other is the noise's. Independent noise then gets a
+    pixel, noise correlated along X a line, and the report says what it took for structure."""
+    from napari_b2u.noise import (
+        CORRELATED,
+        axis_noise_correlations,
+        exclusion_bounds,
+        frames_report,
+    )
+    from napari_b2u.noise import _kernel as measured_kernel
+
+    full, clipped = _textured_clipped(cx, zeros)
+    planes = clipped.reshape((-1,) + clipped.shape[-2:])
+    raw = axis_noise_correlations(measured_kernel(planes, 3, exclusion_bounds(planes))[0])
+    expected = "pixel" if cx == 0 else "x-line:3"
+    assert recommend_mask(*raw) != expected  # what the axis values alone would give
+    unclipped_report = frames_report(full[:, None])
+    report = frames_report(clipped[:, None])
+    assert report.clipped_low >= zeros - 0.01 and 0.0 < report.usable < 0.5
+    assert report.mask == unclipped_report.mask == expected
+    assert report.corr_y == [0.0, 0.0, 0.0]
+    assert (report.corr_x[0] >= CORRELATED) == (cx > 0)
+    assert any("taken for the fine structure" in n for n in report.notes)
+
+
+def test_only_the_lags_from_one_up_count_in_clipped_data():
+    """A scanner's correlation fades with the lag: a lone lag along the other axis, or one
+    after a gap, is structure."""
+    from napari_b2u.noise import anisotropic_correlations
+
+    x, y = anisotropic_correlations([0.34, 0.10, 0.05], [0.19, 0.11, 0.02])
+    assert x == [0.34, 0.0, 0.0] and y == [0.0, 0.0, 0.0]
+    x, y = anisotropic_correlations([0.0, 0.0, 0.0], [0.0, 0.0, 0.15])  # lone lag 3
+    assert x == [0.0] * 3 and y == [0.0] * 3
+    x, y = anisotropic_correlations([0.40, 0.25, 0.02], [0.05, 0.10, 0.0])
+    assert x == [0.40, 0.25, 0.0] and recommend_mask(x, y) == "x-line:5"
+
+
 def test_too_few_unclipped_pixels_say_so_and_assume_independent_noise():
     from napari_b2u.noise import frames_report
 
