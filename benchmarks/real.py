@@ -9,7 +9,8 @@ Cases: ``w2s-stack`` (W2S channel 0, fields 001–020, one 20-frame stack: train
 it), ``pair:<name>`` (each low/high-SNR pair: train on the noisy frame alone), ``w2s:<NNN_chC>``
 (single W2S frames) and ``clip:<case>`` (that case's noisy image with an offset subtracted so that
 at least half of its pixels clip at 0, as a confocal's background subtraction does; the ground
-truth is left alone, the affine fit of the score absorbs the offset). Rows: ``noisy``;
+truth is left alone, the affine fit of the score absorbs the offset; ``clip0.6:<case>``: 60 %).
+Rows: ``noisy``;
 ``gaussian`` (σ chosen against the ground truth: an oracle);
 ``bm3d`` (VST+BM3D with noise parameters estimated from the noisy image); ``bm3d-oracle`` (the
 same with the parameters fitted against the ground truth: the strong anchor); ``n2v-peer``
@@ -96,9 +97,10 @@ def load_case(root: Path, name: str, crop: int | None = None):
     """(noisy, gt, axes) of a case; ``crop``: the central crop×crop pixels (fast tests)."""
     import tifffile
 
-    if name.startswith("clip:"):
-        noisy, gt, axes = load_case(root, name[5:], crop)
-        return clip_background(noisy), gt, axes
+    if name.startswith("clip"):  # clip:<case> (half the pixels) or clip<fraction>:<case>
+        head, rest = name.split(":", 1)
+        noisy, gt, axes = load_case(root, rest, crop)
+        return clip_background(noisy, float(head[4:] or CLIP_FRACTION)), gt, axes
     if name == "w2s-stack":
         ids = [f"{i:03d}" for i in range(1, 21)]
         noisy = np.stack([tifffile.imread(root / "w2s" / "noisy" / f"w2s_{i}_ch0.tif")

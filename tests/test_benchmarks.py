@@ -271,6 +271,29 @@ def test_clip_case_puts_half_the_pixels_at_zero(real_root):
     assert np.ptp(shift) < 1e-6
 
 
+def test_clip_case_takes_a_fraction(real_root):
+    import real
+
+    clipped, _, _ = real.load_case(real_root, "clip0.7:pair:demo")
+    assert (clipped == 0).mean() >= 0.7
+
+
+def test_noise_check_benchmark_reads_the_truth_and_prints_a_row_per_case(real_root, capsys):
+    import noise_check
+
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(50, 150, (64, 64))
+    noise = correlate(rng.normal(0, 1, gt.shape), 0.3, 0.0)
+    tx, ty = noise_check.truth_correlation(np.clip(gt + 10 * noise, 0, 255).astype(np.uint8), gt)
+    assert tx == pytest.approx(0.3, abs=0.08) and abs(ty) < 0.08
+    assert noise_check.main(["--data", str(real_root), "--fractions", "0.5,0.6"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| case", "| demo", "| clip0.5:demo",
+                                                  "| clip0.6:demo"]
+
+
 def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monkeypatch):
     import json
 
