@@ -12,9 +12,9 @@ from scipy import ndimage
 from napari_b2u import api
 from napari_b2u.clipped import unclipped
 from napari_b2u.methods.classical import GaussModel, gaussian_filter
-from napari_b2u.noise import CLIP_SIDE, exclusion_bounds
+from napari_b2u.noise import exclusion_bounds
 from napari_b2u.sample_data import correlate
-from napari_b2u.train.sure import MIN_MEASURED, Risk, _measured_pixels, sure_risk
+from napari_b2u.train.sure import CLIP_SIDE, MIN_MEASURED, Risk, _measured_pixels, sure_risk
 
 SIGMA = 0.1
 

@@ -19,15 +19,12 @@ from .clipped import box_mean, clip_bounds, clipping, unclipped
 
 #: side of the box whose mean the high-pass residual removes
 _BOX = 7
-#: side of the window around a clipped pixel whose residuals the correlation leaves out (nearer,
-#: the noise is cut at the bound: on real iSIM frames with 9-34 % of their pixels clipped a
-#: 1- or 3-px margin read correlations of 0.2-0.4 where the noise has none, 5 px read ≤ 0.07)
-CLIP_SIDE = 5
 #: side of the window around a clipped pixel whose residuals the correlation leaves out in
-#: clipped data. Nearer than :data:`CLIP_SIDE` the truncated noise and the fine structure left
-#: once the background is gone read as correlation, but equally along X and Y, and
-#: :func:`anisotropic_correlations` takes that for structure; 5 px left nothing to measure on a
-#: real confocal frame with 55 % of its pixels at 0 (docs/benchmarks.md)
+#: clipped data. Nearer, the noise is cut at the bound (on real iSIM frames with 9-34 % of their
+#: pixels clipped 1- or 3-px windows read correlations of 0.2-0.4 where the noise has none),
+#: but that reads equally along X and Y, as does the fine structure left once the background is
+#: gone, and :func:`anisotropic_correlations` takes it for structure; 5-px windows left nothing to
+#: measure on a real confocal frame with 55 % of its pixels at 0 (docs/benchmarks.md)
 CORR_SIDE = 3
 #: the fraction of clipped pixels from which the correlation is measured away from them. Below
 #: it the clipped pixels are few or scattered (low photon counts reaching 0, a few saturated

@@ -32,7 +32,6 @@ import numpy as np
 
 from .clipped import at_bounds, clip_bounds, clipping, unclipped
 from .correlation import (  # noqa: F401 (the noise check's names, re-exported)
-    CLIP_SIDE,
     CLIPPED_BACKGROUND,
     CORR_SIDE,
     CORRELATED,

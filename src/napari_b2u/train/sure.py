@@ -30,7 +30,7 @@ Clipped pixels (a background subtracted to 0, saturation) break the noise model:
 not x + noise but the bound, and next to them the noise is cut off. Where the noise check
 measures away from them (:func:`~napari_b2u.noise.exclusion_bounds`: a quarter of the pixels
 or more at a bound), the risk does too: every sum runs over the pixels with no clipped pixel
-within :data:`~napari_b2u.noise.CLIP_SIDE` (``where``). Stein's identity holds pixel by pixel,
+within :data:`CLIP_SIDE` (``where``). Stein's identity holds pixel by pixel,
 so the risk of those pixels stays unbiased whatever the network does with the clipped ones
 (within 3 % of the truth on synthetic frames half clipped at 0); over all pixels it charged
 noise to pixels that hold none and ranked a Gaussian filter twice too wide above the best one,
@@ -50,7 +50,7 @@ import torch
 
 from ..clipped import unclipped
 from ..denoise.predict import predict_view
-from ..noise import CLIP_SIDE, exclusion_bounds, frames_report, measured_frames, variance_fit
+from ..noise import exclusion_bounds, frames_report, measured_frames, variance_fit
 from .crops import crop_spots, take_crops
 
 #: the divergence probe's step, in units of the noise's standard deviation (0.01 and 0.05 gave
@@ -70,6 +70,12 @@ CURVE_MIN_STEP = 1e-3
 #: measured on the pixels not clipped themselves; fewer still: no risk, the blind-spot error
 #: decides (:func:`_measured_pixels`). Set, not tuned: no benchmark case sits near it.
 MIN_MEASURED = 4096
+#: side of the window around each measured pixel that must hold no clipped pixel: nearer, the
+#: noise is cut at the bound (on real iSIM frames with 9-34 % of their pixels clipped, the noise
+#: check read correlations of 0.2-0.4 where the noise has none with 1- or 3-px windows, ≤ 0.07
+#: with 5). Wider than the check's window (:data:`~napari_b2u.correlation.CORR_SIDE`), which
+#: sets that reading aside by a rule the risk has no counterpart of
+CLIP_SIDE = 5
 
 
 class Risk:
@@ -223,7 +229,7 @@ def sure_risk(trainer, count: int = 16):
 def _measured_pixels(crops: np.ndarray, bounds) -> np.ndarray | None:
     """Which of ``crops``' pixels (B, C, H, W) the risk sums over: with clip ``bounds``
     (:func:`~napari_b2u.noise.exclusion_bounds`; None: all pixels) those with no clipped pixel
-    within :data:`~napari_b2u.noise.CLIP_SIDE`, or, when fewer than :data:`MIN_MEASURED` are,
+    within :data:`CLIP_SIDE`, or, when fewer than :data:`MIN_MEASURED` are,
     those not clipped themselves (the module's text)."""
     if bounds is None:
         return None
