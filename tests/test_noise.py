@@ -151,16 +151,23 @@ def test_correlation_shared_by_the_diagonals_is_taken_for_signal():
 
 
 
-def _clipped_confocal(cx: float, zeros: float, frames: int = 3, side: int = 256, seed: int = 2):
-    """``(unclipped, clipped)`` float frames: a background and a broad bright cell with noise
-    correlated by ``cx`` along X, and the same frames with an offset subtracted so that
-    ``zeros`` of the pixels read 0 (a confocal's offset setting)."""
+def _clipped_confocal(cx: float, zeros: float, frames: int = 3, side: int = 256, seed: int = 2,
+                      texture: float = 0.0, width: int = 5):
+    """``(unclipped, clipped)`` float frames: a background and a broad bright cell (1/``width``
+    of the side wide) with noise correlated by ``cx`` along X, and the same frames with an
+    offset subtracted so that ``zeros`` of the pixels read 0 (a confocal's offset setting).
+    ``texture``: the amplitude of fine texture in the cell (white noise box-smoothed twice: a
+    few pixels across), which is what is left to measure once the background is clipped away."""
+    from napari_b2u.clipped import box_mean
     from napari_b2u.sample_data import correlate
 
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:side, :side]
-    scene = 40 + 60 * np.exp(-((yy - side / 2) ** 2 + (xx - 0.4 * side) ** 2)
-                             / (2 * (side / 5) ** 2))
+    cell = np.exp(-((yy - side / 2) ** 2 + (xx - 0.4 * side) ** 2) / (2 * (side / width) ** 2))
+    scene = 40 + 60 * cell
+    if texture:
+        tex = box_mean(box_mean(rng.normal(0, 1, (side, side)), 3), 3)
+        scene = scene + cell * texture * tex / tex.std()
     noise = np.stack([correlate(rng.normal(0, 1, (side, side)), cx, 0.0)
                       for _ in range(frames)])
     full = (scene + 6 * noise).astype(np.float32)
@@ -219,23 +226,6 @@ def test_a_few_saturated_spots_beside_a_clipped_background_are_measured_with_the
     assert as_int.corr_x[0] == pytest.approx(report.corr_x[0], abs=0.05)
 
 
-def _textured_clipped(cx: float, zeros: float, side: int = 256, seed: int = 2):
-    """``(unclipped, clipped)``: like :func:`_clipped_confocal`, with fine texture in the cell
-    (white noise box-smoothed twice: a few pixels across, as strong as the noise), which is
-    what is left to measure once the background is clipped away."""
-    from napari_b2u.clipped import box_mean
-    from napari_b2u.sample_data import correlate
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:side, :side]
-    cell = np.exp(-((yy - side / 2) ** 2 + (xx - 0.4 * side) ** 2) / (2 * (side / 4) ** 2))
-    tex = box_mean(box_mean(rng.normal(0, 1, (side, side)), 3), 3)
-    scene = 40 + cell * (60 + 6 * tex / tex.std())
-    noise = np.stack([correlate(rng.normal(0, 1, (side, side)), cx, 0.0) for _ in range(3)])
-    full = (scene + 6 * noise).astype(np.float32)
-    return full, np.clip(full - np.quantile(full, zeros), 0, None).astype(np.float32)
-
-
 @pytest.mark.parametrize("zeros", [0.55, 0.65])
 @pytest.mark.parametrize("cx", [0.0, 0.3])
 def test_texture_left_by_clipping_is_not_read_as_correlated_noise(cx, zeros):
@@ -251,7 +241,8 @@ def test_texture_left_by_clipping_is_not_read_as_correlated_noise(cx, zeros):
     )
     from napari_b2u.noise import _kernel as measured_kernel
 
-    full, clipped = _textured_clipped(cx, zeros)
+    # texture as strong as the noise (6), in a cell a quarter of the side wide
+    full, clipped = _clipped_confocal(cx, zeros, texture=6.0, width=4)
     planes = clipped.reshape((-1,) + clipped.shape[-2:])
     raw = axis_noise_correlations(measured_kernel(planes, 3, exclusion_bounds(planes))[0])
     expected = "pixel" if cx == 0 else "x-line:3"
