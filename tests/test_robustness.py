@@ -510,6 +510,33 @@ def test_compile_failure_falls_back_to_eager(small_stack, monkeypatch):
     assert np.isfinite(trainer.result().denoise(noisy, dtype="float32")).all()
 
 
+def test_compiled_network_serves_training_passes_only(small_stack, monkeypatch):
+    """Validation, previews and the end phase run the network in other shapes (whole frames,
+    tiles): through the compiled call each is a recompile, and on a GPU a short run spent its
+    budget recompiling. They run eager; the training passes run compiled."""
+    noisy, _ = small_stack
+    modes = []
+
+    def fake_compile(self, *a, **k):
+        def compiled(*args, **kwargs):
+            modes.append(self.training)
+            return self._call_impl(*args, **kwargs)
+
+        self._compiled_call_impl = compiled
+
+    monkeypatch.setattr(torch.nn.Module, "compile", fake_compile)
+    evals = []
+    real_eval = torch.nn.Module.eval
+    monkeypatch.setattr(torch.nn.Module, "eval", lambda self: evals.append(1) or real_eval(self))
+    trainer = api.make_trainer(noisy, steps=6, val_every=2, val_fraction=0.25,
+                               **{**TINY_T, "compile": True})
+    events = list(trainer)
+    assert events[-1].done and trainer.steps.compiled
+    assert evals, "no evaluation pass ran: the test would prove nothing"
+    assert modes and all(modes), "an evaluation pass went through the compiled call"
+    assert np.isfinite(trainer.result().denoise(noisy, dtype="float32")).all()
+
+
 def test_a_stop_drops_the_running_step_at_its_next_convolution(small_stack, monkeypatch):
     """A stop inside a step (here: requested by the 3rd convolution of the step) ends the step
     there: the weights are not updated and no step is counted (issue 17.12: stop ≤ 1 s even when

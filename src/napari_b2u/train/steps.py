@@ -53,6 +53,7 @@ class Steps:
         try:
             for m in self.method.modules_to_compile(self.model):
                 m.compile(dynamic=False)
+                m._compiled_call_impl = _training_only(m, m._compiled_call_impl)
             self.compiled = True
         except Exception as exc:  # noqa: BLE001 - compile is an optimization only
             self._uncompile(exc)
@@ -208,3 +209,16 @@ class Steps:
         self.good_state = None
         self.optimizer.zero_grad(set_to_none=True)
         self.optimizer.state.clear()
+
+
+def _training_only(module, compiled):
+    """``module``'s compiled call for training passes only. Evaluation passes (validation,
+    previews, the end phase's risk and floor) come in other shapes, each a recompile of
+    seconds, and torch stops compiling after 8: on an H200 a 20 s run of a 20-frame stack
+    spent its budget recompiling and made 1 step (docs/benchmarks.md, GPU)."""
+    def call(*args, **kwargs):
+        if module.training:
+            return compiled(*args, **kwargs)
+        return module._call_impl(*args, **kwargs)
+
+    return call
