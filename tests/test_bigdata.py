@@ -4,6 +4,7 @@ error without the optional extra."""
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -286,6 +287,20 @@ def test_local_cluster_with_in_process_workers_and_many_inputs(tiny_model, tmp_p
     for x, res in zip(xs, results):
         np.testing.assert_array_equal(res.open()[0].compute(),
                                       tiny_model.denoise(x, batch_size=1, **OPTS))
+
+
+def test_in_process_workers_stay_in_process_on_a_gpu_machine(monkeypatch):
+    """``processes=False`` keeps the workers in this process where GPUs are visible too (on an
+    H200 the in-process tests above started worker processes, one per GPU, and warned)."""
+    distributed = pytest.importorskip("distributed")
+    from napari_b2u.denoise import cluster
+
+    monkeypatch.setattr(cluster, "visible_gpus", lambda: ["0"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "2 workers asked for, 1 GPU(s) found"
+        with cluster.local_cluster(workers=2, processes=False) as lc:
+            assert isinstance(lc, distributed.LocalCluster) and len(lc.workers) == 2
+            assert all(isinstance(w, distributed.Worker) for w in lc.workers.values())
 
 
 def test_cancel_on_a_cluster_is_clean_and_resumes(tiny_model, tmp_path):

@@ -47,9 +47,10 @@ def _dashboard() -> str | None:
 
 def local_cluster(workers: int | None = None, processes: bool = True):
     """A local dask cluster: one worker per GPU (``workers`` at most), or ``workers`` CPU
-    workers. ``processes=False`` keeps the workers in this process (tests)."""
+    workers. ``processes=False`` keeps the workers in this process (tests), on a GPU machine
+    too: they share this process's devices."""
     distributed = require("distributed", "--workers (a local dask cluster)")
-    gpus = visible_gpus()
+    gpus = visible_gpus() if processes else []
     dashboard = _dashboard() if processes else None
     if gpus:
         n = min(workers or len(gpus), len(gpus))
