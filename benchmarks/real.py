@@ -217,12 +217,27 @@ def oracle_noise(noisy: np.ndarray, gt: np.ndarray, bins: int = 24) -> tuple[flo
     return max(float(fit[0]), 1e-3), float(fit[1])
 
 
-def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed) -> dict:
+def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed,
+                curve: int = 0) -> dict:
+    """``curve``: every that many steps, the network's one-pass output on the whole first frame
+    (a training preview), scored after training: how soon the quality is reached."""
     from napari_b2u import api
 
     opts = dict(opts)
     tta = opts.pop("tta", "auto")
     kw = {} if name == "default" else {"method": name, "floor": opts.pop("floor", "none")}
+    seen: list = []
+    if curve:  # previews of the whole first frame, kept and scored after training
+        opts.update(preview_every=curve, preview_size=max(noisy.shape[-2:]))
+        kw["callback"] = lambda ev: (seen.append((ev.elapsed, ev.step,
+                                                  ev.previews.images["visible"][0]))
+                                     if ev.previews is not None and ev.phase is None
+                                     else None)
+    import torch
+
+    gpu = str(device).startswith("cuda")
+    if gpu:
+        torch.cuda.reset_peak_memory_stats(device)
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -240,6 +255,14 @@ def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed) ->
     if tta is not False and tta != "false":  # the one-pass output too, to show what TTA buys
         res["psnr_one_pass"] = score(model.denoise(noisy, axes=axes, dtype="float32",
                                                    device=device, tta=False), gt)
+    if gpu:  # training and denoising together: what a laptop GPU must hold
+        res["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if seen:
+        first_gt = frames(gt)[0]
+        res["curve"] = [(round(e, 2), s, round(affine_psnr(img, first_gt), 3))
+                        for e, s, img in seen]
+        final = res["curve"][-1][2]
+        res["reach_s"] = next(e for e, _, q in res["curve"] if q >= final - 0.1)
     return res
 
 
@@ -279,6 +302,10 @@ def main(argv=None) -> int:
                                / "python"),
                    help="python of the CAREamics peer venv (the n2v-peer row)")
     p.add_argument("--json", type=Path, help="merge results into this JSON file")
+    p.add_argument("--curve", type=int, default=0, metavar="STEPS",
+                   help="learned rows: score the network's one-pass output on the first frame "
+                        "every STEPS steps (a preview; records 'curve' and 'reach_s', the "
+                        "seconds until it is within 0.1 dB of its last value)")
     a = p.parse_args(argv)
     if not (a.data / "pairs").is_dir():
         print(f"no real data at {a.data} (pairs/, w2s/): give --data", file=sys.stderr)
@@ -313,7 +340,8 @@ def main(argv=None) -> int:
                 else:
                     res = run_peer(a.careamics_python, noisy, gt, axes, budget)
             else:
-                res = run_learned(name, opts, noisy, gt, axes, budget, a.device, a.seed)
+                res = run_learned(name, opts, noisy, gt, axes, budget, a.device, a.seed,
+                                  a.curve)
             record(results, case, row, res, a.json, meta)
     print()
     print(table(results, cases, rows))
