@@ -323,6 +323,28 @@ def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monk
     assert real.main(["--data", str(tmp_path)]) == 2  # no data: a message, not a traceback
 
 
+def test_real_benchmark_curve_scores_the_first_frame_as_training_goes(real_root, tmp_path):
+    """``--curve``: the network's one-pass output on the first frame every N steps, scored
+    against the truth; ``reach_s`` is the first time within 0.1 dB of the last point."""
+    import json
+
+    import real
+
+    out = tmp_path / "c.json"
+    row = "b2u[warm_start=none;width=16;depth=2;patch_size=32;steps=6]"
+    assert real.main(["--data", str(real_root), "--cases", "pair:demo", "--methods", row,
+                      "--budget", "60", "--curve", "2", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["pair:demo"][row]
+    curve = res["curve"]
+    assert [s for _, s, _ in curve][:3] == [2, 4, 6]  # every 2 steps (then the last preview)
+    times = [t for t, _, _ in curve]
+    assert times == sorted(times) and all(np.isfinite(q) for _, _, q in curve)
+    final = curve[-1][2]
+    first_within = next(t for t, _, q in curve if q >= final - 0.1)
+    assert res["reach_s"] == first_within
+    assert "peak_gib" not in res  # a CPU run has no GPU peak
+
+
 def test_pretrain_writes_a_model_that_warm_starts(tmp_path, small_stack):
     """benchmarks/pretrain.py (how the packaged model is made) on a tiny network for a few
     steps, each also supervising the blind branch: the file records its run, loads, and
