@@ -61,14 +61,17 @@ torch.version.cuda, torch.cuda.get_device_name(0), torch.cuda.is_bf16_supported(
 fi
 if has tests; then
     # the rest of the suite with CUDA visible, beside the gpu tests (widgets need napari/Qt,
-    # which the machine lacks); --timeout: a test that compiles for minutes is cut, not waited
-    timeout -k 5 "${SUITE_LIMIT:-150}" taskset -c 8-15 $PY -m pytest -q -p no:cacheprovider \
-        -n 6 --timeout 90 --maxfail "${SUITE_MAXFAIL:-3}" -v -m "not gui and not gpu" \
+    # which the machine lacks); --timeout: a test that compiles for minutes is cut, not waited;
+    # --session-timeout (pytest-timeout >= 2.3) ends the run in time to print its failures
+    limit=${SUITE_LIMIT:-150}
+    timeout -k 5 "$limit" taskset -c "${SUITE_CPUS:-8-15}" $PY -m pytest -p no:cacheprovider --tb=short -v \
+        -n 6 --timeout 90 --session-timeout $((limit - 20)) --maxfail "${SUITE_MAXFAIL:-3}" \
+        -m "not gui and not gpu" \
         --ignore=tests/smoke ${SUITE_ARGS:-} \
         --ignore-glob='tests/test_widget*' --continue-on-collection-errors \
         >"$OUT/suite.log" 2>&1 &
     suite=$!
-    run tests "${TESTS_LIMIT:-150}" taskset -c 0-7 $PY -m pytest -q -p no:cacheprovider -m gpu \
+    run tests "${TESTS_LIMIT:-150}" taskset -c "${TEST_CPUS:-0-7}" $PY -m pytest -q -p no:cacheprovider -m gpu \
         -rs tests/test_gpu.py
     wait $suite
     echo "== suite rc=$?"
