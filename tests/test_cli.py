@@ -301,3 +301,23 @@ def test_an_exports_sample_without_axis_metadata_takes_the_models_axes(tmp_path,
     assert sample_axes(img, 1, None, path) == "CYX"  # nothing recorded: the file's (refused
     # later with the channel message)
     assert sample_axes(read_image(path, "TYX"), 1, "ZYX", path) == "TYX"
+
+
+def test_train_help_shows_every_settings_help_verbatim(capsys, monkeypatch):
+    """The options' help comes from the settings' descriptions; argparse %-formats help, so a
+    description with a % (the compile setting's) printed a dump of the option instead."""
+    import dataclasses
+
+    from napari_b2u.config import FIELDS
+
+    for name, help_ in (("compile", "3 % more steps/s"), ("width", "100 % wider (%d)")):
+        monkeypatch.setitem(FIELDS, name, dataclasses.replace(FIELDS[name], help=help_))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "{'option_strings'" not in out
+    shown = [s for s in FIELDS.values() if s.user and s.name not in
+             ("method", "autosave", "preview_every")]
+    assert {"compile", "width"} <= {s.name for s in shown}
+    for spec in shown:
+        assert " ".join(spec.help.split()) in out, spec.name

@@ -23,6 +23,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     from .config import FIELDS
     from .methods import get_method, method_names
 
+    def text(help_: str) -> str:  # argparse %-formats help: a literal % must be doubled
+        return help_.replace("%", "%%")
+
     p.add_argument("--method", default="b2u", choices=method_names())
     for name, spec in FIELDS.items():
         if not spec.user or name in _SKIP_FIELDS:
@@ -30,17 +33,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if spec.kind is bool:
             p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
-                           default=None, help=spec.help)
+                           default=None, help=text(spec.help))
         else:
             p.add_argument(flag, dest=name, type=spec.kind, default=None,
-                           help=f"{spec.help} ({spec.allowed()})")
+                           help=text(f"{spec.help} ({spec.allowed()})"))
     shared: dict = {}
     for m in method_names():
         for spec in get_method(m).user_params():
             shared.setdefault(spec.name, (spec, []))[1].append(m)
     for name, (spec, owners) in shared.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=spec.kind, default=None,
-                       help=f"{', '.join(owners)}: {spec.help} ({spec.allowed()})")
+                       help=text(f"{', '.join(owners)}: {spec.help} ({spec.allowed()})"))
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="any other parameter of the method (see `napari-b2u info`)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
