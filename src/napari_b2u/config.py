@@ -94,7 +94,7 @@ FIELDS: dict[str, Param] = {p.name: p for p in (
           help="channels-last memory layout (CUDA and CPU)"),
     Param("compile", bool, None, optional=True, label="torch.compile",
           help="torch.compile the network for training (CUDA; off by default: compiling "
-               "takes 15-40 s of the budget and gained 3 % steps/s at the default batch on "
+               "took 14-22 s of a 20 s budget and gained 3 % steps/s at the default batch on "
                "an H200)"),
     Param("normalization", str, "auto", choices=("auto", "percentile", "range"), user=False,
           help="auto: 8-bit / 255, else the 0.1/99.9 percentiles per channel to 0/1"),
