@@ -221,20 +221,22 @@ def run_learned(name: str, opts: dict, noisy, gt, axes, budget, device, seed,
                 curve: int = 0) -> dict:
     """``curve``: every that many steps, the network's one-pass output on the whole first frame
     (a training preview), scored after training: how soon the quality is reached."""
+    import torch
+
     from napari_b2u import api
 
     opts = dict(opts)
     tta = opts.pop("tta", "auto")
     kw = {} if name == "default" else {"method": name, "floor": opts.pop("floor", "none")}
     seen: list = []
+
+    def keep_preview(ev) -> None:  # training's previews only, not the end phase's
+        if ev.previews is not None and ev.phase is None:
+            seen.append((ev.elapsed, ev.step, ev.previews.images["visible"][0]))
+
     if curve:  # previews of the whole first frame, kept and scored after training
         opts.update(preview_every=curve, preview_size=max(noisy.shape[-2:]))
-        kw["callback"] = lambda ev: (seen.append((ev.elapsed, ev.step,
-                                                  ev.previews.images["visible"][0]))
-                                     if ev.previews is not None and ev.phase is None
-                                     else None)
-    import torch
-
+        kw["callback"] = keep_preview
     gpu = str(device).startswith("cuda")
     if gpu:
         torch.cuda.reset_peak_memory_stats(device)
