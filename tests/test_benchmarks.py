@@ -294,6 +294,27 @@ def test_noise_check_benchmark_reads_the_truth_and_prints_a_row_per_case(real_ro
                                                   "| clip0.6:demo"]
 
 
+def test_colored_bm3d_reads_the_noise_correlation_and_beats_white_bm3d_on_it():
+    """The tuned anchor for scan-correlated noise: told the noise's spectrum (fitted against the
+    truth) it must read the correlation and do better than the same BM3D assuming white noise."""
+    pytest.importorskip("bm3d")
+    import real
+
+    from napari_b2u.sample_data import correlate
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    gt = 100 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0)
+    noisy = gt + 12 * correlate(rng.normal(0, 1, gt.shape), 0.35, 0.0)
+    out, info = real.colored_bm3d(noisy, gt)
+    assert info["corr_x1"] == pytest.approx(0.35, abs=0.08) and abs(info["corr_y1"]) < 0.08
+    assert info["psd_scale"] in real.PSD_SCALES and out.shape == noisy.shape
+    white = real.run_classical("bm3d-oracle", noisy, gt)["psnr"]
+    colored = real.run_classical("bm3d-colored", noisy, gt)["psnr"]
+    assert colored == pytest.approx(real.affine_psnr(out, gt), abs=0.01)
+    assert colored > white + 0.3 > real.affine_psnr(noisy, gt) + 0.3
+
+
 def test_real_benchmark_runs_every_kind_of_row(real_root, tmp_path, capsys, monkeypatch):
     import json
 
