@@ -197,7 +197,7 @@ def run_classical(row: str, noisy: np.ndarray, gt: np.ndarray) -> dict:
 
 CLASSICAL_ROWS = ("noisy", "gaussian", "bm3d", "bm3d-oracle", "bm3d-colored")
 #: strengths (multiples of the fitted noise spectrum) the colored oracle tries on the first frame
-PSD_SCALES = (0.75, 1.0, 1.5, 2.0)
+PSD_SCALES = (0.75, 1.0, 1.5, 2.0, 3.0)
 
 
 def colored_bm3d(noisy: np.ndarray, gt: np.ndarray, lags: int = 3) -> tuple[np.ndarray, dict]:
