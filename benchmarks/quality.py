@@ -25,6 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from real import split_rows  # noqa: E402  (commas inside [...]: 'default[mask=box:3,3]')
+
 from napari_b2u import api  # noqa: E402
 from napari_b2u.denoise.denoiser import Denoiser
 from napari_b2u.io.fmdd import TEST_VIEW, list_sets, load_view, split_views
@@ -280,7 +282,7 @@ def main(argv=None):
         kw.update(width=16, depth=2, patch_size=32)
     kw = {k: v for k, v in kw.items() if v is not None and k != "progress"}
     print(f"quality benchmark: preset {a.preset}, {len(sets)} set(s), device {a.device}")
-    rows = run_quality(sets, a.regimes.split(","), a.methods.split(","), pr["test_frames"], kw,
+    rows = run_quality(sets, a.regimes.split(","), split_rows(a.methods), pr["test_frames"], kw,
                        a.ablations, a.device)
     print()
     print(format_table(rows, paper=bool(a.fmdd_root)))

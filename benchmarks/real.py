@@ -373,7 +373,7 @@ def main(argv=None) -> int:
         return 2
     budget = a.budget or (60.0 if a.device.startswith("cuda") else 120.0)
     cases = a.cases.split(",") if a.cases else case_names(a.data)
-    rows = [r for r in _split_rows(a.methods)]
+    rows = split_rows(a.methods)
     import torch
 
     from napari_b2u.device import device_info
@@ -409,7 +409,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _split_rows(spec: str) -> list[str]:
+def split_rows(spec: str) -> list[str]:
     """Commas inside [...] belong to the row."""
     rows, depth, cur = [], 0, ""
     for ch in spec:

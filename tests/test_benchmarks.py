@@ -294,6 +294,14 @@ def test_noise_check_benchmark_reads_the_truth_and_prints_a_row_per_case(real_ro
                                                   "| clip0.6:demo"]
 
 
+def test_rows_keep_the_commas_of_their_options():
+    import real
+
+    assert real.split_rows("gaussian, default[mask=box:3,3;cells=4],b2u") == [
+        "gaussian", "default[mask=box:3,3;cells=4]", "b2u"]
+    assert quality.split_rows is real.split_rows  # quality.py's --methods splits the same way
+
+
 def test_colored_bm3d_reads_the_noise_correlation_and_beats_white_bm3d_on_it():
     """The tuned anchor for scan-correlated noise: told the noise's spectrum (fitted against the
     truth) it must read the correlation and do better than the same BM3D assuming white noise."""
