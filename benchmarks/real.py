@@ -204,11 +204,12 @@ def colored_bm3d(noisy: np.ndarray, gt: np.ndarray, lags: int = 3) -> tuple[np.n
     """VST + BM3D told the noise's power spectrum, everything fitted against the ground truth:
     (a, b) as ``bm3d-oracle``, then the autocorrelation of the stabilized residual at lags up to
     ``lags`` (less its value at the farthest lags: the pair's slowly varying mismatch is not
-    noise) as BM3D's PSD, scaled by the multiple of ``PSD_SCALES`` that scores best on the first
-    frame (as the oracle Gaussian picks its σ)."""
+    noise; circular shifts, so the frame's edges pair up, a small bias at lags ≤ 3) as BM3D's PSD,
+    scaled by the multiple of ``PSD_SCALES`` that scores best on the first frame (as the oracle
+    Gaussian picks its σ)."""
     from napari_b2u.methods.classical import _bm3d, gat, inverse_gat
 
-    if not hasattr(np, "trapz"):  # the bm4d package's PSD path calls np.trapz (numpy < 2)
+    if not hasattr(np, "trapz"):  # the bm4d package's PSD path calls np.trapz, gone in numpy 2
         np.trapz = np.trapezoid
     bm3d = _bm3d()
     truth = np.broadcast_to(gt, noisy.shape)
