@@ -207,47 +207,49 @@ def colored_bm3d(noisy: np.ndarray, gt: np.ndarray, lags: int = 3) -> tuple[np.n
     noise; circular shifts, so the frame's edges pair up, a small bias at lags ≤ 3) as BM3D's PSD,
     scaled by the multiple of ``PSD_SCALES`` that scores best on the first frame (as the oracle
     Gaussian picks its σ)."""
-    from napari_b2u.methods.classical import _bm3d, gat, inverse_gat
+    from napari_b2u.methods.classical import gat, vst_bm3d
 
     if not hasattr(np, "trapz"):  # the bm4d package's PSD path calls np.trapz, gone in numpy 2
         np.trapz = np.trapezoid
-    bm3d = _bm3d()
     truth = np.broadcast_to(gt, noisy.shape)
     outs, scale, info = [], None, {}
     for f, g in zip(frames(noisy), frames(truth)):
         f = np.asarray(f, np.float64)
         a, b = oracle_noise(f, g)
-        keep = (f > f.min()) & (f < f.max())
-        coef, *_ = np.linalg.lstsq(np.stack([g[keep], np.ones(keep.sum())], 1), f[keep],
-                                   rcond=None)
-        z = gat(f, a, b)
-        r = np.where(keep, z - gat(coef[0] * g + coef[1], a, b), 0.0)
+        keep, mean = truth_fit(f, g)
+        r = np.where(keep, gat(f, a, b) - gat(mean, a, b), 0.0)
         r = np.where(keep, r - r[keep].mean(), 0.0)
-        ac = np.zeros((2 * lags + 1, 2 * lags + 1))
-        n = max(int(keep.sum()), 1)
-        for dy in range(-lags, lags + 1):
-            for dx in range(-lags, lags + 1):
-                ac[dy + lags, dx + lags] = (r * np.roll(r, (dy, dx), (0, 1))).sum() / n
-        rim = np.concatenate([ac[0], ac[-1], ac[1:-1, 0], ac[1:-1, -1]])
-        ac -= np.median(rim)
+        # circular autocorrelation; lag (dy, dx) sits at [dy % H, dx % W]
+        full = np.real(np.fft.ifft2(np.abs(np.fft.fft2(r)) ** 2)) / max(int(keep.sum()), 1)
+        at = np.ix_(np.arange(-lags, lags + 1) % f.shape[0],
+                    np.arange(-lags, lags + 1) % f.shape[1])
+        ac = full[at]
+        ac -= np.median(np.concatenate([ac[0], ac[-1], ac[1:-1, 0], ac[1:-1, -1]]))
         kern = np.zeros(f.shape)
-        for dy in range(-lags, lags + 1):
-            for dx in range(-lags, lags + 1):
-                kern[dy % f.shape[0], dx % f.shape[1]] = ac[dy + lags, dx + lags]
+        kern[at] = ac
         # BM3D's PSD convention: |FFT|² of the noise kernel times the pixel count
         psd = np.abs(np.real(np.fft.fft2(kern))) * f.size
         if scale is None:  # chosen on the first frame, against its truth
-            tries = {m: inverse_gat(np.asarray(bm3d.bm3d(z, psd * m), np.float64), a, b)
-                     for m in PSD_SCALES}
+            tries = {m: vst_bm3d(f, a, b, psd * m) for m in PSD_SCALES}
             scale = max(tries, key=lambda m: affine_psnr(tries[m], g))
             out = tries[scale]
             info = {"noise": (float(a), float(b)), "psd_scale": scale,
                     "corr_x1": round(float(ac[lags, lags + 1] / ac[lags, lags]), 3),
                     "corr_y1": round(float(ac[lags + 1, lags] / ac[lags, lags]), 3)}
         else:
-            out = inverse_gat(np.asarray(bm3d.bm3d(z, psd * scale), np.float64), a, b)
+            out = vst_bm3d(f, a, b, psd * scale)
         outs.append(out)
     return np.stack(outs).reshape(noisy.shape), info
+
+
+def truth_fit(noisy: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels not at the noisy frame's min or max, the truth's affine fit to the noisy frame
+    over those pixels): the noise-free mean the oracle rows measure the noise against."""
+    # a clipped pixel's residual is not the noise's
+    keep = (noisy > noisy.min()) & (noisy < noisy.max())
+    coef, *_ = np.linalg.lstsq(np.stack([gt[keep], np.ones(keep.sum())], 1), noisy[keep],
+                               rcond=None)
+    return keep, coef[0] * gt + coef[1]
 
 
 def oracle_noise(noisy: np.ndarray, gt: np.ndarray, bins: int = 24) -> tuple[float, float]:
@@ -256,12 +258,8 @@ def oracle_noise(noisy: np.ndarray, gt: np.ndarray, bins: int = 24) -> tuple[flo
     noisy frame, the variance of the residual is taken per intensity bin (clipped pixels left
     out) and fitted by weighted least squares."""
     y = np.asarray(noisy, np.float64).ravel()
-    g = np.asarray(gt, np.float64).ravel()
-    lo, hi = y.min(), y.max()
-    keep = (y > lo) & (y < hi)  # a clipped pixel's residual is not the noise's
-    a_ = np.stack([g[keep], np.ones(keep.sum())], 1)
-    coef, *_ = np.linalg.lstsq(a_, y[keep], rcond=None)
-    mean = a_ @ coef
+    keep, mean = truth_fit(y, np.asarray(gt, np.float64).ravel())
+    mean = mean[keep]
     r2 = (y[keep] - mean) ** 2
     edges = np.quantile(mean, np.linspace(0, 1, bins + 1))
     xs, vs, ws = [], [], []

@@ -202,8 +202,10 @@ def _bm3d():
     return bm3d
 
 
-def vst_bm3d(img: np.ndarray, a: float, b: float, sigma: float = 1.0) -> np.ndarray:
-    """Denoise one 2D image (any units) whose noise variance is a·mean + b."""
+def vst_bm3d(img: np.ndarray, a: float, b: float, sigma: float | np.ndarray = 1.0) -> np.ndarray:
+    """Denoise one 2D image (any units) whose noise variance is a·mean + b. ``sigma``: BM3D's
+    noise σ after the transform, or the noise's power spectrum there (an array of the image's
+    shape, for correlated noise)."""
     z = gat(np.asarray(img, np.float64), a, b)
     zd = _bm3d().bm3d(z, sigma_psd=sigma)
     return inverse_gat(np.asarray(zd, np.float64), a, b)
